@@ -1,0 +1,423 @@
+"""QuantizationDebugger: TensorFlow Lite's quantization debugger workflow for ONNX models."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+import onnx
+
+from ._plan import Plan, build_plan
+from ._progress import progress_bar
+from .calibration import Calibration, calibrate_model, model_fingerprint
+from .calibration._calibrate import batching_is_safe
+from .compare._accumulate import MeanAccumulator, default_metrics
+from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
+from .data._dataset import Dataset, as_dataset, batches
+from .errors import ConfigError, ModelError, QuantDebugError
+from .graph._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph, build_debug_model
+from .graph._load import ModelSource, load_model
+from .graph._preprocess import Preprocessed, preprocess
+from .graph._select import FORMULA_CHARS, Selector, resolve_precisions
+from .graph._units import topo_index
+from .quantize import PlannedPrecision, default_op_types, quantize_with_ranges
+
+CSV_HEAD = ("op_name", "tensor_idx") + DEFAULT_METRICS
+CSV_TAIL = ("scale", "zero_point", "tensor_name", "node_name")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRow:
+    """One verified quantized tensor and its statistics."""
+
+    op_name: str
+    tensor_idx: int
+    tensor_name: str
+    node_name: str
+    scale: float
+    zero_point: int
+    precision: str
+    qmin: int
+    qmax: int
+    covers: tuple[str, ...]
+    metrics: dict[str, float]
+
+
+def _csv_safe(text: str) -> str:
+    return "'" + text if text[:1] in FORMULA_CHARS else text
+
+
+class QuantizationDebugger:
+    """Quantize an ONNX model, compare every quantized layer with its float twin, and fix it.
+
+    ``float_model`` is a path, bytes or ``onnx.ModelProto``. Datasets are callables that return
+    a fresh iterable of samples (a list of arrays, one per model input, or a dict by input name),
+    as in TensorFlow Lite's ``representative_dataset``.
+    """
+
+    def __init__(
+        self,
+        float_model: ModelSource | None = None,
+        representative_dataset: object | None = None,
+        *,
+        debug_dataset: object | None = None,
+        quant_config: QuantConfig | None = None,
+        debug_options: DebugOptions | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
+        if float_model is None:
+            raise ConfigError("float_model is required: a path, bytes or onnx.ModelProto of the float model")
+        self.quant_config = quant_config or QuantConfig()
+        if not isinstance(self.quant_config, QuantConfig):
+            raise ConfigError(f"quant_config must be a qd.QuantConfig; got {type(self.quant_config).__name__}")
+        self._user_model = load_model(float_model, what="float model")
+        self._pre: Preprocessed = preprocess(self._user_model)
+        self.float_model: onnx.ModelProto = self._pre.model
+        if representative_dataset is None and calibration is None:
+            raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
+        self._rep = as_dataset(representative_dataset, self.float_model, what="representative_dataset") if representative_dataset is not None else None
+        debug_source = debug_dataset if debug_dataset is not None else representative_dataset
+        if debug_source is None:
+            raise ConfigError("debug_dataset is required when no representative_dataset is given")
+        self._debug = as_dataset(debug_source, self.float_model, what="debug_dataset")
+        self._fingerprint = model_fingerprint(self.float_model)
+        if calibration is not None:
+            calibration.check_model(self._fingerprint)
+            self.calibration = calibration
+        else:
+            assert self._rep is not None
+            self.calibration = self._calibrate(self._rep)
+        self._tensor_idx = topo_index(self.float_model)
+        self._options = debug_options or DebugOptions()
+        self._plan: Plan | None = None
+        self._debug_graph: DebugGraph | None = None
+        self._rows: list[LayerRow] | None = None
+        self.model_statistics: dict[str, float] = {}
+        self.fidelity: float | None = None
+        self._replan()
+
+    # -- calibration and planning ------------------------------------------------------------
+    def _calibrate(self, dataset: Dataset) -> Calibration:
+        with progress_bar("calibrating", self._options_progress()) as advance:
+            return calibrate_model(self.float_model, dataset, progress=advance)
+
+    def _options_progress(self) -> bool | None:
+        opts = getattr(self, "_options", None)
+        return opts.progress if opts is not None else None
+
+    @property
+    def options(self) -> DebugOptions:
+        return self._options
+
+    @options.setter
+    def options(self, value: DebugOptions) -> None:
+        """New options re-quantize from the stored calibration; the dataset is not read again."""
+        if not isinstance(value, DebugOptions):
+            raise ConfigError(f"options must be a qd.DebugOptions; got {type(value).__name__}")
+        self._options = value
+        self._replan()
+
+    def _selector(self) -> Selector:
+        return Selector(self.float_model, self._pre.covers, self._pre.renamed, self._row_tensor_map())
+
+    def _row_tensor_map(self) -> dict[str, tuple[str, ...]]:
+        plan = self._plan
+        if plan is None:
+            return {}
+        return {u.float_tensor: u.twin for u in plan.units}
+
+    def precisions(self) -> dict[str, str]:
+        """The precision every pre-processed node gets under the current config and options."""
+        op_types = set(self.quant_config.op_types_to_quantize or default_op_types())
+        touched = resolve_precisions(
+            self._selector(),
+            self.quant_config.node_precision,
+            self._options.denylisted_nodes,
+            self._options.denylisted_ops,
+            op_types,
+        )
+        out = {}
+        for node in self.float_model.graph.node:
+            default = self.quant_config.activation_type if node.op_type in op_types else "float"
+            out[node.name] = touched.get(node.name, default) if node.op_type in op_types else "float"
+        return out
+
+    def _replan(self) -> None:
+        precisions = self.precisions()
+        plan_prec = PlannedPrecision(
+            exclude=tuple(n for n, p in precisions.items() if p == "float"),
+            int16=tuple(n for n, p in precisions.items() if p in ("int16", "uint16") and self.quant_config.activation_type not in ("int16", "uint16")),
+        )
+        ranges = self.calibration.ranges(self.quant_config)
+        qdq = quantize_with_ranges(self.float_model, ranges, self.quant_config, plan_prec)
+        intended = {n for n, p in precisions.items() if p != "float"}
+        self._plan = build_plan(self.float_model, qdq, intended)
+        self._precisions = precisions
+        self._debug_graph = None
+        self._rows = None
+        self.model_statistics = {}
+        if not self._plan.units:
+            warnings.warn(
+                "no quantized layer can be verified: every layer is left in float or none could be mapped; "
+                "see debugger.coverage() for each node's reason",
+                stacklevel=3,
+            )
+
+    # -- models -------------------------------------------------------------------------------
+    def get_nondebug_quantized_model(self) -> onnx.ModelProto:
+        """The quantized QDQ model, with denylisted nodes in float; runs in onnxruntime."""
+        assert self._plan is not None
+        out = onnx.ModelProto()
+        out.CopyFrom(self._plan.qdq)
+        return out
+
+    def _graph(self) -> DebugGraph:
+        assert self._plan is not None
+        if self._debug_graph is None:
+            self._debug_graph = build_debug_model(
+                self._plan.optimized,
+                self.float_model,
+                self._plan.units,
+                whole_model=self._options.verify_mode == "whole_model",
+                raw=self._options.has_raw_tensor_metrics,
+            )
+        return self._debug_graph
+
+    def get_debug_quantized_model(self) -> onnx.ModelProto:
+        """The debug model: what onnxruntime runs for the quantized model, plus float twins and statistics."""
+        out = onnx.ModelProto()
+        out.CopyFrom(self._graph().model)
+        return out
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Node names of the verified layers, in graph order."""
+        assert self._plan is not None
+        return [u.node for u in self._plan.units]
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run the debug model over the debug dataset and accumulate every layer's statistics."""
+        from .runtime import make_session
+
+        assert self._plan is not None
+        graph = self._graph()
+        opts = self._options
+        units = list(graph.units)
+        if not units:
+            raise QuantDebugError(
+                "nothing to verify: no quantized layer runs in this model (all left in float or unmapped); "
+                "see debugger.coverage()"
+            )
+        session = make_session(graph.model, level=opts.graph_optimization_level, threads=opts.intra_op_num_threads, what="debug model")
+        deployed = make_session(self._plan.qdq, level=opts.graph_optimization_level, threads=opts.intra_op_num_threads, what="quantized model") if opts.check_fidelity else None
+        float_session = make_session(self.float_model, level="all", threads=opts.intra_op_num_threads, what="float model") if opts.model_debug_metrics else None
+        raw_names = [t for trio in graph.raw_outputs for t in trio] if opts.has_raw_tensor_metrics else []
+        fetch = [METRICS_OUTPUT, SIZES_OUTPUT] + list(graph.model_outputs) + raw_names
+        fetch = list(dict.fromkeys(fetch))
+        n_out = len(graph.model_outputs)
+        layer_acc = MeanAccumulator(len(units), DEFAULT_METRICS)
+        custom_names = list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
+        custom_acc = MeanAccumulator(len(units), custom_names) if custom_names else None
+        model_sums: dict[str, float] = {name: 0.0 for name in opts.model_debug_metrics}
+        model_count = 0
+        info = self._plan.info
+
+        def run_batch(feed: dict[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
+            full = dict(feed)
+            full[ROWS_INPUT] = np.array([0 if batched else 1, -1], dtype=np.int64)
+            return dict(zip(fetch, session.run(fetch, full)))
+
+        feeds = iter(self._debug)
+        head = [f for _, f in zip(range(2), feeds)]
+        can_batch = opts.batch_size > 1 and all(s.batch_free for s in self._debug.specs) and batching_is_safe(
+            lambda f: {k: v for k, v in run_batch(f, f[next(iter(f))].shape[0] > 1).items() if k != SIZES_OUTPUT and k not in raw_names},
+            head,
+        )
+        checked = deployed is None
+        with progress_bar("debugging", opts.progress) as advance:
+            for feed, n in batches(_chain(head, feeds), opts.batch_size, can_batch):
+                out = run_batch(feed, n > 1)
+                if not checked:
+                    expected = deployed.run(list(graph.model_outputs), feed)  # type: ignore[union-attr]
+                    self.fidelity = max(
+                        (float(np.max(np.abs(a.astype(np.float64) - out[name].astype(np.float64)))) if a.size else 0.0)
+                        for name, a in zip(graph.model_outputs, expected)
+                    )
+                    if self.fidelity != 0.0:
+                        warnings.warn(
+                            f"the debug model's quantized path differs from the deployed quantized model by up to "
+                            f"{self.fidelity:g} on the first batch; statistics describe the debug model's path",
+                            stacklevel=2,
+                        )
+                    checked = True
+                layer_acc.update(default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT]))
+                if custom_acc is not None:
+                    custom_acc.update(self._custom_values(graph, out, n, info))
+                if float_session is not None:
+                    f_out = float_session.run(None, feed)
+                    q_out = [out[name] for name in graph.model_outputs[:n_out]]
+                    for i in range(n):
+                        fs = [a[i : i + 1] if n > 1 else a for a in f_out]
+                        qs = [a[i : i + 1] if n > 1 else a for a in q_out]
+                        for name, fn in opts.model_debug_metrics.items():
+                            model_sums[name] += float(fn(fs, qs))
+                    model_count += n
+                advance(n)
+        means = layer_acc.means()
+        custom_means = custom_acc.means() if custom_acc is not None else None
+        rows = []
+        for k, unit in enumerate(units):
+            row = info[unit.output]
+            metrics = {m: float(means[k, j]) for j, m in enumerate(DEFAULT_METRICS)}
+            if custom_means is not None:
+                metrics.update({m: float(custom_means[k, j]) for j, m in enumerate(custom_names)})
+            rows.append(
+                LayerRow(
+                    op_name=unit.op_type,
+                    tensor_idx=self._tensor_idx.get(unit.float_tensor, -1),
+                    tensor_name=unit.float_tensor,
+                    node_name=unit.node,
+                    scale=row.scale,
+                    zero_point=row.zero_point,
+                    precision=row.precision,
+                    qmin=row.qmin,
+                    qmax=row.qmax,
+                    covers=tuple(u for n in unit.twin for u in self._pre.covers.get(n, ())),
+                    metrics=metrics,
+                )
+            )
+        self._rows = rows
+        self.model_statistics = {k: v / model_count for k, v in model_sums.items()} if model_count else {}
+        self.samples_seen = layer_acc.samples
+
+    def _custom_values(self, graph: DebugGraph, out: dict[str, np.ndarray], n: int, info: dict[str, Any]) -> np.ndarray:
+        opts = self._options
+        values = np.full((n, len(graph.units), len(opts.layer_debug_metrics) + len(opts.layer_direct_compare_metrics)), np.nan)
+        for k, (unit, (int_name, deq_name, ref_name)) in enumerate(zip(graph.units, graph.raw_outputs)):
+            row = info[unit.output]
+            q_raw, deq, ref = out[int_name], out[deq_name], out[ref_name]
+            shift = row.zero_point - int(np.asarray(self._runtime_zero_point(unit)).reshape(-1)[0])
+            for i in range(n):
+                pick = (lambda a: a[i : i + 1]) if n > 1 else (lambda a: a)
+                diff = pick(deq) - pick(ref)
+                j = 0
+                for fn in opts.layer_debug_metrics.values():
+                    values[i, k, j] = float(fn(diff))
+                    j += 1
+                q_user = pick(q_raw).astype(np.int32) + shift
+                for fn in opts.layer_direct_compare_metrics.values():
+                    values[i, k, j] = float(fn(pick(ref), q_user, row.scale, row.zero_point))
+                    j += 1
+        return values
+
+    def _runtime_zero_point(self, unit: Any) -> np.ndarray:
+        assert self._plan is not None
+        init = {i.name: i for i in self._plan.optimized.graph.initializer}
+        zp = unit.qparams.zero_point
+        return onnx.numpy_helper.to_array(init[zp]) if zp in init else np.zeros(1, dtype=np.int32)
+
+    # -- results ------------------------------------------------------------------------------
+    def _require_rows(self) -> list[LayerRow]:
+        if self._rows is None:
+            raise QuantDebugError("no statistics yet: call debugger.run() first")
+        return self._rows
+
+    @property
+    def layer_rows(self) -> list[LayerRow]:
+        return list(self._require_rows())
+
+    @property
+    def layer_statistics(self) -> dict[str, dict[str, float]]:
+        """{tensor_name: {metric: value}} for every verified tensor, in graph order (as TFLite's)."""
+        return {r.tensor_name: dict(r.metrics) for r in self._require_rows()}
+
+    def _metric_columns(self) -> list[str]:
+        opts = self._options
+        return list(DEFAULT_METRICS) + list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
+
+    def layer_statistics_dump(self, file: IO[str]) -> None:
+        """Write the statistics as CSV with TFLite's column order, then ``node_name``."""
+        rows = self._require_rows()
+        metrics = self._metric_columns()
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(["op_name", "tensor_idx", *metrics, "scale", "zero_point", "tensor_name", "node_name"])
+        for r in rows:
+            writer.writerow(
+                [_csv_safe(r.op_name), r.tensor_idx]
+                + [repr(r.metrics[m]) if not math.isnan(r.metrics[m]) else "nan" for m in metrics]
+                + [repr(r.scale), r.zero_point, _csv_safe(r.tensor_name), _csv_safe(r.node_name)]
+            )
+
+    def layer_statistics_csv(self) -> str:
+        buffer = io.StringIO()
+        self.layer_statistics_dump(buffer)
+        return buffer.getvalue()
+
+    def layer_statistics_frame(self) -> Any:
+        """A pandas DataFrame: the CSV columns plus 'precision', 'range' and 'rmse/scale'."""
+        import pandas as pd
+
+        rows = self._require_rows()
+        metrics = self._metric_columns()
+        records = []
+        for r in rows:
+            rec: dict[str, Any] = {"op_name": r.op_name, "tensor_idx": r.tensor_idx}
+            rec.update({m: r.metrics[m] for m in metrics})
+            rec.update(
+                scale=r.scale,
+                zero_point=r.zero_point,
+                tensor_name=r.tensor_name,
+                node_name=r.node_name,
+                precision=r.precision,
+                range=(r.qmax - r.qmin) * r.scale,
+                **{"rmse/scale": math.sqrt(r.metrics["mean_squared_error"]) / r.scale if r.scale > 0 else math.nan},
+            )
+            records.append(rec)
+        columns = ["op_name", "tensor_idx", *metrics, "scale", "zero_point", "tensor_name", "node_name", "precision", "range", "rmse/scale"]
+        return pd.DataFrame.from_records(records, columns=columns)
+
+    def coverage(self) -> list[dict[str, str]]:
+        """Every node of the model with its status and the reason for it."""
+        assert self._plan is not None
+        op_types = set(self.quant_config.op_types_to_quantize or default_op_types())
+        verified = {u.node: u for u in self._plan.units}
+        absorbed = {n: u for u in self._plan.units for n in u.twin if n != u.node}
+        skipped = {s.runtime_node: s.reason for s in self._plan.skipped}
+        out: list[dict[str, str]] = []
+        user_of = {pre: users for pre, users in self._pre.covers.items()}
+        for node in self.float_model.graph.node:
+            name = node.name
+            if name in verified:
+                status, reason = "verified", f"quantized ({self._precisions[name]}) and verified as tensor {verified[name].float_tensor!r}"
+            elif name in absorbed:
+                status, reason = "verified", f"absorbed into {absorbed[name].node!r}, whose row covers it"
+            elif any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+                status, reason = "float", "has subgraphs; onnxruntime's quantizer leaves their bodies in float"
+            elif node.op_type not in op_types:
+                status, reason = "float", f"op type {node.op_type} is not quantized by onnxruntime's quantizer"
+            elif self._precisions.get(name) == "float":
+                status, reason = "float", "left in float by a denylist or node_precision rule"
+            elif name in skipped:
+                status, reason = "unverified", skipped[name]
+            else:
+                status, reason = "unverified", "quantized, but onnxruntime runs it fused into a neighbour or it has no quantized output"
+            users = user_of.get(name, ())
+            out.append({"node": name, "op_type": node.op_type, "user_nodes": ", ".join(users), "status": status, "reason": reason})
+        for removed in self._pre.removed:
+            out.append({"node": "", "op_type": "", "user_nodes": removed, "status": "removed", "reason": "folded away by graph optimization (constant folding or fusion)"})
+        return out
+
+
+def _chain(head: list[dict[str, np.ndarray]], rest: Iterator[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
+    yield from head
+    yield from rest
+
+
+__all__ = ["LayerRow", "QuantizationDebugger", "ModelError"]

@@ -1,0 +1,232 @@
+"""One streaming pass over the representative dataset: per-tensor min/max and a fixed-bin histogram.
+
+Every range method (MinMax, percentile, entropy) is derived later from the same state, and two
+calibrations of two halves of a dataset merge into the calibration of the whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .. import _io
+from ..config import QuantConfig
+from ..data._dataset import Dataset, batches
+from ..errors import CalibrationError
+from ..runtime import make_session
+from ._ranges import entropy_range, minmax_range, percentile_range
+from ._stats import TensorStats
+
+FORMAT = "quantdebug.calibration"
+FORMAT_VERSION = 1
+_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+
+
+def model_fingerprint(model: onnx.ModelProto) -> str:
+    """A digest of the graph's structure and weights: what a calibration must belong to."""
+    h = hashlib.sha256()
+    for node in model.graph.node:
+        h.update(f"{node.op_type}|{node.name}|{','.join(node.input)}|{','.join(node.output)}\n".encode())
+    for init in sorted(model.graph.initializer, key=lambda t: t.name):
+        h.update(init.name.encode())
+        h.update(init.raw_data if init.HasField("raw_data") else init.SerializeToString())
+    return h.hexdigest()[:32]
+
+
+def float_tensors(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs and node outputs that hold floating-point values, in topological order."""
+    types: dict[str, int] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    init = {i.name for i in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in init]
+    for node in model.graph.node:
+        names.extend(o for o in node.output if o)
+    # unknown types are kept and filtered by the dtype of what onnxruntime returns
+    return [n for n in dict.fromkeys(names) if types.get(n, TensorProto.FLOAT) in _FLOAT_TYPES or types.get(n) == 0]
+
+
+def augmented(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``tensors``."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    present = {o.name for o in work.graph.output}
+    inputs = {i.name for i in work.graph.input}
+    for name in tensors:
+        if name not in present and name not in inputs:
+            work.graph.output.append(helper.make_empty_tensor_value_info(name))
+            present.add(name)
+    return work
+
+
+class Calibration:
+    """Per-tensor statistics of a float model on a representative dataset (serializable, mergeable)."""
+
+    def __init__(self, fingerprint: str, stats: Mapping[str, TensorStats], num_samples: int) -> None:
+        self.fingerprint = fingerprint
+        self.stats = dict(stats)
+        self.num_samples = num_samples
+
+    def __repr__(self) -> str:
+        return f"Calibration({len(self.stats)} tensors, {self.num_samples} samples, model {self.fingerprint[:8]})"
+
+    def merge(self, other: Calibration) -> Calibration:
+        if other.fingerprint != self.fingerprint:
+            raise CalibrationError("cannot merge calibrations of two different models")
+        names = list(dict.fromkeys([*self.stats, *other.stats]))
+        merged = {}
+        for name in names:
+            a, b = self.stats.get(name), other.stats.get(name)
+            merged[name] = a.merge(b) if a is not None and b is not None else (a or b)
+        return Calibration(self.fingerprint, merged, self.num_samples + other.num_samples)  # type: ignore[arg-type]
+
+    def check_model(self, fingerprint: str) -> None:
+        if fingerprint != self.fingerprint:
+            raise CalibrationError(
+                f"this Calibration belongs to another model (fingerprint {self.fingerprint[:12]}, model "
+                f"{fingerprint[:12]}); calibrate this model with qd.calibrate(...)"
+            )
+
+    def tensor_range(self, name: str, method: str, percentile: float = 99.999, symmetric: bool = False) -> tuple[float, float]:
+        stats = self.stats[name]
+        if stats.count == 0:
+            return (0.0, 0.0)
+        if method == "minmax":
+            lo, hi = minmax_range(stats)
+        elif method == "percentile":
+            lo, hi = percentile_range(stats, percentile=percentile, symmetric=symmetric)
+        elif method == "entropy":
+            lo, hi = entropy_range(stats)
+        else:
+            raise CalibrationError(f"unknown calibration method {method!r}")
+        return float(lo), float(hi)
+
+    def ranges(self, config: QuantConfig) -> dict[str, tuple[float, float]]:
+        """Ranges for every tensor: the config's method, per-tensor overrides, then clamps."""
+        overrides = dict(config.calibration_overrides)
+        clamps = {name: (lo, hi) for name, lo, hi in config.tensor_clamps}
+        out: dict[str, tuple[float, float]] = {}
+        for name in self.stats:
+            method = overrides.get(name, config.calibration_method)
+            lo, hi = self.tensor_range(name, method, config.percentile, config.symmetric_activations)
+            if name in clamps:
+                lo, hi = max(lo, clamps[name][0]), min(hi, clamps[name][1])
+            out[name] = (lo, hi)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "num_samples": self.num_samples,
+            "tensors": {name: s.to_dict() for name, s in self.stats.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        if data.get("format") != FORMAT:
+            raise CalibrationError("this file is not a quantdebug calibration")
+        if data.get("version") != FORMAT_VERSION:
+            raise CalibrationError(f"calibration format version {data.get('version')} is not supported (expected {FORMAT_VERSION})")
+        stats = {name: TensorStats.from_dict(s) for name, s in data["tensors"].items()}
+        return cls(str(data["fingerprint"]), stats, int(data["num_samples"]))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the calibration as JSON, atomically."""
+        _io.write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Calibration:
+        p = Path(path)
+        if not p.is_file():
+            raise CalibrationError(f"calibration file {str(p)!r} does not exist")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"calibration file {str(p)!r} is not valid JSON ({exc}); was it truncated?") from exc
+        if not isinstance(data, dict):
+            raise CalibrationError(f"calibration file {str(p)!r} is not a quantdebug calibration")
+        return cls.from_dict(data)
+
+
+def _rows_match(batched: Mapping[str, np.ndarray], singles: list[Mapping[str, np.ndarray]]) -> bool:
+    n = len(singles)
+    for name, value in batched.items():
+        if value.ndim == 0 or value.shape[0] != n:
+            return False
+        for i, single in enumerate(singles):
+            part = single[name]
+            if part.shape[:1] != (1,) or value[i : i + 1].shape != part.shape:
+                return False
+            if not np.allclose(value[i : i + 1], part, rtol=1e-4, atol=1e-5, equal_nan=True):
+                return False
+    return True
+
+
+def batching_is_safe(run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], feeds: list[dict[str, np.ndarray]]) -> bool:
+    """Check on the first samples that a batched run gives, row by row, what single runs give."""
+    if len(feeds) < 2 or not all(a.ndim > 0 and a.shape[0] == 1 for f in feeds for a in f.values()):
+        return False
+    if any(f[k].shape != feeds[0][k].shape for f in feeds for k in f):
+        return False
+    stacked = {k: np.concatenate([f[k] for f in feeds], axis=0) for k in feeds[0]}
+    try:
+        batched = run(stacked)
+    except Exception:
+        return False
+    return _rows_match(batched, [run(f) for f in feeds])
+
+
+def calibrate_model(
+    model: onnx.ModelProto,
+    dataset: Dataset,
+    *,
+    batch_size: int = 16,
+    threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Calibration:
+    """Stream ``dataset`` through ``model`` (pre-processed) and return its Calibration."""
+    names = float_tensors(model)
+    session = make_session(augmented(model, names), level="disabled", threads=threads, what="float model")
+    outputs = [o.name for o in session.get_outputs()]
+    wanted = [n for n in outputs if n in set(names)]
+    input_names = [i.name for i in session.get_inputs()]
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = session.run(wanted, feed)
+        return {n: v for n, v in zip(wanted, values) if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+
+    stats: dict[str, TensorStats] = {}
+    count = 0
+
+    def absorb(feed: dict[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
+        for name in input_names:
+            if name in feed and feed[name].dtype.kind == "f":
+                stats.setdefault(name, TensorStats()).update(feed[name])
+        for name, value in values.items():
+            stats.setdefault(name, TensorStats()).update(value)
+
+    feeds = iter(dataset)
+    head = [f for _, f in zip(range(2), feeds)]
+    can_batch = all(s.batch_free for s in dataset.specs) and batching_is_safe(run, head)
+    for feed, n in batches(_chain(head, feeds), batch_size, can_batch):
+        absorb(feed, run(feed))
+        count += n
+        if progress is not None:
+            progress(n)
+    return Calibration(model_fingerprint(model), stats, count)
+
+
+def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
+    yield from head
+    yield from rest

@@ -1,0 +1,1 @@
+"""Metric accumulators (mergeable), layer and model statistics, CSV and JSON output."""

@@ -1,0 +1,255 @@
+"""Frozen, validated options: how to quantize (QuantConfig) and how to debug (DebugOptions).
+
+Both round-trip through plain dicts (JSON) so that a run can be recorded and reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from .errors import ConfigError
+
+CONFIG_VERSION = 1
+
+ActivationType = Literal["int8", "uint8", "int16", "uint16"]
+WeightType = Literal["int8", "uint8", "int16"]
+Precision = Literal["int8", "uint8", "int16", "uint16", "float"]
+CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
+VerifyMode = Literal["per_layer", "whole_model"]
+
+ACTIVATION_TYPES = ("int8", "uint8", "int16", "uint16")
+WEIGHT_TYPES = ("int8", "uint8", "int16")
+PRECISIONS = ("int8", "uint8", "int16", "uint16", "float")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+VERIFY_MODES = ("per_layer", "whole_model")
+OPT_LEVELS = ("all", "extended", "basic", "disabled")
+
+LayerMetric = Callable[[np.ndarray], float]
+DirectCompareMetric = Callable[[np.ndarray, np.ndarray, float, int], float]
+ModelMetric = Callable[[list[np.ndarray], list[np.ndarray]], float]
+
+
+def _choice(field: str, value: object, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{field}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
+
+
+def _str_tuple(field: str, value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise ConfigError(f"{field} must be a list of strings, not the single string {value!r}; write [{value!r}]")
+    items = tuple(value)  # type: ignore[call-overload]
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{field} must hold non-empty strings; got {item!r}")
+    return items
+
+
+def _rules(value: object) -> tuple[tuple[str, str], ...]:
+    """node_precision as an ordered tuple of (selector, precision) rules; later rules win."""
+    if value is None:
+        return ()
+    pairs = value.items() if isinstance(value, Mapping) else value
+    rules: list[tuple[str, str]] = []
+    for pair in pairs:  # type: ignore[union-attr]
+        try:
+            selector, precision = pair
+        except (TypeError, ValueError):
+            raise ConfigError(f"node_precision entries must be (name, precision) pairs; got {pair!r}") from None
+        if not isinstance(selector, str) or not selector:
+            raise ConfigError(f"node_precision selector must be a non-empty string; got {selector!r}")
+        _choice(f"node_precision[{selector!r}]", precision, PRECISIONS)
+        rules.append((selector, str(precision)))
+    return tuple(rules)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuantConfig:
+    """How a float model is quantized.
+
+    The defaults are a static, full-integer QDQ model: int8 activations and int8 weights,
+    per-tensor, MinMax calibration, onnxruntime's own list of quantizable op types.
+
+    ``node_precision`` is an ordered list of rules ``(selector, precision)`` where a selector
+    is a node name, an output-tensor name, an op type or a ``re:`` regular expression over
+    node names, and precision is ``"int8"``, ``"int16"``, ``"float"`` (or the unsigned types).
+    Later rules override earlier ones; the debugger's denylists are appended after them as
+    ``"float"`` rules, so a denylist always wins.
+    """
+
+    activation_type: ActivationType = "int8"
+    weight_type: WeightType = "int8"
+    per_channel: bool = False
+    reduce_range: bool = False
+    symmetric_activations: bool = False
+    symmetric_weights: bool | None = None
+    calibration_method: CalibrationMethodName = "minmax"
+    percentile: float = 99.999
+    op_types_to_quantize: tuple[str, ...] | None = None
+    node_precision: tuple[tuple[str, str], ...] = ()
+    per_channel_nodes: tuple[str, ...] = ()
+    calibration_overrides: tuple[tuple[str, str], ...] = ()
+    tensor_clamps: tuple[tuple[str, float, float], ...] = ()
+    extra_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    version: ClassVar[int] = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _choice("activation_type", self.activation_type, ACTIVATION_TYPES)
+        _choice("weight_type", self.weight_type, WEIGHT_TYPES)
+        _choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        for flag in ("per_channel", "reduce_range", "symmetric_activations"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+        if self.symmetric_weights is not None and not isinstance(self.symmetric_weights, bool):
+            raise ConfigError(f"symmetric_weights must be True, False or None; got {self.symmetric_weights!r}")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100]; got {self.percentile!r}")
+        if self.op_types_to_quantize is not None:
+            object.__setattr__(self, "op_types_to_quantize", _str_tuple("op_types_to_quantize", self.op_types_to_quantize))
+        object.__setattr__(self, "node_precision", _rules(self.node_precision))
+        object.__setattr__(self, "per_channel_nodes", _str_tuple("per_channel_nodes", self.per_channel_nodes))
+        overrides = self.calibration_overrides
+        pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
+        checked: list[tuple[str, str]] = []
+        for tensor, method in pairs:
+            _choice(f"calibration_overrides[{tensor!r}]", method, CALIBRATION_METHODS)
+            checked.append((str(tensor), str(method)))
+        object.__setattr__(self, "calibration_overrides", tuple(checked))
+        clamps: list[tuple[str, float, float]] = []
+        for entry in self.tensor_clamps:
+            try:
+                tensor, lo, hi = entry
+                lo_f, hi_f = float(lo), float(hi)
+            except (TypeError, ValueError):
+                raise ConfigError(f"tensor_clamps entries must be (tensor, low, high); got {entry!r}") from None
+            if not (np.isfinite(lo_f) and np.isfinite(hi_f) and lo_f < hi_f):
+                raise ConfigError(f"tensor_clamps[{tensor!r}] needs finite low < high; got ({lo!r}, {hi!r})")
+            clamps.append((str(tensor), lo_f, hi_f))
+        object.__setattr__(self, "tensor_clamps", tuple(clamps))
+        object.__setattr__(self, "extra_options", dict(self.extra_options))
+
+    def replace(self, **changes: Any) -> QuantConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": CONFIG_VERSION}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"QuantConfig version {version} is not supported (this quantdebug reads {CONFIG_VERSION})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown QuantConfig fields {unknown}; valid fields: {sorted(known)}")
+        for key in ("node_precision", "calibration_overrides", "tensor_clamps"):
+            if key in data:
+                data[key] = tuple(tuple(v) for v in data[key])
+        if data.get("op_types_to_quantize") is not None:
+            data["op_types_to_quantize"] = tuple(data["op_types_to_quantize"])
+        return cls(**data)
+
+
+def _metric_dict(field: str, value: object) -> dict[str, Callable[..., float]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{field} must be a dict {{name: function}}; got {type(value).__name__}")
+    for name, fn in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{field} names must be non-empty strings; got {name!r}")
+        if not callable(fn):
+            raise ConfigError(f"{field}[{name!r}] must be callable; got {type(fn).__name__}")
+    return dict(value)
+
+
+DEFAULT_METRICS = ("num_elements", "stddev", "mean_error", "max_abs_error", "mean_squared_error")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DebugOptions:
+    """How the debugger runs: denylists, verify mode, custom metrics and runtime settings."""
+
+    denylisted_nodes: tuple[str, ...] = ()
+    denylisted_ops: tuple[str, ...] = ()
+    verify_mode: VerifyMode = "per_layer"
+    layer_debug_metrics: Mapping[str, LayerMetric] = dataclasses.field(default_factory=dict)
+    layer_direct_compare_metrics: Mapping[str, DirectCompareMetric] = dataclasses.field(default_factory=dict)
+    model_debug_metrics: Mapping[str, ModelMetric] = dataclasses.field(default_factory=dict)
+    batch_size: int = 16
+    intra_op_num_threads: int | None = None
+    graph_optimization_level: str = "all"
+    progress: bool | None = None
+    check_fidelity: bool = True
+    version: ClassVar[int] = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "denylisted_nodes", _str_tuple("denylisted_nodes", self.denylisted_nodes))
+        object.__setattr__(self, "denylisted_ops", _str_tuple("denylisted_ops", self.denylisted_ops))
+        mode = str(self.verify_mode).replace("-", "_")
+        _choice("verify_mode", mode, VERIFY_MODES)
+        object.__setattr__(self, "verify_mode", mode)
+        seen: dict[str, str] = {name: "the default metrics" for name in DEFAULT_METRICS}
+        for field in ("layer_debug_metrics", "layer_direct_compare_metrics", "model_debug_metrics"):
+            metrics = _metric_dict(field, getattr(self, field))
+            for name in metrics:
+                if name in seen:
+                    raise ConfigError(f"metric name {name!r} is used in both {seen[name]} and {field}; names must be unique")
+                seen[name] = field
+            object.__setattr__(self, field, metrics)
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer; got {self.batch_size!r}")
+        if self.intra_op_num_threads is not None and (
+            not isinstance(self.intra_op_num_threads, int) or self.intra_op_num_threads < 0
+        ):
+            raise ConfigError(f"intra_op_num_threads must be None or an integer >= 0; got {self.intra_op_num_threads!r}")
+        _choice("graph_optimization_level", self.graph_optimization_level, OPT_LEVELS)
+
+    @property
+    def has_raw_tensor_metrics(self) -> bool:
+        return bool(self.layer_debug_metrics or self.layer_direct_compare_metrics)
+
+    def replace(self, **changes: Any) -> DebugOptions:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form; custom metric functions are recorded by name only."""
+        out: dict[str, Any] = {"version": CONFIG_VERSION}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_metrics"):
+                value = list(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DebugOptions:
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"DebugOptions version {version} is not supported (this quantdebug reads {CONFIG_VERSION})")
+        for key in ("layer_debug_metrics", "layer_direct_compare_metrics", "model_debug_metrics"):
+            names = data.pop(key, [])
+            if names:
+                raise ConfigError(f"{key} {list(names)} are functions and cannot be loaded from JSON; pass them again")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown DebugOptions fields {unknown}; valid fields: {sorted(known)}")
+        return cls(**data)

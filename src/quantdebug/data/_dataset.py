@@ -1,0 +1,213 @@
+"""Seed-style datasets (a callable returning a fresh iterable of samples), validated sample by sample.
+
+A sample is a list of arrays (one per model input, in order), a dict {input_name: array}, or a
+single array for a one-input model. Every sample is checked against the model's inputs.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import DatasetError
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int | str | None, ...] | None  # None: rank unknown; str/None entries are free dims
+
+    def describe(self) -> str:
+        if self.shape is None:
+            return f"{self.name} ({self.dtype})"
+        dims = ", ".join("?" if not isinstance(d, int) else str(d) for d in self.shape)
+        return f"{self.name} [{dims}] {self.dtype}"
+
+    @property
+    def batch_free(self) -> bool:
+        """True when the first dimension is symbolic, so samples may be stacked along it."""
+        return bool(self.shape) and not isinstance(self.shape[0], int)  # type: ignore[index]
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    init = {i.name for i in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in init:
+            continue
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            raise DatasetError(f"model input {vi.name!r} is not a tensor; only tensor inputs are supported")
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        shape: tuple[int | str | None, ...] | None = None
+        if tt.HasField("shape"):
+            shape = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+            )
+        specs.append(InputSpec(vi.name, dtype, shape))
+    return specs
+
+
+def _is_one_shot(obj: object) -> bool:
+    return isinstance(obj, Iterator)
+
+
+class Dataset:
+    """A re-iterable, validated source of feeds ``{input_name: array}``.
+
+    ``source`` is a callable returning an iterable of samples (the tutorial's
+    ``representative_dataset``), or a re-iterable collection such as a list. A one-shot iterator
+    or generator object is refused: calibration and debugging each read the data.
+    """
+
+    def __init__(self, source: object, specs: list[InputSpec], *, what: str = "dataset") -> None:
+        if _is_one_shot(source):
+            raise DatasetError(
+                f"{what} is a one-shot iterator/generator, but quantdebug reads the data more than once "
+                "(calibration, then debugging); pass the generator function itself (without calling it) "
+                "or a list of samples"
+            )
+        if callable(source):
+            self._factory: Callable[[], Iterable[Any]] = source  # type: ignore[assignment]
+        elif isinstance(source, cabc.Iterable) and not isinstance(source, str | bytes | Mapping):
+            items = source
+            self._factory = lambda: items
+        else:
+            raise DatasetError(
+                f"{what} must be a callable returning an iterable of samples, or a list of samples; "
+                f"got {type(source).__name__}"
+            )
+        self.specs = specs
+        self.what = what
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        """Yield validated feeds, one per sample; errors name the sample index and the input."""
+        try:
+            iterable = self._factory()
+        except Exception as exc:
+            raise DatasetError(f"{self.what}: calling the dataset function failed: {exc!r}") from exc
+        if _is_one_shot(iterable) and iterable is getattr(self, "_last", None):
+            raise DatasetError(f"{self.what}: the dataset function returned an exhausted iterator; return a fresh one")
+        self._last = iterable
+        try:
+            iterator = iter(iterable)
+        except TypeError as exc:
+            raise DatasetError(f"{self.what}: the dataset function returned {type(iterable).__name__}, which is not iterable") from exc
+        index = 0
+        while True:
+            try:
+                sample = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise DatasetError(f"{self.what}: reading sample {index} raised {exc!r}") from exc
+            yield self.feed(sample, index)
+            index += 1
+        if index == 0:
+            raise DatasetError(f"{self.what} is empty: it yielded no samples")
+
+    def feed(self, sample: object, index: int) -> dict[str, np.ndarray]:
+        names = [s.name for s in self.specs]
+        if isinstance(sample, Mapping):
+            unknown = [k for k in sample if k not in names]
+            missing = [n for n in names if n not in sample]
+            if unknown or missing:
+                raise DatasetError(
+                    f"{self.what} sample {index}: input names do not match the model "
+                    f"(unknown {unknown}, missing {missing}); the model's inputs are {names}"
+                )
+            values = [sample[n] for n in names]
+        elif isinstance(sample, list | tuple):
+            if len(sample) != len(names):
+                raise DatasetError(
+                    f"{self.what} sample {index} has {len(sample)} arrays but the model has "
+                    f"{len(names)} inputs ({', '.join(s.describe() for s in self.specs)})"
+                )
+            values = list(sample)
+        elif len(names) == 1 and hasattr(sample, "__array__"):
+            values = [sample]
+        else:
+            raise DatasetError(
+                f"{self.what} sample {index} is a {type(sample).__name__}; a sample is a list of arrays "
+                f"(one per input, in order) or a dict {{input_name: array}}"
+            )
+        return {spec.name: self._check(spec, value, index) for spec, value in zip(self.specs, values)}
+
+    def _check(self, spec: InputSpec, value: object, index: int) -> np.ndarray:
+        where = f"{self.what} sample {index}, input {spec.name!r}"
+        if hasattr(value, "detach"):  # torch tensors
+            value = value.detach().cpu().numpy()  # type: ignore[attr-defined]
+        elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tf tensors
+            value = value.numpy()  # type: ignore[attr-defined]
+        try:
+            array = np.asarray(value)
+        except Exception as exc:
+            raise DatasetError(f"{where}: cannot be turned into an array ({exc})") from exc
+        if array.dtype == object:
+            raise DatasetError(f"{where}: holds Python objects, not numbers; expected {spec.dtype}")
+        if array.dtype != spec.dtype:
+            same_kind = array.dtype.kind == spec.dtype.kind or (array.dtype.kind in "iu" and spec.dtype.kind in "iu")
+            if not same_kind:
+                raise DatasetError(
+                    f"{where}: dtype {array.dtype} does not match the model's {spec.dtype}; convert the data "
+                    f"(for example array.astype(np.{spec.dtype}))"
+                )
+            array = array.astype(spec.dtype)
+        if spec.shape is not None:
+            if array.ndim != len(spec.shape):
+                raise DatasetError(
+                    f"{where}: shape {list(array.shape)} has rank {array.ndim}, but the model expects "
+                    f"{spec.describe()}" + (" (add the batch axis: x[None])" if array.ndim + 1 == len(spec.shape) else "")
+                )
+            for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
+                if isinstance(want, int) and want > 0 and got != want:
+                    raise DatasetError(
+                        f"{where}: shape {list(array.shape)} differs from the model's {spec.describe()} at axis {axis}"
+                    )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = int(np.size(array) - np.isfinite(array).sum())
+            raise DatasetError(f"{where}: contains {bad} NaN or Inf values; clean the data before quantizing")
+        return np.ascontiguousarray(array)
+
+
+def as_dataset(source: object, model: onnx.ModelProto, *, what: str = "dataset") -> Dataset:
+    if isinstance(source, Dataset):
+        return source
+    return Dataset(source, input_specs(model), what=what)
+
+
+def batches(feeds: Iterable[dict[str, np.ndarray]], batch_size: int, can_batch: bool) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """Stack consecutive samples along axis 0; yield (feed, number_of_samples).
+
+    Only samples whose leading dimension is 1 are stacked, and a change of shape starts a new batch.
+    """
+    pending: list[dict[str, np.ndarray]] = []
+
+    def flush() -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        if not pending:
+            return
+        if len(pending) == 1:
+            yield pending[0], 1
+        else:
+            yield {k: np.concatenate([p[k] for p in pending], axis=0) for k in pending[0]}, len(pending)
+        pending.clear()
+
+    for feed in feeds:
+        stackable = can_batch and batch_size > 1 and all(a.ndim > 0 and a.shape[0] == 1 for a in feed.values())
+        if not stackable:
+            yield from flush()
+            yield feed, 1
+            continue
+        if pending and any(pending[0][k].shape != v.shape for k, v in feed.items()):
+            yield from flush()
+        pending.append(feed)
+        if len(pending) >= batch_size:
+            yield from flush()
+    yield from flush()

@@ -1,0 +1,38 @@
+"""The exceptions quantdebug raises: one small hierarchy, each naming what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class QuantDebugError(Exception):
+    """Base class of every error quantdebug raises on purpose."""
+
+
+class ModelError(QuantDebugError, ValueError):
+    """The model cannot be read, checked, run or quantized."""
+
+
+class DatasetError(QuantDebugError, ValueError):
+    """A dataset or one of its samples does not fit the model."""
+
+
+class ConfigError(QuantDebugError, ValueError):
+    """An option, a denylist entry or a metric is not valid for this model."""
+
+
+class CalibrationError(QuantDebugError, ValueError):
+    """A calibration is missing, broken or belongs to another model."""
+
+
+class ModelTooLargeError(ModelError):
+    """The model is over protobuf's 2 GB limit and cannot be returned as a ModelProto."""
+
+
+def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return a ' did you mean ...?' suffix naming the closest valid choices, or ''."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " did you mean " + " or ".join(repr(c) for c in close) + "?"

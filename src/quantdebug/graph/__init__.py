@@ -1,0 +1,1 @@
+"""Loading, naming and pre-processing ONNX models, and building the debug graphs."""

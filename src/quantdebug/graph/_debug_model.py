@@ -1,0 +1,182 @@
+"""Build the debug model: the optimized quantized graph plus float twins and in-graph reductions.
+
+Per sample and per unit only three float64 numbers leave onnxruntime (mean, centred sum of
+squares and max |diff| of ``dequant(quantized) - float``), packed into one output, so memory
+does not grow with the number of samples and no tensor is copied that no metric needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import numpy as np
+
+from ._units import Unit
+
+PREFIX = "__qd"
+METRICS_OUTPUT = f"{PREFIX}/metrics"
+SIZES_OUTPUT = f"{PREFIX}/sizes"
+ROWS_INPUT = f"{PREFIX}/rows_shape"  # fed per run: [1, -1] for one sample, [0, -1] for a batch
+STATS_PER_UNIT = 3  # mean, centred sum of squares, max |diff|
+
+
+@dataclasses.dataclass(frozen=True)
+class DebugGraph:
+    model: onnx.ModelProto
+    units: tuple[Unit, ...]
+    model_outputs: tuple[str, ...]  # the quantized model's own outputs, for the fidelity check
+    raw_outputs: tuple[tuple[str, str, str], ...]  # per unit: (quantized int, dequantized, float) tensor names
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+
+
+class _Builder:
+    def __init__(self, optimized: onnx.ModelProto, float_model: onnx.ModelProto) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(optimized)
+        self.f = float_model
+        self.g = self.model.graph
+        self.opset = _opset(self.model)
+        self.f_init = {i.name: i for i in float_model.graph.initializer}
+        self.added_init: set[str] = set()
+        self.f_nodes = {n.name: n for n in float_model.graph.node}
+        self.counter = 0
+        self.const_cache: dict[str, str] = {}
+
+    def name(self, hint: str) -> str:
+        self.counter += 1
+        return f"{PREFIX}/{self.counter}/{hint}"
+
+    def node(self, op: str, inputs: Sequence[str], hint: str, **attrs: object) -> str:
+        out = self.name(hint)
+        self.g.node.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        return out
+
+    def const(self, key: str, array: np.ndarray) -> str:
+        if key not in self.const_cache:
+            name = f"{PREFIX}/const/{key}"
+            self.g.initializer.append(numpy_helper.from_array(array, name))
+            self.const_cache[key] = name
+        return self.const_cache[key]
+
+    def float_init(self, name: str) -> str:
+        new = f"{PREFIX}/f/{name}"
+        if new not in self.added_init:
+            init = onnx.TensorProto()
+            init.CopyFrom(self.f_init[name])
+            init.name = new
+            self.g.initializer.append(init)
+            self.added_init.add(new)
+        return new
+
+    def dequantize(self, tensor: str, scale: str, zero_point: str, axis: int | None) -> str:
+        inputs = [tensor, scale] + ([zero_point] if zero_point else [])
+        attrs = {"axis": axis} if axis is not None else {}
+        return self.node("DequantizeLinear", inputs, "dq", **attrs)
+
+    def copy_float_nodes(self, names: Sequence[str], mapping: dict[str, str], tag: str) -> None:
+        """Append copies of float-model nodes; ``mapping`` fixes inputs and receives new outputs."""
+        for name in names:
+            src = self.f_nodes[name]
+            inputs = []
+            for t in src.input:
+                if not t:
+                    inputs.append("")
+                elif t in mapping:
+                    inputs.append(mapping[t])
+                elif t in self.f_init:
+                    inputs.append(self.float_init(t))
+                else:
+                    inputs.append(t)  # a tensor shared with the quantized graph (e.g. a computed shape)
+            outputs = []
+            for t in src.output:
+                if t:
+                    mapping[t] = f"{PREFIX}/{tag}/{t}"
+                outputs.append(mapping.get(t, ""))
+            copy = onnx.NodeProto()
+            copy.CopyFrom(src)
+            copy.name = f"{PREFIX}/{tag}/{src.name}"
+            del copy.input[:]
+            copy.input.extend(inputs)
+            del copy.output[:]
+            copy.output.extend(outputs)
+            self.g.node.append(copy)
+
+    def reduce(self, op: str, tensor: str, hint: str) -> str:
+        if self.opset >= 18:
+            axes = self.const("axes1", np.array([1], dtype=np.int64))
+            return self.node(op, [tensor, axes], hint, keepdims=1)
+        return self.node(op, [tensor], hint, axes=[1], keepdims=1)
+
+    def stats(self, quantized: str, reference: str) -> tuple[str, str, str]:
+        """[B,3] float64 statistics of quantized - reference, plus the diff and its element count."""
+        diff = self.node("Sub", [quantized, reference], "diff")
+        wide = self.node("Cast", [diff], "diff64", to=TensorProto.DOUBLE)
+        rows = self.node("Reshape", [wide, ROWS_INPUT], "rows")
+        mean = self.reduce("ReduceMean", rows, "mean")
+        centred = self.node("Sub", [rows, mean], "centred")
+        css = self.reduce("ReduceSumSquare", centred, "css")
+        peak = self.reduce("ReduceMax", self.node("Abs", [rows], "abs"), "maxabs")
+        packed = self.node("Concat", [mean, css, peak], "stats", axis=1)
+        size = self.node("Shape", [rows], "shape")
+        return packed, diff, size
+
+
+def build_debug_model(
+    optimized: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    units: Sequence[Unit],
+    *,
+    whole_model: bool = False,
+    raw: bool = False,
+) -> DebugGraph:
+    """Add float twins (per-layer) or the whole float model (whole-model) and the statistics."""
+    b = _Builder(optimized, float_model)
+    model_outputs = tuple(o.name for o in b.g.output)
+    full: dict[str, str] = {}
+    if whole_model:
+        for vi in float_model.graph.input:
+            full[vi.name] = vi.name  # the same float inputs feed both paths
+        b.copy_float_nodes([n.name for n in float_model.graph.node], full, "f")
+    stats_tensors: list[str] = []
+    sizes: list[str] = []
+    raw_outputs: list[tuple[str, str, str]] = []
+    for k, unit in enumerate(units):
+        q = unit.qparams
+        quantized = b.dequantize(unit.output, q.scale, q.zero_point, q.axis)
+        if whole_model:
+            reference = full[unit.float_tensor]
+        else:
+            mapping: dict[str, str] = {}
+            for bd in unit.boundaries:
+                if bd.qparams is not None:
+                    mapping[bd.float_tensor] = b.dequantize(bd.source, bd.qparams.scale, bd.qparams.zero_point, bd.qparams.axis)
+                else:
+                    mapping[bd.float_tensor] = bd.source
+            b.copy_float_nodes(unit.twin, mapping, f"t{k}")
+            reference = mapping[unit.float_tensor]
+        packed, _diff, size = b.stats(quantized, reference)
+        stats_tensors.append(packed)
+        sizes.append(size)
+        raw_outputs.append((unit.output, quantized, reference))
+    if stats_tensors:
+        b.g.input.append(helper.make_tensor_value_info(ROWS_INPUT, TensorProto.INT64, [2]))
+        b.g.node.append(helper.make_node("Concat", stats_tensors, [METRICS_OUTPUT], name=METRICS_OUTPUT, axis=1))
+        b.g.node.append(helper.make_node("Concat", sizes, [SIZES_OUTPUT], name=SIZES_OUTPUT, axis=0))
+        b.g.output.append(helper.make_tensor_value_info(METRICS_OUTPUT, TensorProto.DOUBLE, None))
+        b.g.output.append(helper.make_tensor_value_info(SIZES_OUTPUT, TensorProto.INT64, None))
+    if raw:
+        present = {o.name for o in b.g.output}
+        for trio in raw_outputs:
+            for t in trio:
+                if t not in present:
+                    b.g.output.append(helper.make_empty_tensor_value_info(t))
+                    present.add(t)
+    del b.g.value_info[:]  # stale shapes from the optimizer must not constrain the new nodes
+    return DebugGraph(b.model, tuple(units), model_outputs, tuple(raw_outputs))

@@ -1,0 +1,125 @@
+"""Pre-processing done for the user: unique node names, opset upgrade, graph optimization, shapes.
+
+Nothing is written beside the user's model: temporary files live in a private folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import onnx
+from onnx import version_converter
+
+from ..errors import ModelError
+from ..runtime import optimize_to_file
+
+MIN_OPSET = 13  # per-channel DequantizeLinear (its axis attribute) needs opset 13
+_log = logging.getLogger(__name__)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def canonicalize_names(model: onnx.ModelProto) -> dict[str, str]:
+    """Give every node a unique, non-empty name in place; return {new_name: original_name}.
+
+    Nodes that are unnamed or share a name get ``<op>_<index>`` (index: position in the graph),
+    which is stable for the same model and is what statistics and denylists show.
+    """
+    counts = Counter(n.name for n in model.graph.node)
+    taken = {n.name for n in model.graph.node if n.name and counts[n.name] == 1}
+    renamed: dict[str, str] = {}
+    for index, node in enumerate(model.graph.node):
+        if node.name and counts[node.name] == 1:
+            continue
+        candidate = f"{node.op_type}_{index}"
+        while candidate in taken:
+            candidate += "_"
+        renamed[candidate] = node.name
+        taken.add(candidate)
+        node.name = candidate
+    return renamed
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessed:
+    """The model the numbers are computed on, and how its nodes relate to the user's."""
+
+    model: onnx.ModelProto
+    covers: dict[str, tuple[str, ...]]  # pre-processed node -> user nodes it stands for
+    removed: tuple[str, ...]  # user nodes that optimization folded away
+    renamed: dict[str, str]  # canonical name -> the user's original (empty or repeated) name
+    notes: tuple[str, ...]
+
+
+def _infer_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+        if inferred is not None:
+            return inferred
+    except Exception as exc:  # symbolic inference fails on many real exports; fall back
+        notes.append(f"symbolic shape inference failed ({str(exc)[:80]}); used ONNX shape inference")
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        notes.append(f"ONNX shape inference failed too ({str(exc)[:80]}); continuing without shapes")
+        return model
+
+
+def preprocess(model: onnx.ModelProto, *, optimize: bool = True) -> Preprocessed:
+    """Return the pre-processed copy of ``model`` (which is left untouched)."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    renamed = canonicalize_names(work)
+    user_nodes = {n.name: n for n in work.graph.node}
+    notes: list[str] = []
+    opset = default_opset(work)
+    if opset < MIN_OPSET:
+        try:
+            work = version_converter.convert_version(work, MIN_OPSET)
+        except Exception as exc:
+            raise ModelError(
+                f"the model uses opset {opset}; quantization needs opset {MIN_OPSET} or newer and the "
+                f"automatic upgrade failed ({str(exc)[:120]}); re-export the model with opset >= {MIN_OPSET}"
+            ) from exc
+        notes.append(f"upgraded opset {opset} -> {MIN_OPSET}")
+    if optimize:
+        with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
+            out = Path(tmp) / "basic.onnx"
+            optimize_to_file(work, out, level="basic", what="float model")
+            work = onnx.load(str(out))
+        canonicalize_names(work)
+    work = _infer_shapes(work, notes)
+    covers, removed = _relate(user_nodes, work)
+    return Preprocessed(work, covers, removed, renamed, tuple(notes))
+
+
+def _relate(user_nodes: dict[str, onnx.NodeProto], pre: onnx.ModelProto) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """Which user nodes each pre-processed node stands for: same name, or the producer of the same output."""
+    producer = {out: n.name for n in pre.graph.node for out in n.output if out}
+    covers: dict[str, list[str]] = {n.name: [] for n in pre.graph.node}
+    removed: list[str] = []
+    for name, node in user_nodes.items():
+        if name in covers:
+            covers[name].append(name)
+            continue
+        owners = {producer[o] for o in node.output if o in producer}
+        if owners:
+            for owner in sorted(owners):
+                covers[owner].append(name)
+        else:
+            removed.append(name)
+    return {k: tuple(v) for k, v in covers.items()}, tuple(removed)

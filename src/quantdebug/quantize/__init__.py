@@ -1,0 +1,5 @@
+"""Turns (pre-processed float model, ranges, QuantConfig, exclusions) into a QDQ model with onnxruntime's quantizer."""
+
+from ._quantize import PlannedPrecision, default_op_types, quantize_with_ranges
+
+__all__ = ["PlannedPrecision", "default_op_types", "quantize_with_ranges"]

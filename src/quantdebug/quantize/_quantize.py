@@ -1,0 +1,129 @@
+"""Run onnxruntime's own static QDQ quantizer on ranges that quantdebug calibrated.
+
+The ranges reach onnxruntime through its calibration cache (a JSON of per-tensor ranges), so
+onnxruntime never runs its own calibrators and everything happens in a private temp folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+from ..config import QuantConfig
+from ..errors import ModelError
+
+QUANT_TYPES = {
+    "int8": QuantType.QInt8,
+    "uint8": QuantType.QUInt8,
+    "int16": QuantType.QInt16,
+    "uint16": QuantType.QUInt16,
+}
+
+
+def default_op_types() -> tuple[str, ...]:
+    """onnxruntime's own default set of op types that static quantization handles."""
+    return tuple(sorted(set(QLinearOpsRegistry) | set(QDQRegistry)))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedPrecision:
+    """The resolved precision of every node of the pre-processed model for one quantization."""
+
+    exclude: tuple[str, ...]  # left in float
+    int16: tuple[str, ...]  # raised to 16-bit activations
+    per_channel: tuple[str, ...] = ()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    # onnxruntime's quantizer logs advice through the root logger on every call
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:
+    data = {
+        name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+        for name, (lo, hi) in ranges.items()
+    }
+    return TensorsData(CalibrationMethod.MinMax, data)
+
+
+def _int16_overrides(model: onnx.ModelProto, nodes: tuple[str, ...], act: str) -> dict[str, list[dict[str, Any]]]:
+    """TensorQuantOverrides that give the outputs (and activation inputs) of ``nodes`` 16-bit types."""
+    if not nodes:
+        return {}
+    wide = QuantType.QInt16 if act in ("int8", "int16") else QuantType.QUInt16
+    init = {i.name for i in model.graph.initializer}
+    chosen = set(nodes)
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node in model.graph.node:
+        if node.name not in chosen:
+            continue
+        for tensor in list(node.output) + [t for t in node.input if t and t not in init]:
+            overrides[tensor] = [{"quant_type": wide}]
+    return overrides
+
+
+def quantize_with_ranges(
+    model: onnx.ModelProto,
+    ranges: Mapping[str, tuple[float, float]],
+    config: QuantConfig,
+    plan: PlannedPrecision,
+) -> onnx.ModelProto:
+    """Quantize the pre-processed ``model`` with the given per-tensor ranges; return the QDQ model."""
+    op_types = list(config.op_types_to_quantize) if config.op_types_to_quantize is not None else list(default_op_types())
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": config.symmetric_activations,
+    }
+    if config.symmetric_weights is not None:
+        extra["WeightSymmetric"] = config.symmetric_weights
+    overrides = _int16_overrides(model, plan.int16, config.activation_type)
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
+    extra.update(config.extra_options)
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    meta = work.metadata_props.add()
+    meta.key, meta.value = "onnx.quant.pre_process", "onnxruntime.quant"
+    with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        out = Path(tmp) / "quantized.onnx"
+        save_tensors_data(_tensors_data(ranges), cache)
+        try:
+            with _quiet_root_logger():
+                quantize_static(
+                    work,
+                    str(out),
+                    None,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=op_types,
+                    per_channel=config.per_channel,
+                    reduce_range=config.reduce_range,
+                    activation_type=QUANT_TYPES[config.activation_type],
+                    weight_type=QUANT_TYPES[config.weight_type],
+                    nodes_to_exclude=list(plan.exclude),
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options=extra,
+                    calibration_cache_path=str(cache),
+                )
+        except Exception as exc:
+            raise ModelError(f"onnxruntime's quantizer failed on this model: {exc}") from exc
+        quantized = onnx.load(str(out))
+    return quantized
