@@ -1,7 +1,9 @@
 """quantdebug: find and fix the layers that break an ONNX model when it is quantized to integers."""
 
-from ._debugger import LayerRow, QuantizationDebugger
+from ._api import calibrate, quantize
+from ._debugger import QuantizationDebugger
 from .calibration import Calibration
+from .compare._results import LayerRow, Statistics, compare_statistics
 from .config import DebugOptions, QuantConfig
 from .errors import CalibrationError, ConfigError, DatasetError, ModelError, QuantDebugError
 
@@ -18,5 +20,9 @@ __all__ = [
     "QuantConfig",
     "QuantDebugError",
     "QuantizationDebugger",
+    "Statistics",
     "__version__",
+    "calibrate",
+    "compare_statistics",
+    "quantize",
 ]

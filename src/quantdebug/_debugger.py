@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
+import hashlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -15,43 +14,18 @@ import onnx
 
 from ._plan import Plan, build_plan
 from ._progress import progress_bar
-from .calibration import Calibration, calibrate_model, model_fingerprint
+from ._prepared import PreparedModel
+from .calibration import Calibration, calibrate_model
 from .calibration._calibrate import batching_is_safe
 from .compare._accumulate import MeanAccumulator, default_metrics
+from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
 from .data._dataset import Dataset, as_dataset, batches
 from .errors import ConfigError, ModelError, QuantDebugError
 from .graph._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph, build_debug_model
-from .graph._load import ModelSource, load_model
-from .graph._preprocess import Preprocessed, preprocess
-from .graph._select import FORMULA_CHARS, Selector, resolve_precisions
+from .graph._load import ModelSource
 from .graph._units import topo_index
-from .quantize import PlannedPrecision, default_op_types, quantize_with_ranges
-
-CSV_HEAD = ("op_name", "tensor_idx") + DEFAULT_METRICS
-CSV_TAIL = ("scale", "zero_point", "tensor_name", "node_name")
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerRow:
-    """One verified quantized tensor and its statistics."""
-
-    op_name: str
-    tensor_idx: int
-    tensor_name: str
-    node_name: str
-    scale: float
-    zero_point: int
-    precision: str
-    qmin: int
-    qmax: int
-    covers: tuple[str, ...]
-    metrics: dict[str, float]
-
-
-def _csv_safe(text: str) -> str:
-    return "'" + text if text[:1] in FORMULA_CHARS else text
-
+from .quantize import default_op_types
 
 class QuantizationDebugger:
     """Quantize an ONNX model, compare every quantized layer with its float twin, and fix it.
@@ -76,9 +50,9 @@ class QuantizationDebugger:
         self.quant_config = quant_config or QuantConfig()
         if not isinstance(self.quant_config, QuantConfig):
             raise ConfigError(f"quant_config must be a qd.QuantConfig; got {type(self.quant_config).__name__}")
-        self._user_model = load_model(float_model, what="float model")
-        self._pre: Preprocessed = preprocess(self._user_model)
-        self.float_model: onnx.ModelProto = self._pre.model
+        self._prepared = PreparedModel(float_model)
+        self._pre = self._prepared.pre
+        self.float_model: onnx.ModelProto = self._prepared.model
         if representative_dataset is None and calibration is None:
             raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
         self._rep = as_dataset(representative_dataset, self.float_model, what="representative_dataset") if representative_dataset is not None else None
@@ -86,7 +60,7 @@ class QuantizationDebugger:
         if debug_source is None:
             raise ConfigError("debug_dataset is required when no representative_dataset is given")
         self._debug = as_dataset(debug_source, self.float_model, what="debug_dataset")
-        self._fingerprint = model_fingerprint(self.float_model)
+        self._fingerprint = self._prepared.fingerprint
         if calibration is not None:
             calibration.check_model(self._fingerprint)
             self.calibration = calibration
@@ -100,6 +74,7 @@ class QuantizationDebugger:
         self._rows: list[LayerRow] | None = None
         self.model_statistics: dict[str, float] = {}
         self.fidelity: float | None = None
+        self._debug_fingerprint = ""
         self._replan()
 
     # -- calibration and planning ------------------------------------------------------------
@@ -123,9 +98,6 @@ class QuantizationDebugger:
         self._options = value
         self._replan()
 
-    def _selector(self) -> Selector:
-        return Selector(self.float_model, self._pre.covers, self._pre.renamed, self._row_tensor_map())
-
     def _row_tensor_map(self) -> dict[str, tuple[str, ...]]:
         plan = self._plan
         if plan is None:
@@ -134,28 +106,13 @@ class QuantizationDebugger:
 
     def precisions(self) -> dict[str, str]:
         """The precision every pre-processed node gets under the current config and options."""
-        op_types = set(self.quant_config.op_types_to_quantize or default_op_types())
-        touched = resolve_precisions(
-            self._selector(),
-            self.quant_config.node_precision,
-            self._options.denylisted_nodes,
-            self._options.denylisted_ops,
-            op_types,
+        return self._prepared.precisions(
+            self.quant_config, self._options.denylisted_nodes, self._options.denylisted_ops, self._row_tensor_map()
         )
-        out = {}
-        for node in self.float_model.graph.node:
-            default = self.quant_config.activation_type if node.op_type in op_types else "float"
-            out[node.name] = touched.get(node.name, default) if node.op_type in op_types else "float"
-        return out
 
     def _replan(self) -> None:
         precisions = self.precisions()
-        plan_prec = PlannedPrecision(
-            exclude=tuple(n for n, p in precisions.items() if p == "float"),
-            int16=tuple(n for n, p in precisions.items() if p in ("int16", "uint16") and self.quant_config.activation_type not in ("int16", "uint16")),
-        )
-        ranges = self.calibration.ranges(self.quant_config)
-        qdq = quantize_with_ranges(self.float_model, ranges, self.quant_config, plan_prec)
+        qdq = self._prepared.quantize(self.calibration, self.quant_config, precisions)
         intended = {n for n, p in precisions.items() if p != "float"}
         self._plan = build_plan(self.float_model, qdq, intended)
         self._precisions = precisions
@@ -241,9 +198,12 @@ class QuantizationDebugger:
             head,
         )
         checked = deployed is None
+        fingerprint = hashlib.sha256()
         with progress_bar("debugging", opts.progress) as advance:
             for feed, n in batches(_chain(head, feeds), opts.batch_size, can_batch):
                 out = run_batch(feed, n > 1)
+                for name in sorted(feed):
+                    fingerprint.update(np.ascontiguousarray(feed[name]).tobytes())
                 if not checked:
                     expected = deployed.run(list(graph.model_outputs), feed)  # type: ignore[union-attr]
                     self.fidelity = max(
@@ -296,6 +256,7 @@ class QuantizationDebugger:
         self._rows = rows
         self.model_statistics = {k: v / model_count for k, v in model_sums.items()} if model_count else {}
         self.samples_seen = layer_acc.samples
+        self._debug_fingerprint = fingerprint.hexdigest()[:32]
 
     def _custom_values(self, graph: DebugGraph, out: dict[str, np.ndarray], n: int, info: dict[str, Any]) -> np.ndarray:
         opts = self._options
@@ -333,55 +294,35 @@ class QuantizationDebugger:
     def layer_rows(self) -> list[LayerRow]:
         return list(self._require_rows())
 
+    def _metric_columns(self) -> list[str]:
+        opts = self._options
+        return list(DEFAULT_METRICS) + list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
+
+    def statistics(self) -> Statistics:
+        """The results of the last run as a saveable Statistics object."""
+        from ._provenance import provenance
+
+        return Statistics(
+            layers=self._require_rows(),
+            metric_names=self._metric_columns(),
+            verify_mode=self._options.verify_mode,
+            model_statistics=dict(self.model_statistics),
+            coverage=self.coverage(),
+            provenance=provenance(self._prepared.fingerprint, self.quant_config, self._options, self._debug_fingerprint),
+        )
+
     @property
     def layer_statistics(self) -> dict[str, dict[str, float]]:
         """{tensor_name: {metric: value}} for every verified tensor, in graph order (as TFLite's)."""
         return {r.tensor_name: dict(r.metrics) for r in self._require_rows()}
 
-    def _metric_columns(self) -> list[str]:
-        opts = self._options
-        return list(DEFAULT_METRICS) + list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
-
     def layer_statistics_dump(self, file: IO[str]) -> None:
         """Write the statistics as CSV with TFLite's column order, then ``node_name``."""
-        rows = self._require_rows()
-        metrics = self._metric_columns()
-        writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(["op_name", "tensor_idx", *metrics, "scale", "zero_point", "tensor_name", "node_name"])
-        for r in rows:
-            writer.writerow(
-                [_csv_safe(r.op_name), r.tensor_idx]
-                + [repr(r.metrics[m]) if not math.isnan(r.metrics[m]) else "nan" for m in metrics]
-                + [repr(r.scale), r.zero_point, _csv_safe(r.tensor_name), _csv_safe(r.node_name)]
-            )
-
-    def layer_statistics_csv(self) -> str:
-        buffer = io.StringIO()
-        self.layer_statistics_dump(buffer)
-        return buffer.getvalue()
+        Statistics(self._require_rows(), self._metric_columns()).dump_csv(file)
 
     def layer_statistics_frame(self) -> Any:
         """A pandas DataFrame: the CSV columns plus 'precision', 'range' and 'rmse/scale'."""
-        import pandas as pd
-
-        rows = self._require_rows()
-        metrics = self._metric_columns()
-        records = []
-        for r in rows:
-            rec: dict[str, Any] = {"op_name": r.op_name, "tensor_idx": r.tensor_idx}
-            rec.update({m: r.metrics[m] for m in metrics})
-            rec.update(
-                scale=r.scale,
-                zero_point=r.zero_point,
-                tensor_name=r.tensor_name,
-                node_name=r.node_name,
-                precision=r.precision,
-                range=(r.qmax - r.qmin) * r.scale,
-                **{"rmse/scale": math.sqrt(r.metrics["mean_squared_error"]) / r.scale if r.scale > 0 else math.nan},
-            )
-            records.append(rec)
-        columns = ["op_name", "tensor_idx", *metrics, "scale", "zero_point", "tensor_name", "node_name", "precision", "range", "rmse/scale"]
-        return pd.DataFrame.from_records(records, columns=columns)
+        return Statistics(self._require_rows(), self._metric_columns()).frame()
 
     def coverage(self) -> list[dict[str, str]]:
         """Every node of the model with its status and the reason for it."""

@@ -87,18 +87,21 @@ def linear_histogram(stats: TensorStats, num_bins: int) -> tuple[npt.NDArray[np.
     return np.diff(np.rint(below).astype(np.int64)), new_edges
 
 
-def _smooth(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+def _smooth(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float32] | None:
     """onnxruntime's smooth_distribution: move eps of mass onto empty bins; None if all are empty."""
     nonzero = p != 0
     n_nonzero = int(np.count_nonzero(nonzero))
     if n_nonzero == 0:
         return None
     eps1 = _SMOOTH_EPS * (p.size - n_nonzero) / n_nonzero
+    # float32 like onnxruntime, whose near-tied divergences otherwise pick a neighbouring window.
+    shift = np.where(nonzero, np.float32(-eps1), np.float32(_SMOOTH_EPS))
+    smoothed = p.astype(np.float32) + shift
     # onnxruntime asserts instead; only reachable with more than ~10k bins, where eps1 can exceed a count.
-    return np.where(nonzero, np.maximum(p - eps1, _SMOOTH_EPS), _SMOOTH_EPS)
+    return np.maximum(smoothed, np.float32(_SMOOTH_EPS))
 
 
-def _kl(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> float:
+def _kl(p: npt.NDArray[np.float32], q: npt.NDArray[np.float32]) -> float:
     pn, qn = p / p.sum(), q / q.sum()
     return float(np.sum(pn * np.log(pn / qn)))
 

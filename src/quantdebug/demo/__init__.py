@@ -20,8 +20,8 @@ from quantdebug.demo._ocr import (
     make_lines,
     ocr_dataset,
     ocr_labels,
-    recognize,
     rec_model_path,
+    recognize,
     render_line,
     save_rec_model,
 )
@@ -46,8 +46,8 @@ __all__ = [
     "make_lines",
     "ocr_dataset",
     "ocr_labels",
-    "recognize",
     "rec_model_path",
+    "recognize",
     "render_line",
     "save_rec_model",
 ]

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
+from quantdebug.errors import QuantDebugError
+
 if TYPE_CHECKING:
     import onnx
     import onnxruntime
@@ -41,8 +43,8 @@ __all__ = [
     "make_lines",
     "ocr_dataset",
     "ocr_labels",
-    "recognize",
     "rec_model_path",
+    "recognize",
     "render_line",
     "save_rec_model",
 ]
@@ -77,7 +79,7 @@ _WORDS: tuple[str, ...] = tuple(
 )
 
 
-class DemoDataError(RuntimeError):
+class DemoDataError(QuantDebugError, RuntimeError):
     """A resource the OCR demo needs (model, font) is not installed."""
 
 
@@ -86,9 +88,7 @@ def rec_model_path() -> Path:
     # find_spec locates the package without importing it: its __init__ pulls in cv2, yaml, ...
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
     if spec is None or not spec.submodule_search_locations:
-        raise DemoDataError(
-            "the OCR demo needs the rapidocr-onnxruntime package: pip install rapidocr-onnxruntime"
-        )
+        raise DemoDataError("the OCR demo needs the rapidocr-onnxruntime package: pip install rapidocr-onnxruntime")
     for location in spec.submodule_search_locations:
         path = Path(location) / "models" / REC_MODEL_NAME
         if path.is_file():
@@ -121,6 +121,10 @@ def load_rec_model(opset: int = QUANT_OPSET) -> onnx.ModelProto:
     from onnx import version_converter
 
     model = onnx.load(str(rec_model_path()))
+    current = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if current < opset:
+        # Convert first: the converter itself adds Constant nodes (opset 13 Squeeze takes axes as input).
+        model = version_converter.convert_version(model, opset)
     nodes = []
     for node in model.graph.node:
         if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
@@ -132,9 +136,6 @@ def load_rec_model(opset: int = QUANT_OPSET) -> onnx.ModelProto:
             nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    current = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    if current < opset:
-        model = version_converter.convert_version(model, opset)
     return model
 
 
@@ -225,7 +226,8 @@ def render_line(
     font = _font(size)
     left, _, right, _ = font.getbbox(text)
     ascent, descent = font.getmetrics()
-    canvas_w = max(right - left, 1) + 2 * margin_x
+    # getbbox may return floats (fractional advance); the canvas needs whole pixels.
+    canvas_w = max(math.ceil(right - left), 1) + 2 * margin_x
     canvas_h = ascent + descent + 2 * margin_y
     # Grey text on grey background: identical R, G, B, so PIL's RGB vs rapidocr's BGR (cv2) order is moot.
     image = Image.new("RGB", (canvas_w, canvas_h), (bg, bg, bg))
@@ -249,7 +251,10 @@ def _render_seed(seed: int, index: int) -> str:
 
 
 def ocr_dataset(n: int = 32, seed: int = EVAL_SEED) -> OcrDataset:
-    """Dataset of ``n`` rendered lines: a callable returning a fresh iterable of ``[x]`` samples, x float32 [1, 3, 48, 320]."""
+    """``n`` rendered lines as a dataset: a callable returning a fresh iterable of samples ``[x]``.
+
+    Each ``x`` is float32 [1, 3, 48, 320], the recogniser's single input.
+    """
     texts = make_lines(n, seed)
 
     def samples() -> Iterator[Sample]:

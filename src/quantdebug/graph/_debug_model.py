@@ -1,8 +1,10 @@
 """Build the debug model: the optimized quantized graph plus float twins and in-graph reductions.
 
-Per sample and per unit only three float64 numbers leave onnxruntime (mean, centred sum of
-squares and max |diff| of ``dequant(quantized) - float``), packed into one output, so memory
-does not grow with the number of samples and no tensor is copied that no metric needs.
+Per sample and per unit only four numbers leave onnxruntime (sum, sum of squares, max and min
+of ``dequant(quantized) - float``), packed into one output, so memory does not grow with the
+number of samples and no tensor is copied that no metric needs. The reductions run in float32
+(a float64 cast of every tensor tripled the cost of a debug run); sums across samples are
+accumulated in float64 outside.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ PREFIX = "__qd"
 METRICS_OUTPUT = f"{PREFIX}/metrics"
 SIZES_OUTPUT = f"{PREFIX}/sizes"
 ROWS_INPUT = f"{PREFIX}/rows_shape"  # fed per run: [1, -1] for one sample, [0, -1] for a batch
-STATS_PER_UNIT = 3  # mean, centred sum of squares, max |diff|
+STATS_PER_UNIT = 4  # sum, sum of squares, max, min of the difference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,7 @@ class _Builder:
         self.f_nodes = {n.name: n for n in float_model.graph.node}
         self.counter = 0
         self.const_cache: dict[str, str] = {}
+        self.dq_cache: dict[str, str] = {}
 
     def name(self, hint: str) -> str:
         self.counter += 1
@@ -76,9 +79,12 @@ class _Builder:
         return new
 
     def dequantize(self, tensor: str, scale: str, zero_point: str, axis: int | None) -> str:
+        if tensor in self.dq_cache:  # one dequantized copy per integer tensor, shared by every twin
+            return self.dq_cache[tensor]
         inputs = [tensor, scale] + ([zero_point] if zero_point else [])
         attrs = {"axis": axis} if axis is not None else {}
-        return self.node("DequantizeLinear", inputs, "dq", **attrs)
+        self.dq_cache[tensor] = self.node("DequantizeLinear", inputs, "dq", **attrs)
+        return self.dq_cache[tensor]
 
     def copy_float_nodes(self, names: Sequence[str], mapping: dict[str, str], tag: str) -> None:
         """Append copies of float-model nodes; ``mapping`` fixes inputs and receives new outputs."""
@@ -109,21 +115,21 @@ class _Builder:
             self.g.node.append(copy)
 
     def reduce(self, op: str, tensor: str, hint: str) -> str:
-        if self.opset >= 18:
+        # ReduceSum took axes as an input from opset 13, the other reductions from opset 18
+        if self.opset >= (13 if op == "ReduceSum" else 18):
             axes = self.const("axes1", np.array([1], dtype=np.int64))
             return self.node(op, [tensor, axes], hint, keepdims=1)
         return self.node(op, [tensor], hint, axes=[1], keepdims=1)
 
     def stats(self, quantized: str, reference: str) -> tuple[str, str, str]:
-        """[B,3] float64 statistics of quantized - reference, plus the diff and its element count."""
+        """[B,4] statistics of quantized - reference, plus the diff and the rows' shape."""
         diff = self.node("Sub", [quantized, reference], "diff")
-        wide = self.node("Cast", [diff], "diff64", to=TensorProto.DOUBLE)
-        rows = self.node("Reshape", [wide, ROWS_INPUT], "rows")
-        mean = self.reduce("ReduceMean", rows, "mean")
-        centred = self.node("Sub", [rows, mean], "centred")
-        css = self.reduce("ReduceSumSquare", centred, "css")
-        peak = self.reduce("ReduceMax", self.node("Abs", [rows], "abs"), "maxabs")
-        packed = self.node("Concat", [mean, css, peak], "stats", axis=1)
+        rows = self.node("Reshape", [diff, ROWS_INPUT], "rows")
+        total = self.reduce("ReduceSum", rows, "sum")
+        squares = self.reduce("ReduceSumSquare", rows, "sumsq")
+        high = self.reduce("ReduceMax", rows, "max")
+        low = self.reduce("ReduceMin", rows, "min")
+        packed = self.node("Concat", [total, squares, high, low], "stats", axis=1)
         size = self.node("Shape", [rows], "shape")
         return packed, diff, size
 
@@ -169,7 +175,7 @@ def build_debug_model(
         b.g.input.append(helper.make_tensor_value_info(ROWS_INPUT, TensorProto.INT64, [2]))
         b.g.node.append(helper.make_node("Concat", stats_tensors, [METRICS_OUTPUT], name=METRICS_OUTPUT, axis=1))
         b.g.node.append(helper.make_node("Concat", sizes, [SIZES_OUTPUT], name=SIZES_OUTPUT, axis=0))
-        b.g.output.append(helper.make_tensor_value_info(METRICS_OUTPUT, TensorProto.DOUBLE, None))
+        b.g.output.append(helper.make_tensor_value_info(METRICS_OUTPUT, TensorProto.FLOAT, None))
         b.g.output.append(helper.make_tensor_value_info(SIZES_OUTPUT, TensorProto.INT64, None))
     if raw:
         present = {o.name for o in b.g.output}

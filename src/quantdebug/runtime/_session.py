@@ -22,7 +22,7 @@ PROVIDERS = ["CPUExecutionProvider"]
 def _options(level: str, threads: int | None, optimized_path: Path | None) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.graph_optimization_level = OPT_LEVELS[level]
-    so.log_severity_level = 3  # warnings about unused initializers drown real messages
+    so.log_severity_level = 4  # errors come back as exceptions; onnxruntime's own log only repeats them
     if threads is None:
         env = os.environ.get("QUANTDEBUG_THREADS")
         threads = int(env) if env else 0
