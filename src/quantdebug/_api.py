@@ -41,7 +41,10 @@ def quantize(
 ) -> onnx.ModelProto:
     """The QDQ model for ``config``, with the denylisted nodes and op types left in float."""
     if not isinstance(calibration, Calibration):
-        raise ConfigError(f"calibration must be a qd.Calibration (from qd.calibrate or Calibration.load); got {type(calibration).__name__}")
+        raise ConfigError(
+            "calibration must be a qd.Calibration (from qd.calibrate or Calibration.load); "
+            f"got {type(calibration).__name__}"
+        )
     config = config or QuantConfig()
     prepared = PreparedModel(float_model)
     calibration.check_model(prepared.fingerprint)

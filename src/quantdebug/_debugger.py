@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import numpy as np
 import onnx
 
 from ._plan import Plan, build_plan
-from ._progress import progress_bar
 from ._prepared import PreparedModel
+from ._progress import progress_bar
 from .calibration import Calibration, calibrate_model
 from .calibration._calibrate import batching_is_safe
 from .compare._accumulate import MeanAccumulator, default_metrics
@@ -26,6 +24,7 @@ from .graph._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugG
 from .graph._load import ModelSource
 from .graph._units import topo_index
 from .quantize import default_op_types
+
 
 class QuantizationDebugger:
     """Quantize an ONNX model, compare every quantized layer with its float twin, and fix it.
@@ -55,7 +54,11 @@ class QuantizationDebugger:
         self.float_model: onnx.ModelProto = self._prepared.model
         if representative_dataset is None and calibration is None:
             raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
-        self._rep = as_dataset(representative_dataset, self.float_model, what="representative_dataset") if representative_dataset is not None else None
+        self._rep = (
+            as_dataset(representative_dataset, self.float_model, what="representative_dataset")
+            if representative_dataset is not None
+            else None
+        )
         debug_source = debug_dataset if debug_dataset is not None else representative_dataset
         if debug_source is None:
             raise ConfigError("debug_dataset is required when no representative_dataset is given")
@@ -172,9 +175,24 @@ class QuantizationDebugger:
                 "nothing to verify: no quantized layer runs in this model (all left in float or unmapped); "
                 "see debugger.coverage()"
             )
-        session = make_session(graph.model, level=opts.graph_optimization_level, threads=opts.intra_op_num_threads, what="debug model")
-        deployed = make_session(self._plan.qdq, level=opts.graph_optimization_level, threads=opts.intra_op_num_threads, what="quantized model") if opts.check_fidelity else None
-        float_session = make_session(self.float_model, level="all", threads=opts.intra_op_num_threads, what="float model") if opts.model_debug_metrics else None
+        session = make_session(
+            graph.model, level=opts.graph_optimization_level, threads=opts.intra_op_num_threads, what="debug model"
+        )
+        deployed = (
+            make_session(
+                self._plan.qdq,
+                level=opts.graph_optimization_level,
+                threads=opts.intra_op_num_threads,
+                what="quantized model",
+            )
+            if opts.check_fidelity
+            else None
+        )
+        float_session = (
+            make_session(self.float_model, level="all", threads=opts.intra_op_num_threads, what="float model")
+            if opts.model_debug_metrics
+            else None
+        )
         raw_names = [t for trio in graph.raw_outputs for t in trio] if opts.has_raw_tensor_metrics else []
         fetch = [METRICS_OUTPUT, SIZES_OUTPUT] + list(graph.model_outputs) + raw_names
         fetch = list(dict.fromkeys(fetch))
@@ -193,9 +211,17 @@ class QuantizationDebugger:
 
         feeds = iter(self._debug)
         head = [f for _, f in zip(range(2), feeds)]
-        can_batch = opts.batch_size > 1 and all(s.batch_free for s in self._debug.specs) and batching_is_safe(
-            lambda f: {k: v for k, v in run_batch(f, f[next(iter(f))].shape[0] > 1).items() if k != SIZES_OUTPUT and k not in raw_names},
-            head,
+        can_batch = (
+            opts.batch_size > 1
+            and all(s.batch_free for s in self._debug.specs)
+            and batching_is_safe(
+                lambda f: {
+                    k: v
+                    for k, v in run_batch(f, f[next(iter(f))].shape[0] > 1).items()
+                    if k != SIZES_OUTPUT and k not in raw_names
+                },
+                head,
+            )
         )
         checked = deployed is None
         fingerprint = hashlib.sha256()
@@ -260,21 +286,24 @@ class QuantizationDebugger:
 
     def _custom_values(self, graph: DebugGraph, out: dict[str, np.ndarray], n: int, info: dict[str, Any]) -> np.ndarray:
         opts = self._options
-        values = np.full((n, len(graph.units), len(opts.layer_debug_metrics) + len(opts.layer_direct_compare_metrics)), np.nan)
+        values = np.full(
+            (n, len(graph.units), len(opts.layer_debug_metrics) + len(opts.layer_direct_compare_metrics)), np.nan
+        )
         for k, (unit, (int_name, deq_name, ref_name)) in enumerate(zip(graph.units, graph.raw_outputs)):
             row = info[unit.output]
             q_raw, deq, ref = out[int_name], out[deq_name], out[ref_name]
             shift = row.zero_point - int(np.asarray(self._runtime_zero_point(unit)).reshape(-1)[0])
             for i in range(n):
-                pick = (lambda a: a[i : i + 1]) if n > 1 else (lambda a: a)
-                diff = pick(deq) - pick(ref)
+                rows = slice(i, i + 1) if n > 1 else slice(None)
+                diff = deq[rows] - ref[rows]
                 j = 0
-                for fn in opts.layer_debug_metrics.values():
-                    values[i, k, j] = float(fn(diff))
+                for layer_fn in opts.layer_debug_metrics.values():
+                    values[i, k, j] = float(layer_fn(diff))
                     j += 1
-                q_user = pick(q_raw).astype(np.int32) + shift
+                # the deployed model's integers: undo onnxruntime's int8 -> uint8 zero-point shift
+                q_user = q_raw[rows].astype(np.int32) + shift
                 for fn in opts.layer_direct_compare_metrics.values():
-                    values[i, k, j] = float(fn(pick(ref), q_user, row.scale, row.zero_point))
+                    values[i, k, j] = float(fn(ref[rows], q_user, row.scale, row.zero_point))
                     j += 1
         return values
 
@@ -308,7 +337,9 @@ class QuantizationDebugger:
             verify_mode=self._options.verify_mode,
             model_statistics=dict(self.model_statistics),
             coverage=self.coverage(),
-            provenance=provenance(self._prepared.fingerprint, self.quant_config, self._options, self._debug_fingerprint),
+            provenance=provenance(
+                self._prepared.fingerprint, self.quant_config, self._options, self._debug_fingerprint
+            ),
         )
 
     @property
@@ -336,7 +367,10 @@ class QuantizationDebugger:
         for node in self.float_model.graph.node:
             name = node.name
             if name in verified:
-                status, reason = "verified", f"quantized ({self._precisions[name]}) and verified as tensor {verified[name].float_tensor!r}"
+                status, reason = (
+                    "verified",
+                    f"quantized ({self._precisions[name]}) and verified as tensor {verified[name].float_tensor!r}",
+                )
             elif name in absorbed:
                 status, reason = "verified", f"absorbed into {absorbed[name].node!r}, whose row covers it"
             elif any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
@@ -348,11 +382,30 @@ class QuantizationDebugger:
             elif name in skipped:
                 status, reason = "unverified", skipped[name]
             else:
-                status, reason = "unverified", "quantized, but onnxruntime runs it fused into a neighbour or it has no quantized output"
+                status, reason = (
+                    "unverified",
+                    "quantized, but onnxruntime runs it fused into a neighbour or it has no quantized output",
+                )
             users = user_of.get(name, ())
-            out.append({"node": name, "op_type": node.op_type, "user_nodes": ", ".join(users), "status": status, "reason": reason})
+            out.append(
+                {
+                    "node": name,
+                    "op_type": node.op_type,
+                    "user_nodes": ", ".join(users),
+                    "status": status,
+                    "reason": reason,
+                }
+            )
         for removed in self._pre.removed:
-            out.append({"node": "", "op_type": "", "user_nodes": removed, "status": "removed", "reason": "folded away by graph optimization (constant folding or fusion)"})
+            out.append(
+                {
+                    "node": "",
+                    "op_type": "",
+                    "user_nodes": removed,
+                    "status": "removed",
+                    "reason": "folded away by graph optimization (constant folding or fusion)",
+                }
+            )
         return out
 
 
@@ -361,4 +414,4 @@ def _chain(head: list[dict[str, np.ndarray]], rest: Iterator[dict[str, np.ndarra
     yield from rest
 
 
-__all__ = ["LayerRow", "QuantizationDebugger", "ModelError"]
+__all__ = ["LayerRow", "ModelError", "QuantizationDebugger"]

@@ -9,7 +9,25 @@ from typing import Any
 
 from .config import DebugOptions, QuantConfig
 
-_FLAGS_OF_INTEREST = ("avx", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "sse4_1", "sse4_2", "f16c", "neon", "asimd", "asimddp", "i8mm", "sve")
+_FLAGS_OF_INTEREST = (
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "fma",
+    "sse4_1",
+    "sse4_2",
+    "f16c",
+    "neon",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+)
 
 
 def cpu_flags() -> list[str]:
@@ -26,7 +44,9 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def provenance(model_fingerprint: str, config: QuantConfig, options: DebugOptions, dataset_fingerprint: str) -> dict[str, Any]:
+def provenance(
+    model_fingerprint: str, config: QuantConfig, options: DebugOptions, dataset_fingerprint: str
+) -> dict[str, Any]:
     import numpy
     import onnx
     import onnxruntime

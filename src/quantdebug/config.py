@@ -44,20 +44,22 @@ def _str_tuple(field: str, value: object) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         raise ConfigError(f"{field} must be a list of strings, not the single string {value!r}; write [{value!r}]")
-    items = tuple(value)  # type: ignore[call-overload]
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"{field} must be a list of strings; got {type(value).__name__}")
+    items = tuple(value)
     for item in items:
         if not isinstance(item, str) or not item:
             raise ConfigError(f"{field} must hold non-empty strings; got {item!r}")
-    return items
+    return tuple(str(i) for i in items)
 
 
 def _rules(value: object) -> tuple[tuple[str, str], ...]:
     """node_precision as an ordered tuple of (selector, precision) rules; later rules win."""
     if value is None:
         return ()
-    pairs = value.items() if isinstance(value, Mapping) else value
+    pairs: Iterable[Any] = value.items() if isinstance(value, Mapping) else value  # type: ignore[assignment]
     rules: list[tuple[str, str]] = []
-    for pair in pairs:  # type: ignore[union-attr]
+    for pair in pairs:
         try:
             selector, precision = pair
         except (TypeError, ValueError):
@@ -111,7 +113,9 @@ class QuantConfig:
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100]; got {self.percentile!r}")
         if self.op_types_to_quantize is not None:
-            object.__setattr__(self, "op_types_to_quantize", _str_tuple("op_types_to_quantize", self.op_types_to_quantize))
+            object.__setattr__(
+                self, "op_types_to_quantize", _str_tuple("op_types_to_quantize", self.op_types_to_quantize)
+            )
         object.__setattr__(self, "node_precision", _rules(self.node_precision))
         object.__setattr__(self, "per_channel_nodes", _str_tuple("per_channel_nodes", self.per_channel_nodes))
         overrides = self.calibration_overrides
@@ -151,7 +155,9 @@ class QuantConfig:
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
-            raise ConfigError(f"QuantConfig version {version} is not supported (this quantdebug reads {CONFIG_VERSION})")
+            raise ConfigError(
+                f"QuantConfig version {version} is not supported (this quantdebug reads {CONFIG_VERSION})"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -208,7 +214,9 @@ class DebugOptions:
             metrics = _metric_dict(field, getattr(self, field))
             for name in metrics:
                 if name in seen:
-                    raise ConfigError(f"metric name {name!r} is used in both {seen[name]} and {field}; names must be unique")
+                    raise ConfigError(
+                        f"metric name {name!r} is used in both {seen[name]} and {field}; names must be unique"
+                    )
                 seen[name] = field
             object.__setattr__(self, field, metrics)
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
@@ -216,7 +224,9 @@ class DebugOptions:
         if self.intra_op_num_threads is not None and (
             not isinstance(self.intra_op_num_threads, int) or self.intra_op_num_threads < 0
         ):
-            raise ConfigError(f"intra_op_num_threads must be None or an integer >= 0; got {self.intra_op_num_threads!r}")
+            raise ConfigError(
+                f"intra_op_num_threads must be None or an integer >= 0; got {self.intra_op_num_threads!r}"
+            )
         _choice("graph_optimization_level", self.graph_optimization_level, OPT_LEVELS)
 
     @property
@@ -243,7 +253,9 @@ class DebugOptions:
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
-            raise ConfigError(f"DebugOptions version {version} is not supported (this quantdebug reads {CONFIG_VERSION})")
+            raise ConfigError(
+                f"DebugOptions version {version} is not supported (this quantdebug reads {CONFIG_VERSION})"
+            )
         for key in ("layer_debug_metrics", "layer_direct_compare_metrics", "model_debug_metrics"):
             names = data.pop(key, [])
             if names:

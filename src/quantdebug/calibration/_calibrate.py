@@ -96,7 +96,9 @@ class Calibration:
                 f"{fingerprint[:12]}); calibrate this model with qd.calibrate(...)"
             )
 
-    def tensor_range(self, name: str, method: str, percentile: float = 99.999, symmetric: bool = False) -> tuple[float, float]:
+    def tensor_range(
+        self, name: str, method: str, percentile: float = 99.999, symmetric: bool = False
+    ) -> tuple[float, float]:
         stats = self.stats[name]
         if stats.count == 0:
             return (0.0, 0.0)
@@ -137,7 +139,9 @@ class Calibration:
         if data.get("format") != FORMAT:
             raise CalibrationError("this file is not a quantdebug calibration")
         if data.get("version") != FORMAT_VERSION:
-            raise CalibrationError(f"calibration format version {data.get('version')} is not supported (expected {FORMAT_VERSION})")
+            raise CalibrationError(
+                f"calibration format version {data.get('version')} is not supported (expected {FORMAT_VERSION})"
+            )
         stats = {name: TensorStats.from_dict(s) for name, s in data["tensors"].items()}
         return cls(str(data["fingerprint"]), stats, int(data["num_samples"]))
 
@@ -173,7 +177,9 @@ def _rows_match(batched: Mapping[str, np.ndarray], singles: list[Mapping[str, np
     return True
 
 
-def batching_is_safe(run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], feeds: list[dict[str, np.ndarray]]) -> bool:
+def batching_is_safe(
+    run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], feeds: list[dict[str, np.ndarray]]
+) -> bool:
     """Check on the first samples that a batched run gives, row by row, what single runs give."""
     if len(feeds) < 2 or not all(a.ndim > 0 and a.shape[0] == 1 for f in feeds for a in f.values()):
         return False

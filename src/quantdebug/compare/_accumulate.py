@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DEFAULT_METRICS
-
 
 class MeanAccumulator:
     """NaN-ignoring running means of named per-sample values, for many rows at once."""
@@ -46,7 +44,12 @@ class MeanAccumulator:
             return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": list(self.metrics), "sums": self.sums.tolist(), "counts": self.counts.tolist(), "samples": self.samples}
+        return {
+            "metrics": list(self.metrics),
+            "sums": self.sums.tolist(),
+            "counts": self.counts.tolist(),
+            "samples": self.samples,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MeanAccumulator:

@@ -89,7 +89,9 @@ class Statistics:
 
     def dump_csv(self, file: IO[str]) -> None:
         writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(["op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name"])
+        writer.writerow(
+            ["op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name"]
+        )
         for r in self.layers:
             writer.writerow(
                 [csv_safe(r.op_name), r.tensor_idx]
@@ -143,7 +145,9 @@ class Statistics:
         if data.get("format") != FORMAT:
             raise QuantDebugError("this is not a quantdebug statistics file (statistics.json)")
         if data.get("version") != FORMAT_VERSION:
-            raise QuantDebugError(f"statistics format version {data.get('version')} is not supported (expected {FORMAT_VERSION})")
+            raise QuantDebugError(
+                f"statistics format version {data.get('version')} is not supported (expected {FORMAT_VERSION})"
+            )
         return cls(
             layers=[LayerRow.from_dict(r) for r in data["layers"]],
             metric_names=list(data.get("metric_names", DEFAULT_METRICS)),
@@ -188,7 +192,9 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot store {type(value).__name__} in statistics JSON")
 
 
-def compare_statistics(a: Statistics, b: Statistics, metrics: Sequence[str] = ("mean_squared_error",)) -> list[dict[str, Any]]:
+def compare_statistics(
+    a: Statistics, b: Statistics, metrics: Sequence[str] = ("mean_squared_error",)
+) -> list[dict[str, Any]]:
     """Layer by layer: what changed between two runs (matched by tensor name)."""
     rows_b = {r.tensor_name: r for r in b.layers}
     rows_a = {r.tensor_name: r for r in a.layers}

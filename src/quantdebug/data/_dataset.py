@@ -48,9 +48,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
         shape: tuple[int | str | None, ...] | None = None
         if tt.HasField("shape"):
-            shape = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
-            )
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
         specs.append(InputSpec(vi.name, dtype, shape))
     return specs
 
@@ -99,7 +97,9 @@ class Dataset:
         try:
             iterator = iter(iterable)
         except TypeError as exc:
-            raise DatasetError(f"{self.what}: the dataset function returned {type(iterable).__name__}, which is not iterable") from exc
+            raise DatasetError(
+                f"{self.what}: the dataset function returned {type(iterable).__name__}, which is not iterable"
+            ) from exc
         index = 0
         while True:
             try:
@@ -164,7 +164,8 @@ class Dataset:
             if array.ndim != len(spec.shape):
                 raise DatasetError(
                     f"{where}: shape {list(array.shape)} has rank {array.ndim}, but the model expects "
-                    f"{spec.describe()}" + (" (add the batch axis: x[None])" if array.ndim + 1 == len(spec.shape) else "")
+                    f"{spec.describe()}"
+                    + (" (add the batch axis: x[None])" if array.ndim + 1 == len(spec.shape) else "")
                 )
             for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
                 if isinstance(want, int) and want > 0 and got != want:
@@ -183,7 +184,9 @@ def as_dataset(source: object, model: onnx.ModelProto, *, what: str = "dataset")
     return Dataset(source, input_specs(model), what=what)
 
 
-def batches(feeds: Iterable[dict[str, np.ndarray]], batch_size: int, can_batch: bool) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+def batches(
+    feeds: Iterable[dict[str, np.ndarray]], batch_size: int, can_batch: bool
+) -> Iterator[tuple[dict[str, np.ndarray], int]]:
     """Stack consecutive samples along axis 0; yield (feed, number_of_samples).
 
     Only samples whose leading dimension is 1 are stacked, and a change of shape starts a new batch.

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from typing import Any
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from ._units import Unit
 
@@ -56,7 +56,7 @@ class _Builder:
         self.counter += 1
         return f"{PREFIX}/{self.counter}/{hint}"
 
-    def node(self, op: str, inputs: Sequence[str], hint: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], hint: str, **attrs: Any) -> str:
         out = self.name(hint)
         self.g.node.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
@@ -162,7 +162,9 @@ def build_debug_model(
             mapping: dict[str, str] = {}
             for bd in unit.boundaries:
                 if bd.qparams is not None:
-                    mapping[bd.float_tensor] = b.dequantize(bd.source, bd.qparams.scale, bd.qparams.zero_point, bd.qparams.axis)
+                    mapping[bd.float_tensor] = b.dequantize(
+                        bd.source, bd.qparams.scale, bd.qparams.zero_point, bd.qparams.axis
+                    )
                 else:
                     mapping[bd.float_tensor] = bd.source
             b.copy_float_nodes(unit.twin, mapping, f"t{k}")

@@ -81,5 +81,7 @@ def _parse(data: bytes, what: str, where: str) -> onnx.ModelProto:
     except (DecodeError, RuntimeError) as exc:
         raise ModelError(f"{what} in {where} is not an ONNX model (protobuf could not parse it: {exc})") from exc
     if not model.HasField("graph"):
-        raise ModelError(f"{what} in {where} is not an ONNX model (no graph; is the file truncated or of another format?)")
+        raise ModelError(
+            f"{what} in {where} is not an ONNX model (no graph; is the file truncated or of another format?)"
+        )
     return model

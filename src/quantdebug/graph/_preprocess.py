@@ -107,19 +107,44 @@ def preprocess(model: onnx.ModelProto, *, optimize: bool = True) -> Preprocessed
     return Preprocessed(work, covers, removed, renamed, tuple(notes))
 
 
-def _relate(user_nodes: dict[str, onnx.NodeProto], pre: onnx.ModelProto) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
-    """Which user nodes each pre-processed node stands for: same name, or the producer of the same output."""
+def _relate(
+    user_nodes: dict[str, onnx.NodeProto], pre: onnx.ModelProto
+) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """Which user nodes each pre-processed node stands for.
+
+    A user node is covered by the pre-processed node of the same name, else by the producer of
+    one of its outputs (a fused BatchNormalization by its Conv), else, when it was fused away
+    with its only consumers (MatMul + Add -> Gemm), by the node that covers those consumers.
+    """
     producer = {out: n.name for n in pre.graph.node for out in n.output if out}
     covers: dict[str, list[str]] = {n.name: [] for n in pre.graph.node}
-    removed: list[str] = []
+    owner_of: dict[str, str] = {}
+    pending: list[onnx.NodeProto] = []
     for name, node in user_nodes.items():
         if name in covers:
-            covers[name].append(name)
+            owner_of[name] = name
             continue
-        owners = {producer[o] for o in node.output if o in producer}
-        if owners:
-            for owner in sorted(owners):
-                covers[owner].append(name)
+        producers = sorted({producer[o] for o in node.output if o in producer})
+        if producers:
+            owner_of[name] = producers[0]
         else:
-            removed.append(name)
-    return {k: tuple(v) for k, v in covers.items()}, tuple(removed)
+            pending.append(node)
+    consumers: dict[str, list[str]] = {}
+    for node in user_nodes.values():
+        for t in node.input:
+            consumers.setdefault(t, []).append(node.name)
+    changed = True
+    while changed and pending:
+        changed = False
+        for node in list(pending):
+            if node.op_type == "Constant":
+                continue
+            users = {c for o in node.output for c in consumers.get(o, [])}
+            owners: set[str | None] = {owner_of.get(c) for c in users}
+            if len(owners) == 1 and None not in owners:
+                owner_of[node.name] = owners.pop()  # type: ignore[assignment]
+                pending.remove(node)
+                changed = True
+    for name, owner in owner_of.items():
+        covers[owner].append(name)
+    return {k: tuple(v) for k, v in covers.items()}, tuple(n.name for n in pending)

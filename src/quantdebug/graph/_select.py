@@ -108,7 +108,8 @@ def resolve_precisions(
         nodes = selector.nodes_of_type(op_type, "denylisted_ops")
         if op_type not in quantizable:
             warnings.warn(
-                f"denylisted_ops: {op_type!r} is never quantized by onnxruntime's quantizer, so denylisting it changes nothing",
+                f"denylisted_ops: {op_type!r} is never quantized by onnxruntime's quantizer, "
+                "so denylisting it changes nothing",
                 stacklevel=3,
             )
         for node in nodes:

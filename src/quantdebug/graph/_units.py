@@ -32,8 +32,24 @@ OUTPUT_QPARAMS = {
 }
 # Ops that move quantized values without changing them; they run directly on integers.
 MOVE_OPS = {
-    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "MaxPool", "Slice", "Gather",
-    "GatherElements", "Split", "Pad", "Resize", "Identity", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "TopK",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "MaxPool",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "Split",
+    "Pad",
+    "Resize",
+    "Identity",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Expand",
+    "Tile",
+    "TopK",
 }
 MAX_TWIN_NODES = 64
 

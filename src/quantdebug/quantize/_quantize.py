@@ -88,7 +88,9 @@ def quantize_with_ranges(
     plan: PlannedPrecision,
 ) -> onnx.ModelProto:
     """Quantize the pre-processed ``model`` with the given per-tensor ranges; return the QDQ model."""
-    op_types = list(config.op_types_to_quantize) if config.op_types_to_quantize is not None else list(default_op_types())
+    op_types = (
+        list(config.op_types_to_quantize) if config.op_types_to_quantize is not None else list(default_op_types())
+    )
     extra: dict[str, Any] = {
         "ActivationSymmetric": config.symmetric_activations,
     }

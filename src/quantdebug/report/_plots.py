@@ -1,0 +1,108 @@
+"""Notebook plots (matplotlib) and the severity scale that every report view shares.
+
+`plot_statistics` draws the TensorFlow Lite tutorial's two bar plots, range and rmse/scale per
+layer, on `matplotlib.figure.Figure` objects with their own Agg canvas: pyplot and the global
+backend are never touched, so it is safe in notebooks, servers and tests alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..compare._results import LayerRow, Statistics
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+IDEAL_RMSE_OVER_SCALE = 1.0 / math.sqrt(12.0)  # uniform rounding noise: ~0.289 of one quantization step
+SUSPECT_RMSE_OVER_SCALE = 0.7  # the tutorial's threshold for a suspect layer
+WATCH_RMSE_OVER_SCALE = 0.45
+SEVERE_RMSE_OVER_SCALE = 2.0
+FEW_ELEMENTS = 16  # below this the rmse/scale rule of thumb is noisy
+
+# level -> (label, colour); order is best to worst
+SEVERITY: dict[str, tuple[str, str]] = {
+    "ok": ("near ideal (≤ 0.45)", "#3f9c6d"),
+    "watch": ("elevated (0.45 – 0.7)", "#e3a33b"),
+    "suspect": ("suspect (0.7 – 2)", "#d9534f"),
+    "severe": ("severe (> 2)", "#8b1e3f"),
+    "unknown": ("not available", "#9aa0a6"),
+}
+
+
+def severity(rmse_over_scale: float) -> str:
+    """The severity level of one rmse/scale value (a key of `SEVERITY`)."""
+    v = rmse_over_scale
+    if not math.isfinite(v):
+        return "unknown"
+    if v <= WATCH_RMSE_OVER_SCALE:
+        return "ok"
+    if v <= SUSPECT_RMSE_OVER_SCALE:
+        return "watch"
+    if v <= SEVERE_RMSE_OVER_SCALE:
+        return "suspect"
+    return "severe"
+
+
+def is_tiny(row: LayerRow) -> bool:
+    """Rows with fewer than `FEW_ELEMENTS` elements: rmse/scale is too noisy to judge."""
+    n = row.metrics.get("num_elements", math.nan)
+    return math.isfinite(n) and n < FEW_ELEMENTS
+
+
+def graph_order(layers: Sequence[LayerRow]) -> list[LayerRow]:
+    """Rows in graph (tensor index) order; ties keep their saved order."""
+    return sorted(layers, key=lambda r: r.tensor_idx)
+
+
+def plot_statistics(statistics: Statistics) -> list[Figure]:
+    """Two figures: the range and the rmse/scale of every layer, with the 1/sqrt(12) line.
+
+    Bars follow graph order and are coloured by severity; the figures are not shown, so display
+    them (a notebook shows a returned figure) or ``fig.savefig(path)``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = graph_order(statistics.layers)
+    labels = [r.node_name or r.tensor_name for r in rows]
+    x = list(range(len(rows)))
+    width = max(6.4, min(24.0, 0.28 * len(rows) + 2.0))
+
+    def new_figure() -> Figure:
+        fig = Figure(figsize=(width, 4.2), layout="constrained")
+        FigureCanvasAgg(fig)
+        return fig
+
+    def label_axis(ax: Axes) -> None:
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        if len(rows) <= 60:
+            ax.set_xticks(x, labels, rotation=90, fontsize=7)
+        ax.set_xlabel("layer (graph order)")
+        ax.grid(axis="y", alpha=0.3)
+
+    ranges = [r.range for r in rows]
+    fig_range = new_figure()
+    ax = fig_range.add_subplot()
+    ax.bar(x, ranges, color="#4a78b5")
+    finite = [v for v in ranges if math.isfinite(v) and v > 0]
+    if finite and max(finite) / min(finite) > 100:
+        ax.set_yscale("log")
+    ax.set_ylabel("range = (qmax - qmin) × scale")
+    ax.set_title("Quantization range per layer")
+    label_axis(ax)
+
+    ratios = [r.rmse_over_scale for r in rows]
+    fig_rmse = new_figure()
+    ax = fig_rmse.add_subplot()
+    ax.bar(x, [v if math.isfinite(v) else 0.0 for v in ratios], color=[SEVERITY[severity(v)][1] for v in ratios])
+    ax.axhline(IDEAL_RMSE_OVER_SCALE, color="#222222", linestyle="--", linewidth=1, label="1/√12 ≈ 0.289 (ideal rounding)")
+    ax.axhline(SUSPECT_RMSE_OVER_SCALE, color="#d9534f", linestyle=":", linewidth=1, label="0.7 (suspect)")
+    ax.set_ylabel("rmse / scale")
+    ax.set_title("Quantization error per layer (rmse / scale)")
+    ax.legend(loc="upper right", fontsize=8)
+    label_axis(ax)
+    return [fig_range, fig_rmse]

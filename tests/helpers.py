@@ -1,0 +1,94 @@
+"""Test helpers shared by several test files: datasets from feeds, and the independent per-layer reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper, utils
+from tests.reference import dequantize_ref, tflite_metrics
+
+
+def dataset(feeds: Sequence[dict[str, np.ndarray]]) -> Callable[[], Iterable[dict[str, np.ndarray]]]:
+    """A seed-style dataset over fixed feeds (a fresh iterator on each call)."""
+    return lambda: iter([dict(f) for f in feeds])
+
+
+def session(model: onnx.ModelProto, level: str = "all") -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[level]
+    so.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _init_array(model: onnx.ModelProto, name: str) -> np.ndarray:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    raise KeyError(name)
+
+
+def raw_tensors(debugger: object, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every integer tensor the units read or write, fetched from the debug model in onnxruntime."""
+    debug_model = debugger.get_debug_quantized_model()  # type: ignore[attr-defined]
+    plan = debugger._plan  # type: ignore[attr-defined]
+    wanted = []
+    for unit in plan.units:
+        wanted.append(unit.output)
+        wanted.extend(b.source for b in unit.boundaries)
+    present = {o.name for o in debug_model.graph.output}
+    for name in dict.fromkeys(wanted):
+        if name not in present:
+            debug_model.graph.output.append(helper.make_empty_tensor_value_info(name))
+    s = session(debug_model)
+    full = dict(feed)
+    full["__qd/rows_shape"] = np.array([1, -1], dtype=np.int64)
+    names = list(dict.fromkeys(wanted))
+    return dict(zip(names, s.run(names, full)))
+
+
+def reference_statistics(debugger: object, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """Per-layer metrics computed a second way: numpy dequantization of the raw integer tensors,
+    float twins cut out of the float model with onnx.utils.Extractor and run in their own
+    sessions, and TFLite's metrics in numpy float64."""
+    plan = debugger._plan  # type: ignore[attr-defined]
+    float_model = debugger.float_model  # type: ignore[attr-defined]
+    optimized = plan.optimized
+    extractor = utils.Extractor(float_model)
+    diffs: dict[str, list[np.ndarray]] = {u.float_tensor: [] for u in plan.units}
+    twins = {}
+    for unit in plan.units:
+        inputs = [b.float_tensor for b in unit.boundaries]
+        twin = extractor.extract_model(inputs, [unit.float_tensor])
+        twins[unit.float_tensor] = session(twin, level="disabled")
+    for feed in feeds:
+        raw = raw_tensors(debugger, feed)
+        for unit in plan.units:
+            q = unit.qparams
+            zp = _init_array(optimized, q.zero_point) if q.zero_point else None
+            quantized = dequantize_ref(raw[unit.output], _init_array(optimized, q.scale), zp, q.axis)
+            twin_feed = {}
+            for b in unit.boundaries:
+                if b.qparams is None:
+                    twin_feed[b.float_tensor] = raw[b.source]
+                else:
+                    bzp = _init_array(optimized, b.qparams.zero_point) if b.qparams.zero_point else None
+                    twin_feed[b.float_tensor] = dequantize_ref(
+                        raw[b.source], _init_array(optimized, b.qparams.scale), bzp, b.qparams.axis
+                    )
+            names = [i.name for i in twins[unit.float_tensor].get_inputs()]
+            (reference,) = twins[unit.float_tensor].run(None, {n: twin_feed[n] for n in names})
+            diffs[unit.float_tensor].append(quantized.astype(np.float64) - reference.astype(np.float64))
+    return {name: tflite_metrics(d) for name, d in diffs.items()}
+
+
+def assert_metrics_close(got: dict[str, float], want: dict[str, float], where: str) -> None:
+    for metric, value in want.items():
+        scale = max(abs(value), 1e-12)
+        tol = 1e-9 if metric == "num_elements" else 2e-3 * scale + 1e-7
+        assert abs(got[metric] - value) <= tol, f"{where} {metric}: got {got[metric]!r}, reference {value!r}"

@@ -1,0 +1,233 @@
+"""The core workflow: quantize, verify every quantized layer against numpy, fidelity, CSV, denylists."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tests import models
+from tests.helpers import assert_metrics_close, dataset, reference_statistics, session
+
+import quantdebug as qd
+
+CSV_HEADER = (
+    "op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,"
+    "scale,zero_point,tensor_name,node_name"
+)
+REFERENCE_MODELS = [
+    "conv_relu",
+    "depthwise",
+    "matmul_gemm",
+    "add_mul_concat",
+    "sigmoid_softmax",
+    "mobilenetv3_block",
+    "all_ops",
+]
+
+
+def make(
+    name: str, rng: np.random.Generator, samples: int = 6, **kwargs: object
+) -> tuple[qd.QuantizationDebugger, list[dict[str, np.ndarray]]]:
+    model = models.ALL_MODELS[name](rng)
+    feeds = [models.input_feed(model, rng) for _ in range(samples)]
+    debugger = qd.QuantizationDebugger(model, dataset(feeds), **kwargs)  # type: ignore[arg-type]
+    return debugger, feeds
+
+
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_layer_metrics_match_numpy_reference(name: str, per_channel: bool, rng: np.random.Generator) -> None:
+    debugger, feeds = make(name, rng, quant_config=qd.QuantConfig(per_channel=per_channel))
+    debugger.run()
+    stats = debugger.layer_statistics
+    assert stats, "no layer was verified"
+    reference = reference_statistics(debugger, feeds)
+    assert list(reference) == list(stats)
+    for tensor, want in reference.items():
+        assert_metrics_close(stats[tensor], want, f"{name}/{tensor}")
+
+
+@pytest.mark.parametrize("name", sorted(models.ALL_MODELS))
+def test_quantized_path_is_bit_exact_with_deployed_model(name: str, rng: np.random.Generator) -> None:
+    debugger, _ = make(name, rng, samples=4)
+    deployed = session(debugger.get_nondebug_quantized_model())
+    debug = session(debugger.get_debug_quantized_model())
+    outputs = [o.name for o in deployed.get_outputs()]
+    for batch in (1, 3):
+        feed = models.input_feed(debugger.float_model, rng, batch=batch)
+        expected = deployed.run(outputs, feed)
+        full = dict(feed)
+        full["__qd/rows_shape"] = np.array([1, -1], dtype=np.int64)  # row layout does not touch the quantized path
+        got = debug.run(outputs, full)
+        for a, b, out in zip(expected, got, outputs):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}: output {out} differs at batch {batch}")
+
+
+def test_every_quantizable_node_has_a_row_or_reason(rng: np.random.Generator) -> None:
+    from quantdebug.quantize import default_op_types
+
+    debugger, _ = make("all_ops", rng)
+    debugger.run()
+    coverage = debugger.coverage()
+    quantizable = set(default_op_types())
+    for c in coverage:
+        assert c["reason"], c
+        if c["op_type"] in quantizable:
+            assert c["status"] == "verified", c
+        elif c["op_type"]:
+            assert c["status"] == "float", c
+    rows = {r.node_name for r in debugger.layer_rows}
+    assert rows == {c["node"] for c in coverage if c["reason"].startswith("quantized (")}
+    users = {u for c in coverage for u in c["user_nodes"].split(", ") if u}
+    assert users == {n.name for n in models.all_ops(rng).graph.node}, "every user node is accounted for"
+
+
+def test_csv_has_tflite_columns_and_parses(rng: np.random.Generator) -> None:
+    debugger, _ = make("conv_relu", rng)
+    debugger.run()
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    text = buffer.getvalue()
+    assert text.splitlines()[0] == CSV_HEADER
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(debugger.layer_statistics)
+    for row, (tensor, metrics) in zip(rows, debugger.layer_statistics.items()):
+        assert row["tensor_name"] == tensor
+        assert float(row["mean_squared_error"]) == pytest.approx(metrics["mean_squared_error"], rel=1e-12)
+    idx = [int(r["tensor_idx"]) for r in rows]
+    assert idx == sorted(idx), "rows are in graph order"
+    frame = debugger.layer_statistics_frame()
+    expected = np.sqrt(frame["mean_squared_error"]) / frame["scale"]
+    np.testing.assert_allclose(frame["rmse/scale"], expected)
+    np.testing.assert_allclose(frame["range"], 255.0 * frame["scale"])
+
+
+def test_one_sample_stddev_identity(rng: np.random.Generator) -> None:
+    debugger, _ = make("conv_relu", rng, samples=1)
+    debugger.run()
+    for metrics in debugger.layer_statistics.values():
+        var = metrics["mean_squared_error"] - metrics["mean_error"] ** 2
+        assert metrics["stddev"] ** 2 == pytest.approx(var, rel=1e-3, abs=1e-9)
+
+
+def test_batched_run_equals_unbatched(rng: np.random.Generator) -> None:
+    debugger, _ = make("mobilenetv3_block", rng, samples=7)
+    debugger.options = qd.DebugOptions(batch_size=1)
+    debugger.run()
+    single = debugger.layer_statistics
+    debugger.options = qd.DebugOptions(batch_size=4)
+    debugger.run()
+    batched = debugger.layer_statistics
+    assert single.keys() == batched.keys()
+    for tensor in single:
+        for metric, value in single[tensor].items():
+            assert batched[tensor][metric] == pytest.approx(value, rel=1e-4, abs=1e-8), (tensor, metric)
+
+
+def test_batching_is_refused_when_it_mixes_samples(rng: np.random.Generator) -> None:
+    debugger, feeds = make("reshape_mixes_batch", rng, samples=5)
+    debugger.run()
+    reference = reference_statistics(debugger, feeds)
+    for tensor, want in reference.items():
+        assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)
+
+
+def test_denylisted_nodes_stay_float_without_recalibrating(rng: np.random.Generator) -> None:
+    calls = {"n": 0}
+    model = models.conv_relu(rng)
+    feeds = [models.input_feed(model, rng) for _ in range(4)]
+
+    def data():
+        calls["n"] += 1
+        return iter(feeds)
+
+    debugger = qd.QuantizationDebugger(model, data)
+    debugger.run()
+    reads = calls["n"]
+    first = debugger.layer_rows[0]
+    debugger.options = qd.DebugOptions(denylisted_nodes=[first.tensor_name])
+    assert calls["n"] == reads, "changing the denylist must not read the representative dataset again"
+    quantized = debugger.get_nondebug_quantized_model()
+    float_nodes = {n.name for n in quantized.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+    assert first.node_name in float_nodes
+    consumers = [n for n in quantized.graph.node if n.name == first.node_name]
+    produced = set(consumers[0].output)
+    quantized_outputs = {n.input[0] for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
+    assert not produced & quantized_outputs, "a denylisted node's output is still quantized"
+    debugger.run()
+    assert first.tensor_name not in debugger.layer_statistics
+    ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_denylisted_ops_and_regex(rng: np.random.Generator) -> None:
+    debugger, _ = make("all_ops", rng)
+    debugger.options = qd.DebugOptions(denylisted_ops=["Conv"])
+    debugger.run()
+    assert all(r.op_name != "Conv" for r in debugger.layer_rows)
+    names = [n.name for n in debugger.float_model.graph.node if n.op_type == "Softmax"]
+    debugger.options = qd.DebugOptions(denylisted_nodes=["re:^" + names[0] + "$"])
+    debugger.run()
+    assert names[0] not in {r.node_name for r in debugger.layer_rows}
+
+
+def test_unknown_names_are_errors_with_suggestions(rng: np.random.Generator) -> None:
+    debugger, _ = make("conv_relu", rng)
+    node = debugger.layer_rows[0].node_name if debugger._rows else debugger.layer_names[0]
+    with pytest.raises(qd.ConfigError, match="did you mean"):
+        debugger.options = qd.DebugOptions(denylisted_nodes=[node + "x"])
+    with pytest.raises(qd.ConfigError, match="no 'ReduceMean' node"):
+        debugger.options = qd.DebugOptions(denylisted_ops=["ReduceMean"])
+
+
+def test_op_type_never_quantized_warns(rng: np.random.Generator) -> None:
+    debugger, _ = make("all_ops", rng)
+    present = {n.op_type for n in debugger.float_model.graph.node}
+    from quantdebug.quantize import default_op_types
+
+    never = sorted(present - set(default_op_types()))
+    if not never:
+        pytest.skip("all_ops has no op type that onnxruntime leaves in float")
+    with pytest.warns(UserWarning, match="never quantized"):
+        debugger.options = qd.DebugOptions(denylisted_ops=[never[0]])
+
+
+def test_duplicate_and_unnamed_nodes_get_canonical_names(rng: np.random.Generator) -> None:
+    for name in ("unnamed_nodes", "duplicate_names"):
+        debugger, _ = make(name, rng)
+        debugger.run()
+        names = [r.node_name for r in debugger.layer_rows]
+        assert all(names) and len(set(names)) == len(names)
+        debugger.options = qd.DebugOptions(denylisted_nodes=[names[0]])
+        debugger.run()
+        assert names[0] not in [r.node_name for r in debugger.layer_rows]
+
+
+def test_all_denylisted_gives_clear_error(rng: np.random.Generator) -> None:
+    debugger, _ = make("conv_relu", rng)
+    with pytest.warns(UserWarning, match="no quantized layer"):
+        debugger.options = qd.DebugOptions(denylisted_nodes=["re:.*"])
+    with pytest.raises(qd.QuantDebugError, match="nothing to verify"):
+        debugger.run()
+
+
+def test_fidelity_is_checked_during_run(rng: np.random.Generator) -> None:
+    debugger, _ = make("mobilenetv3_block", rng)
+    debugger.run()
+    assert debugger.fidelity == 0.0
+
+
+def test_nan_metric_samples_are_ignored_like_nanmean(rng: np.random.Generator) -> None:
+    from quantdebug.compare._accumulate import MeanAccumulator
+
+    values = rng.normal(size=(5, 3, 2))
+    values[1, 0, 0] = math.nan
+    a = MeanAccumulator(3, ["x", "y"])
+    a.update(values[:2])
+    b = MeanAccumulator(3, ["x", "y"])
+    b.update(values[2:])
+    merged = a.merge(b)
+    np.testing.assert_allclose(merged.means(), np.nanmean(values, axis=0))
