@@ -28,7 +28,9 @@ def calibrate(
     prepared = PreparedModel(float_model)
     dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
     with progress_bar("calibrating", progress) as advance:
-        return calibrate_model(prepared.model, dataset, batch_size=batch_size, progress=advance)
+        calibration = calibrate_model(prepared.model, dataset, batch_size=batch_size, progress=advance)
+    calibration.fingerprint = prepared.fingerprint
+    return calibration
 
 
 def quantize(

@@ -70,6 +70,7 @@ class QuantizationDebugger:
         else:
             assert self._rep is not None
             self.calibration = self._calibrate(self._rep)
+            self.calibration.fingerprint = self._fingerprint
         self._tensor_idx = topo_index(self.float_model)
         self._options = debug_options or DebugOptions()
         self._plan: Plan | None = None

@@ -24,7 +24,8 @@ class PreparedModel:
         self.user_model = load_model(source, what="float model")
         self.pre: Preprocessed = preprocess(self.user_model)
         self.model: onnx.ModelProto = self.pre.model
-        self.fingerprint = model_fingerprint(self.model)
+        # the user's model, not the pre-processed one: a calibration belongs to what the user passed
+        self.fingerprint = model_fingerprint(self.user_model)
 
     def selector(self, row_tensors: Mapping[str, Sequence[str]] | None = None) -> Selector:
         return Selector(self.model, self.pre.covers, self.pre.renamed, row_tensors)
