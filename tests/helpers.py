@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper, utils
-from tests.reference import dequantize_ref, tflite_metrics
+from tests.reference import dequantize_ref, run_all_tensors, tflite_metrics
 
 
 def dataset(feeds: Sequence[dict[str, np.ndarray]]) -> Callable[[], Iterable[dict[str, np.ndarray]]]:
@@ -52,39 +52,67 @@ def raw_tensors(debugger: object, feed: dict[str, np.ndarray]) -> dict[str, np.n
     return dict(zip(names, s.run(names, full)))
 
 
-def reference_statistics(debugger: object, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
-    """Per-layer metrics computed a second way: numpy dequantization of the raw integer tensors,
-    float twins cut out of the float model with onnx.utils.Extractor and run in their own
-    sessions, and TFLite's metrics in numpy float64."""
+def reference_pairs(debugger: object, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, list[dict[str, object]]]:
+    """Per layer and sample, computed a second way: the quantized tensor dequantized in numpy from the
+    raw integers, and the float twin cut out of the float model with onnx.utils.Extractor and run in
+    its own session (per-layer mode), or the float model's own tensor (whole-model mode)."""
     plan = debugger._plan  # type: ignore[attr-defined]
     float_model = debugger.float_model  # type: ignore[attr-defined]
+    whole = debugger.options.verify_mode == "whole_model"  # type: ignore[attr-defined]
     optimized = plan.optimized
     extractor = utils.Extractor(float_model)
-    diffs: dict[str, list[np.ndarray]] = {u.float_tensor: [] for u in plan.units}
+    out: dict[str, list[dict[str, object]]] = {u.float_tensor: [] for u in plan.units}
     twins = {}
-    for unit in plan.units:
-        inputs = [b.float_tensor for b in unit.boundaries]
-        twin = extractor.extract_model(inputs, [unit.float_tensor])
-        twins[unit.float_tensor] = session(twin, level="disabled")
+    if not whole:
+        for unit in plan.units:
+            inputs = [b.float_tensor for b in unit.boundaries]
+            twin = extractor.extract_model(inputs, [unit.float_tensor])
+            twins[unit.float_tensor] = session(twin, level="disabled")
     for feed in feeds:
         raw = raw_tensors(debugger, feed)
+        everything = run_all_tensors(float_model, feed) if whole else {}
         for unit in plan.units:
             q = unit.qparams
             zp = _init_array(optimized, q.zero_point) if q.zero_point else None
             quantized = dequantize_ref(raw[unit.output], _init_array(optimized, q.scale), zp, q.axis)
-            twin_feed = {}
-            for b in unit.boundaries:
-                if b.qparams is None:
-                    twin_feed[b.float_tensor] = raw[b.source]
-                else:
-                    bzp = _init_array(optimized, b.qparams.zero_point) if b.qparams.zero_point else None
-                    twin_feed[b.float_tensor] = dequantize_ref(
-                        raw[b.source], _init_array(optimized, b.qparams.scale), bzp, b.qparams.axis
-                    )
-            names = [i.name for i in twins[unit.float_tensor].get_inputs()]
-            (reference,) = twins[unit.float_tensor].run(None, {n: twin_feed[n] for n in names})
-            diffs[unit.float_tensor].append(quantized.astype(np.float64) - reference.astype(np.float64))
-    return {name: tflite_metrics(d) for name, d in diffs.items()}
+            if whole:
+                reference = everything[unit.float_tensor]
+            else:
+                twin_feed = {}
+                for b in unit.boundaries:
+                    if b.qparams is None:
+                        twin_feed[b.float_tensor] = raw[b.source]
+                    else:
+                        bzp = _init_array(optimized, b.qparams.zero_point) if b.qparams.zero_point else None
+                        twin_feed[b.float_tensor] = dequantize_ref(
+                            raw[b.source], _init_array(optimized, b.qparams.scale), bzp, b.qparams.axis
+                        )
+                names = [i.name for i in twins[unit.float_tensor].get_inputs()]
+                (reference,) = twins[unit.float_tensor].run(None, {n: twin_feed[n] for n in names})
+            info = plan.info[unit.output]
+            runtime_zp = int(np.asarray(zp).reshape(-1)[0]) if zp is not None else 0
+            integers = raw[unit.output].astype(np.int64) - runtime_zp + info.zero_point
+            out[unit.float_tensor].append(
+                {
+                    "quantized": quantized,
+                    "float": reference,
+                    "int": integers,
+                    "scale": info.scale,
+                    "zp": info.zero_point,
+                }
+            )
+    return out
+
+
+def reference_statistics(debugger: object, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """TFLite's default metrics in numpy float64 over ``reference_pairs``."""
+    pairs = reference_pairs(debugger, feeds)
+    return {
+        name: tflite_metrics(
+            [np.asarray(p["quantized"], np.float64) - np.asarray(p["float"], np.float64) for p in samples]
+        )
+        for name, samples in pairs.items()
+    }
 
 
 def assert_metrics_close(got: dict[str, float], want: dict[str, float], where: str) -> None:

@@ -138,7 +138,10 @@ class _GraphBuilder:
 
 
 def conv_relu(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
-    """input[N,3,16,16] -> conv1 -> relu1 -> conv2 -> clip1(0,6) -> conv3 -> relu2 -> gap -> flatten -> fc -> output[N,10]."""
+    """input[N,3,16,16] -> conv1 -> relu1 -> conv2 -> clip1(0,6) -> conv3(s2) -> relu2 -> gap/flatten/fc.
+
+    Output ``output``[N,10].
+    """
     g = _GraphBuilder(rng, "conv_relu", opset)
     x = g.input("input", [batch, 3, 16, 16])
     x = g.node("Relu", [g.conv(x, "conv1", 3, 8)], "relu1")
@@ -148,7 +151,10 @@ def conv_relu(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Ba
 
 
 def depthwise(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
-    """input[N,3,16,16] -> conv1 -> relu1 -> dwconv(group=8) -> relu2 -> pwconv(1x1) -> clip1 -> gap/flatten/fc -> output[N,10]."""
+    """input[N,3,16,16] -> conv1 -> relu1 -> dwconv(group=8) -> relu2 -> pwconv(1x1) -> clip1 -> gap/flatten/fc.
+
+    Output ``output``[N,10].
+    """
     g = _GraphBuilder(rng, "depthwise", opset)
     x = g.input("input", [batch, 3, 16, 16])
     x = g.node("Relu", [g.conv(x, "conv1", 3, 8)], "relu1")
@@ -169,7 +175,7 @@ def matmul_gemm(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: 
 
 
 def add_mul_concat(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
-    """Two conv branches of ``input[N,3,16,16]`` -> add / mul -> concat(axis=1) -> maxpool -> avgpool -> output[N,16,4,4].
+    """Two conv branches of input[N,3,16,16] -> add / mul -> concat(axis=1) -> maxpool -> avgpool -> output[N,16,4,4].
 
     Nodes: conv_a, relu_a, conv_b, relu_b, add, mul, concat, maxpool, avgpool.
     """
@@ -276,7 +282,9 @@ def wide_range_node(
 
 
 def reshape_mixes_batch(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
-    """input[N,3,8,8] -> conv1 -> flatten_all (Reshape [1,-1]) -> softmax_all -> restore (Reshape to Shape(conv1_out)) -> output[N,4,8,8].
+    """input[N,3,8,8] -> conv1 -> flatten_all (Reshape [1,-1]) -> softmax_all -> restore -> output[N,4,8,8].
+
+    ``restore`` reshapes back to ``Shape(conv1_out)`` (node ``shape``).
 
     The softmax normalizes over all samples at once, so a batch of 3 is not three runs of batch 1:
     a tool must refuse to batch this model.
@@ -318,7 +326,11 @@ def unnamed_nodes(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch
 
 
 def duplicate_names(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
-    """``conv_relu`` whose nodes share names: all Conv nodes are ``conv``, all Relu/Clip nodes ``act``."""
+    """``conv_relu`` whose nodes share names: all Conv nodes are ``conv``, all Relu/Clip nodes ``act``.
+
+    It passes ``onnx.checker`` but onnxruntime refuses to load it ("two nodes with same node
+    name"), at every optimization level: a tool must rename nodes before running it.
+    """
     model = conv_relu(rng, opset=opset, batch=batch)
     for node in model.graph.node:
         if node.op_type == "Conv":

@@ -21,7 +21,6 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
-
 from tests import models
 from tests.reference import dequantize_ref, quantize_ref, run_all_tensors, tflite_metrics
 
@@ -202,8 +201,9 @@ def _qdq_model(op: str, shape: tuple[int, ...], scale: np.ndarray, zp: np.ndarra
     """One-node QuantizeLinear/DequantizeLinear model at opset 21 (int16 needs >= 21)."""
     qtype = _QTYPES[zp.dtype.type]
     in_t, out_t = (TensorProto.FLOAT, qtype) if op == "QuantizeLinear" else (qtype, TensorProto.FLOAT)
-    attrs = {} if axis is None else {"axis": axis}
-    node = helper.make_node(op, ["x", "scale", "zp"], ["y"], name="node", **attrs)
+    node = helper.make_node(op, ["x", "scale", "zp"], ["y"], name="node")
+    if axis is not None:
+        node.attribute.append(helper.make_attribute("axis", axis))
     graph = helper.make_graph(
         [node],
         "qdq",

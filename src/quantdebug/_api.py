@@ -48,7 +48,7 @@ def quantize(
             f"got {type(calibration).__name__}"
         )
     config = config or QuantConfig()
-    prepared = PreparedModel(float_model)
+    prepared = PreparedModel(float_model, config)
     calibration.check_model(prepared.fingerprint)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
     return prepared.quantize(calibration, config, precisions)

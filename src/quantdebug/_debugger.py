@@ -19,9 +19,9 @@ from .compare._accumulate import MeanAccumulator, default_metrics
 from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
 from .data._dataset import Dataset, as_dataset, batches
-from .errors import ConfigError, ModelError, QuantDebugError
+from .errors import ConfigError, ModelError, QuantDebugError, suggest
 from .graph._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph, build_debug_model
-from .graph._load import ModelSource
+from .graph._load import ModelSource, load_model
 from .graph._units import topo_index
 from .quantize import default_op_types
 
@@ -43,17 +43,25 @@ class QuantizationDebugger:
         quant_config: QuantConfig | None = None,
         debug_options: DebugOptions | None = None,
         calibration: Calibration | None = None,
+        quantized_model: ModelSource | None = None,
     ) -> None:
         if float_model is None:
             raise ConfigError("float_model is required: a path, bytes or onnx.ModelProto of the float model")
         self.quant_config = quant_config or QuantConfig()
         if not isinstance(self.quant_config, QuantConfig):
             raise ConfigError(f"quant_config must be a qd.QuantConfig; got {type(self.quant_config).__name__}")
-        self._prepared = PreparedModel(float_model)
+        self._options = debug_options or DebugOptions()
+        if not isinstance(self._options, DebugOptions):
+            raise ConfigError(f"debug_options must be a qd.DebugOptions; got {type(self._options).__name__}")
+        self._external: onnx.ModelProto | None = None
+        if quantized_model is not None:
+            self._external = load_model(quantized_model, what="quantized model")
+            self._prepared = _prepare_for_external(float_model, self._external)
+        else:
+            self._prepared = PreparedModel(float_model, self.quant_config)
         self._pre = self._prepared.pre
         self.float_model: onnx.ModelProto = self._prepared.model
-        if representative_dataset is None and calibration is None:
-            raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
+        self._fingerprint = self._prepared.fingerprint
         self._rep = (
             as_dataset(representative_dataset, self.float_model, what="representative_dataset")
             if representative_dataset is not None
@@ -61,23 +69,25 @@ class QuantizationDebugger:
         )
         debug_source = debug_dataset if debug_dataset is not None else representative_dataset
         if debug_source is None:
-            raise ConfigError("debug_dataset is required when no representative_dataset is given")
+            raise ConfigError("debug_dataset is required (or a representative_dataset to use for both)")
         self._debug = as_dataset(debug_source, self.float_model, what="debug_dataset")
-        self._fingerprint = self._prepared.fingerprint
+        self.calibration: Calibration | None = None
         if calibration is not None:
             calibration.check_model(self._fingerprint)
             self.calibration = calibration
-        else:
-            assert self._rep is not None
+        elif self._external is None:
+            if self._rep is None:
+                raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
             self.calibration = self._calibrate(self._rep)
             self.calibration.fingerprint = self._fingerprint
         self._tensor_idx = topo_index(self.float_model)
-        self._options = debug_options or DebugOptions()
         self._plan: Plan | None = None
         self._debug_graph: DebugGraph | None = None
+        self._raw_graph: DebugGraph | None = None
         self._rows: list[LayerRow] | None = None
         self.model_statistics: dict[str, float] = {}
         self.fidelity: float | None = None
+        self.samples_seen = 0
         self._debug_fingerprint = ""
         self._replan()
 
@@ -115,12 +125,23 @@ class QuantizationDebugger:
         )
 
     def _replan(self) -> None:
-        precisions = self.precisions()
-        qdq = self._prepared.quantize(self.calibration, self.quant_config, precisions)
-        intended = {n for n, p in precisions.items() if p != "float"}
-        self._plan = build_plan(self.float_model, qdq, intended)
-        self._precisions = precisions
+        if self._external is not None:
+            if self._options.denylisted_nodes or self._options.denylisted_ops:
+                raise ConfigError(
+                    "denylists re-quantize the model, but this debugger was given a model quantized elsewhere; "
+                    "pass a representative_dataset instead of quantized_model to let quantdebug quantize it"
+                )
+            self._plan = build_plan(self.float_model, self._external, None)
+            self._precisions = {n.name: "external" for n in self.float_model.graph.node}
+        else:
+            assert self.calibration is not None
+            precisions = self.precisions()
+            qdq = self._prepared.quantize(self.calibration, self.quant_config, precisions)
+            intended = {n for n, p in precisions.items() if p != "float"}
+            self._plan = build_plan(self.float_model, qdq, intended)
+            self._precisions = precisions
         self._debug_graph = None
+        self._raw_graph = None
         self._rows = None
         self.model_statistics = {}
         if not self._plan.units:
@@ -314,6 +335,50 @@ class QuantizationDebugger:
         zp = unit.qparams.zero_point
         return onnx.numpy_helper.to_array(init[zp]) if zp in init else np.zeros(1, dtype=np.int32)
 
+    # -- drill-down ---------------------------------------------------------------------------
+    def weight_statistics(self) -> list[dict[str, Any]]:
+        """Per quantized weight and bias: scale, max abs error, SQNR, spread of per-channel ranges."""
+        from .compare._weights import weight_statistics
+
+        assert self._plan is not None
+        return weight_statistics(self.float_model, self._plan.qdq)
+
+    def _unit_named(self, name: str) -> Any:
+        assert self._plan is not None
+        for unit in self._plan.units:
+            if name in (unit.node, unit.float_tensor):
+                return unit
+        names = [u.node for u in self._plan.units] + [u.float_tensor for u in self._plan.units]
+        raise ConfigError(f"no verified layer named {name!r};{suggest(name, names) or ''} see debugger.layer_names")
+
+    def layer_tensors(self, name: str, sample_index: int = 0) -> dict[str, np.ndarray]:
+        """Float tensor, quantized tensor (dequantized) and their difference for one layer and sample."""
+        from .runtime import make_session
+
+        assert self._plan is not None
+        unit = self._unit_named(name)
+        if self._raw_graph is None:
+            self._raw_graph = build_debug_model(
+                self._plan.optimized,
+                self.float_model,
+                self._plan.units,
+                whole_model=self._options.verify_mode == "whole_model",
+                raw=True,
+            )
+        graph = self._raw_graph
+        k = graph.units.index(unit)
+        _, deq_name, ref_name = graph.raw_outputs[k]
+        if sample_index < 0:
+            raise ConfigError(f"sample_index must be >= 0; got {sample_index}")
+        for index, feed in enumerate(self._debug):
+            if index == sample_index:
+                session = make_session(graph.model, level=self._options.graph_optimization_level, what="debug model")
+                full = dict(feed)
+                full[ROWS_INPUT] = np.array([1, -1], dtype=np.int64)
+                quantized, reference = session.run([deq_name, ref_name], full)
+                return {"float": reference, "quantized": quantized, "diff": quantized - reference}
+        raise ConfigError(f"sample_index {sample_index} is past the end of the debug dataset ({index + 1} samples)")
+
     # -- results ------------------------------------------------------------------------------
     def _require_rows(self) -> list[LayerRow]:
         if self._rows is None:
@@ -351,6 +416,10 @@ class QuantizationDebugger:
     def layer_statistics_dump(self, file: IO[str]) -> None:
         """Write the statistics as CSV with TFLite's column order, then ``node_name``."""
         Statistics(self._require_rows(), self._metric_columns()).dump_csv(file)
+
+    def layer_statistics_csv(self) -> str:
+        """The CSV of ``layer_statistics_dump`` as a string."""
+        return Statistics(self._require_rows(), self._metric_columns()).csv_text()
 
     def layer_statistics_frame(self) -> Any:
         """A pandas DataFrame: the CSV columns plus 'precision', 'range' and 'rmse/scale'."""
@@ -408,6 +477,27 @@ class QuantizationDebugger:
                 }
             )
         return out
+
+
+def _prepare_for_external(float_model: ModelSource, quantized: onnx.ModelProto) -> PreparedModel:
+    """Pick the pre-processing of the float model whose names match the given quantized model best.
+
+    Other tools quantize either the raw export or an onnxruntime-optimized copy of it; both are
+    tried, and the one under which more quantized units map back to float twins is kept.
+    """
+    if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in quantized.graph.node):
+        raise ModelError(
+            "the quantized model has no QuantizeLinear/DequantizeLinear nodes: only QDQ-format models can be "
+            "debugged (quantize with quant_format=QuantFormat.QDQ)"
+        )
+    best: tuple[int, PreparedModel] | None = None
+    for optimize in (False, True):
+        prepared = PreparedModel(float_model, optimize=optimize)
+        plan = build_plan(prepared.model, quantized, None)
+        if best is None or len(plan.units) > best[0]:
+            best = (len(plan.units), prepared)
+    assert best is not None
+    return best[1]
 
 
 def _chain(head: list[dict[str, np.ndarray]], rest: Iterator[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:

@@ -76,10 +76,15 @@ def build_plan(float_model: onnx.ModelProto, qdq: onnx.ModelProto, intended: set
     unverified: list[Unit] = []
     info: dict[str, RowInfo] = {}
     seen_tensors: set[str] = set()
+    ops = {n.name: n.op_type for n in float_model.graph.node}
     for unit in units:
-        if intended is not None and not any(n in intended for n in unit.twin):
-            unverified.append(unit)
-            continue
+        if intended is not None:
+            chosen = [n for n in unit.twin if n in intended]
+            if not chosen:
+                unverified.append(unit)
+                continue
+            if chosen[0] != unit.node:  # e.g. a Relu quantized after a Conv left in float: name the Relu
+                unit = dataclasses.replace(unit, node=chosen[0], op_type=ops[chosen[0]])
         row = _row_info(qdq, unit.qdq_tensor)
         if row is None:
             skipped.append(Skipped(unit.runtime_node, "no QuantizeLinear for its output in the quantized model"))

@@ -8,6 +8,7 @@ import onnx
 
 from .calibration import Calibration, model_fingerprint
 from .config import QuantConfig
+from .errors import ConfigError
 from .graph._load import ModelSource, load_model
 from .graph._preprocess import Preprocessed, preprocess
 from .graph._select import Selector, resolve_precisions
@@ -16,13 +17,20 @@ from .quantize import PlannedPrecision, default_op_types, quantize_with_ranges
 _WIDE = ("int16", "uint16")
 
 
+def needs_16bit(config: QuantConfig) -> bool:
+    return (
+        config.activation_type in _WIDE
+        or config.weight_type in _WIDE
+        or any(p in _WIDE for _, p in config.precision_rules)
+    )
+
+
 class PreparedModel:
-    def __init__(self, source: ModelSource | PreparedModel, config: QuantConfig | None = None) -> None:
-        if isinstance(source, PreparedModel):
-            self.__dict__.update(source.__dict__)
-            return
+    def __init__(self, source: ModelSource, config: QuantConfig | None = None, *, optimize: bool = True) -> None:
         self.user_model = load_model(source, what="float model")
-        self.pre: Preprocessed = preprocess(self.user_model)
+        # 16-bit QDQ needs opset 21; convert the float model up front so its twins stay valid
+        self.min_opset = 21 if config is not None and needs_16bit(config) else 13
+        self.pre: Preprocessed = preprocess(self.user_model, optimize=optimize, min_opset=self.min_opset)
         self.model: onnx.ModelProto = self.pre.model
         # the user's model, not the pre-processed one: a calibration belongs to what the user passed
         self.fingerprint = model_fingerprint(self.user_model)
@@ -40,7 +48,7 @@ class PreparedModel:
         """{node: precision} for every node; nodes onnxruntime does not quantize are "float"."""
         op_types = set(config.op_types_to_quantize or default_op_types())
         touched = resolve_precisions(
-            self.selector(row_tensors), config.node_precision, denylisted_nodes, denylisted_ops, op_types
+            self.selector(row_tensors), config.precision_rules, denylisted_nodes, denylisted_ops, op_types
         )
         return {
             n.name: touched.get(n.name, config.activation_type) if n.op_type in op_types else "float"
@@ -54,4 +62,8 @@ class PreparedModel:
             exclude=tuple(n for n, p in precisions.items() if p == "float"),
             int16=tuple(n for n, p in precisions.items() if p in _WIDE and not wide_default),
         )
+        if plan.int16 and self.min_opset < 21:
+            raise ConfigError(
+                "16-bit node precisions need a model prepared for opset 21; pass the QuantConfig when preparing"
+            )
         return quantize_with_ranges(self.model, calibration.ranges(config), config, plan)

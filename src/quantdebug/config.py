@@ -6,7 +6,7 @@ Both round-trip through plain dicts (JSON) so that a run can be recorded and rep
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -93,11 +93,11 @@ class QuantConfig:
     symmetric_weights: bool | None = None
     calibration_method: CalibrationMethodName = "minmax"
     percentile: float = 99.999
-    op_types_to_quantize: tuple[str, ...] | None = None
-    node_precision: tuple[tuple[str, str], ...] = ()
-    per_channel_nodes: tuple[str, ...] = ()
-    calibration_overrides: tuple[tuple[str, str], ...] = ()
-    tensor_clamps: tuple[tuple[str, float, float], ...] = ()
+    op_types_to_quantize: Sequence[str] | None = None
+    node_precision: Sequence[tuple[str, str]] | Mapping[str, str] = ()
+    per_channel_nodes: Sequence[str] = ()
+    calibration_overrides: Sequence[tuple[str, str]] | Mapping[str, str] = ()
+    tensor_clamps: Sequence[tuple[str, float, float]] = ()
     extra_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     version: ClassVar[int] = CONFIG_VERSION
 
@@ -137,6 +137,11 @@ class QuantConfig:
             clamps.append((str(tensor), lo_f, hi_f))
         object.__setattr__(self, "tensor_clamps", tuple(clamps))
         object.__setattr__(self, "extra_options", dict(self.extra_options))
+
+    @property
+    def precision_rules(self) -> tuple[tuple[str, str], ...]:
+        """``node_precision`` as validated (selector, precision) pairs, in order."""
+        return self.node_precision  # type: ignore[return-value]  # normalised in __post_init__
 
     def replace(self, **changes: Any) -> QuantConfig:
         return dataclasses.replace(self, **changes)
@@ -190,8 +195,8 @@ DEFAULT_METRICS = ("num_elements", "stddev", "mean_error", "max_abs_error", "mea
 class DebugOptions:
     """How the debugger runs: denylists, verify mode, custom metrics and runtime settings."""
 
-    denylisted_nodes: tuple[str, ...] = ()
-    denylisted_ops: tuple[str, ...] = ()
+    denylisted_nodes: Sequence[str] = ()
+    denylisted_ops: Sequence[str] = ()
     verify_mode: VerifyMode = "per_layer"
     layer_debug_metrics: Mapping[str, LayerMetric] = dataclasses.field(default_factory=dict)
     layer_direct_compare_metrics: Mapping[str, DirectCompareMetric] = dataclasses.field(default_factory=dict)

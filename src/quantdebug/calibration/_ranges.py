@@ -139,6 +139,13 @@ def _entropy_divergences(hist: npt.NDArray[np.int64], num_quantized_bins: int) -
     return out
 
 
+def _entropy_window(hist: npt.NDArray[np.int64], num_quantized_bins: int) -> tuple[int, int]:
+    """Bin indices (start, end) of the window onnxruntime would pick on this symmetric histogram."""
+    best = int(np.argmin(_entropy_divergences(hist, num_quantized_bins)))
+    zero, i = hist.size // 2, num_quantized_bins // 2 + best
+    return zero - i, min(zero + i + 1, hist.size)
+
+
 def entropy_range(stats: TensorStats, num_quantized_bins: int = 128, num_bins: int = 4096) -> tuple[float, float]:
     """Range minimizing the KL divergence, as onnxruntime's Entropy calibrator (TensorRT-style).
 
@@ -155,7 +162,5 @@ def entropy_range(stats: TensorStats, num_quantized_bins: int = 128, num_bins: i
     if lo_bound == hi_bound:
         return lo_bound, hi_bound
     hist, edges = linear_histogram(stats, num_bins)
-    best = int(np.argmin(_entropy_divergences(hist, num_quantized_bins)))
-    i = num_quantized_bins // 2 + best
-    lo, hi = edges[num_bins // 2 - i], edges[min(num_bins // 2 + i + 1, num_bins)]
-    return float(np.clip(lo, lo_bound, hi_bound)), float(np.clip(hi, lo_bound, hi_bound))
+    start, end = _entropy_window(hist, num_quantized_bins)
+    return float(np.clip(edges[start], lo_bound, hi_bound)), float(np.clip(edges[end], lo_bound, hi_bound))

@@ -106,6 +106,8 @@ class Dataset:
                 sample = next(iterator)
             except StopIteration:
                 break
+            except DatasetError:
+                raise
             except Exception as exc:
                 raise DatasetError(f"{self.what}: reading sample {index} raised {exc!r}") from exc
             yield self.feed(sample, index)

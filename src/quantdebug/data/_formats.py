@@ -272,7 +272,7 @@ def _open_folder(folder: Path, inputs: list[InputSpec] | None, image: ImageOptio
     if any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
         if dirs:
             raise DatasetError(
-                f"image folder {str(folder)!r} contains the subfolder {dirs[0].name!r}; put all images directly in one folder"
+                f"image folder {str(folder)!r} contains the subfolder {dirs[0].name!r}; put the images directly in it"
             )
         return _open_image_folder(folder, files, inputs, image)
     if files:
@@ -287,7 +287,7 @@ def _open_npy_folder(folder: Path, files: list[Path], inputs: list[InputSpec] | 
     where = repr(str(folder))
     other = [p for p in files if p.suffix.lower() != ".npy"]
     if other:
-        raise DatasetError(f"data folder {where} holds {other[0].name!r}, which is not a .npy file; keep only .npy files")
+        raise DatasetError(f"data folder {where} holds {other[0].name!r}, which is not a .npy file")
     if inputs is not None and len(inputs) != 1:
         names = [s.name for s in inputs]
         raise DatasetError(
@@ -367,10 +367,10 @@ class _ImagePlan:
 
 def _image_plan(spec: InputSpec | None, options: ImageOptions) -> _ImagePlan:
     shape = spec.shape if spec is not None else None
-    described = spec.describe() if spec is not None else "input"
+    described = f"the model input ({spec.describe()})" if spec is not None else "the model input"
     if shape is not None and len(shape) not in (3, 4):
         raise DatasetError(
-            f"image folders need a model input of rank 4 (N,C,H,W or N,H,W,C); input {described} has rank {len(shape)}"
+            f"image folders need a model input of rank 4 (N,C,H,W or N,H,W,C); {described} has rank {len(shape)}"
         )
     batch_axis = shape is None or len(shape) == 4
     dims = shape[1:] if shape is not None and len(shape) == 4 else shape
@@ -386,7 +386,7 @@ def _image_plan(spec: InputSpec | None, options: ImageOptions) -> _ImagePlan:
     if channels is not None and channels not in modes:
         other = "NHWC" if options.layout == "NCHW" else "NCHW"
         raise DatasetError(
-            f"input {described} has {channels} channels in {options.layout} layout; images give 1, 3 or 4 "
+            f"{described} has {channels} channels in {options.layout} layout; images give 1, 3 or 4 "
             f"(is the layout {other}? pass --layout {other})"
         )
     mode = modes[channels or 3]
@@ -398,7 +398,7 @@ def _image_plan(spec: InputSpec | None, options: ImageOptions) -> _ImagePlan:
     if size is None and height is not None and width is not None:
         size = (height, width)
     elif size is not None and height is not None and width is not None and size != (height, width):
-        raise DatasetError(f"image size {size[0]}x{size[1]} differs from the model input's {height}x{width} ({described})")
+        raise DatasetError(f"image size {size[0]}x{size[1]} does not fit {described}")
     return _ImagePlan(mode, size, batch_axis)
 
 
@@ -498,7 +498,7 @@ def _open_python(target: str, attr: str, spec: str) -> DataSource:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            public = [n for n in dir(module) if not n.startswith("_")]
+            public = [n for n in dir(obj) if not n.startswith("_") and not inspect.ismodule(getattr(obj, n, None))]
             hint = suggest(part, public)
             raise DatasetError(f"data {spec!r}: {target!r} has no attribute {part!r};{hint}".rstrip(";"))
         obj = getattr(obj, part)

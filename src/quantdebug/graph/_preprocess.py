@@ -79,23 +79,28 @@ def _infer_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
         return model
 
 
-def preprocess(model: onnx.ModelProto, *, optimize: bool = True) -> Preprocessed:
-    """Return the pre-processed copy of ``model`` (which is left untouched)."""
+def preprocess(model: onnx.ModelProto, *, optimize: bool = True, min_opset: int = MIN_OPSET) -> Preprocessed:
+    """Return the pre-processed copy of ``model`` (which is left untouched).
+
+    ``min_opset`` is 21 when 16-bit activations are planned: onnxruntime's quantizer only bumps
+    the opset number, so the ops themselves must be converted first.
+    """
     work = onnx.ModelProto()
     work.CopyFrom(model)
     renamed = canonicalize_names(work)
     user_nodes = {n.name: n for n in work.graph.node}
     notes: list[str] = []
     opset = default_opset(work)
-    if opset < MIN_OPSET:
+    target = max(min_opset, MIN_OPSET)
+    if opset < target:
         try:
-            work = version_converter.convert_version(work, MIN_OPSET)
+            work = version_converter.convert_version(work, target)
         except Exception as exc:
             raise ModelError(
-                f"the model uses opset {opset}; quantization needs opset {MIN_OPSET} or newer and the "
-                f"automatic upgrade failed ({str(exc)[:120]}); re-export the model with opset >= {MIN_OPSET}"
+                f"the model uses opset {opset}; this quantization needs opset {target} or newer and the "
+                f"automatic upgrade failed ({str(exc)[:120]}); re-export the model with opset >= {target}"
             ) from exc
-        notes.append(f"upgraded opset {opset} -> {MIN_OPSET}")
+        notes.append(f"upgraded opset {opset} -> {target}")
     if optimize:
         with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
             out = Path(tmp) / "basic.onnx"

@@ -52,6 +52,7 @@ MOVE_OPS = {
     "TopK",
 }
 MAX_TWIN_NODES = 64
+FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,10 +152,13 @@ class UnitMapper:
         return None
 
     # -- mapping to the float model -----------------------------------------------------------
-    def _from_qdq_float(self, tensor: str) -> str | None:
+    def _from_qdq_float(self, tensor: str, _depth: int = 0) -> str | None:
         """A float tensor of the QDQ model -> the float model's tensor with the same value."""
         if tensor in self.f.tensors:
             return tensor
+        p = self.q.producer.get(tensor)
+        if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in self.q_source and _depth < 8:
+            return self._from_qdq_float(self.q_source[p.input[0]], _depth + 1)
         for c in self.q.consumers.get(tensor, []):  # renamed graph output: x -> Q -> DQ -> y
             if c.op_type == "QuantizeLinear":
                 for d in self.q.consumers.get(c.output[0], []):
@@ -162,20 +166,46 @@ class UnitMapper:
                         return d.output[0]
         return None
 
-    def qdq_float_of_int(self, tensor: str) -> str | None:
+    def qdq_float_of_int(self, tensor: str, _depth: int = 0) -> str | None:
         """An integer tensor of the optimized model -> the QDQ model's float tensor it quantizes."""
-        if tensor in self.q_source:
+        if tensor in self.q_source:  # the optimizer kept the name
             return self.q_source[tensor]
+        for c in self.o.consumers.get(tensor, []):  # a DequantizeLinear the optimizer kept by name
+            qc = self.q.by_name.get(c.name)
+            if c.op_type == "DequantizeLinear" and qc is not None and qc.op_type == "DequantizeLinear":
+                if qc.input[0] in self.q_source:
+                    return self.q_source[qc.input[0]]
         p = self.o.producer.get(tensor)
-        if p is None:
+        if p is None or _depth > 8:
             return None
         if p.op_type == "QuantizeLinear":
+            src = self.o.producer.get(p.input[0])
+            if src is not None and src.op_type == "DequantizeLinear":
+                return self.qdq_float_of_int(src.input[0], _depth + 1)  # a type conversion: DQ -> Q
+            qp = self.q.by_name.get(p.name)
+            if qp is not None and qp.op_type == "QuantizeLinear":
+                return qp.input[0]
             return p.input[0] if (p.input[0] in self.q.tensors) else None
         qn = self.q.by_name.get(p.name)
         if qn is None or qn.op_type in QDQ_OPS:
             return None
         index = list(p.output).index(tensor)
-        return qn.output[index] if index < len(qn.output) else None
+        if index >= len(qn.output):
+            return None
+        return self._quantized_after(qn.output[index])
+
+    def _quantized_after(self, tensor: str) -> str:
+        """Follow activations that onnxruntime fused into their producer (Conv -> Relu -> Q) to the tensor quantized."""
+        quantized = set(self.q_source.values())
+        current = tensor
+        for _ in range(4):
+            if current in quantized:
+                return current
+            users = self.q.consumers.get(current, [])
+            if len(users) != 1 or users[0].op_type not in FUSABLE_ACTIVATIONS:
+                break
+            current = users[0].output[0]
+        return tensor
 
     def float_of_int(self, tensor: str) -> tuple[str | None, str | None]:
         qf = self.qdq_float_of_int(tensor)

@@ -65,19 +65,39 @@ def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:
     return TensorsData(CalibrationMethod.MinMax, data)
 
 
-def _int16_overrides(model: onnx.ModelProto, nodes: tuple[str, ...], act: str) -> dict[str, list[dict[str, Any]]]:
-    """TensorQuantOverrides that give the outputs (and activation inputs) of ``nodes`` 16-bit types."""
+def _int16_overrides(
+    model: onnx.ModelProto, nodes: tuple[str, ...], config: QuantConfig
+) -> dict[str, list[dict[str, Any]]]:
+    """TensorQuantOverrides that run ``nodes`` on 16-bit activations, with conversions at the seams.
+
+    A 16-bit node's outputs are produced in 16 bits and converted back for 8-bit consumers; its
+    activation inputs from 8-bit producers are converted up for it. So the 16-bit region is
+    exactly the chosen nodes, not everything downstream of them.
+    """
     if not nodes:
         return {}
-    wide = QuantType.QInt16 if act in ("int8", "int16") else QuantType.QUInt16
-    init = {i.name for i in model.graph.initializer}
+    signed = config.activation_type in ("int8", "int16")
+    wide = QuantType.QInt16 if signed else QuantType.QUInt16
+    narrow = QUANT_TYPES[config.activation_type]
     chosen = set(nodes)
-    overrides: dict[str, list[dict[str, Any]]] = {}
+    init = {i.name for i in model.graph.initializer}
+    producer = {o: n.name for n in model.graph.node for o in n.output if o}
+    consumers: dict[str, list[str]] = {}
     for node in model.graph.node:
-        if node.name not in chosen:
-            continue
-        for tensor in list(node.output) + [t for t in node.input if t and t not in init]:
-            overrides[tensor] = [{"quant_type": wide}]
+        for t in node.input:
+            if t and t not in init:
+                consumers.setdefault(t, []).append(node.name)
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    tensors = {t for n in model.graph.node if n.name in chosen for t in [*n.input, *n.output] if t and t not in init}
+    for tensor in sorted(tensors):
+        wide_producer = producer.get(tensor) in chosen
+        users = consumers.get(tensor, [])
+        other = {u for u in users if (u in chosen) != wide_producer}
+        entry: dict[str, Any] = {"quant_type": wide if wide_producer else narrow}
+        if other:
+            entry["convert"] = {"quant_type": narrow if wide_producer else wide, "recv_nodes": other}
+        if entry["quant_type"] != narrow or "convert" in entry:
+            overrides[tensor] = [entry]
     return overrides
 
 
@@ -96,7 +116,7 @@ def quantize_with_ranges(
     }
     if config.symmetric_weights is not None:
         extra["WeightSymmetric"] = config.symmetric_weights
-    overrides = _int16_overrides(model, plan.int16, config.activation_type)
+    overrides = _int16_overrides(model, plan.int16, config)
     if overrides:
         extra["TensorQuantOverrides"] = overrides
     extra.update(config.extra_options)

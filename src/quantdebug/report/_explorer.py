@@ -53,7 +53,9 @@ def metric_value(row: LayerRow, metric: str) -> float:
         return row.scale
     if metric in row.metrics:
         return float(row.metrics[metric])
-    raise QuantDebugError(f"unknown metric {metric!r}; choose one of {', '.join(map(repr, DERIVED_METRICS))} or a saved metric")
+    raise QuantDebugError(
+        f"unknown metric {metric!r}; choose one of {', '.join(map(repr, DERIVED_METRICS))} or a saved metric"
+    )
 
 
 def explorer_node_data(
@@ -63,7 +65,7 @@ def explorer_node_data(
 
     ``graph_id`` is the ONNX graph's name; by default ``provenance["graph_name"]`` when the run
     recorded it, else ``"main_graph"``. Each user node covered by a verified row gets that row's
-    value (the worst one when several rows cover it); rows whose value is not finite are left out.
+    value (the worst one when several rows cover it); rows without a value (NaN) are left out.
     rmse/scale is coloured on the report's fixed severity scale, other metrics on a gradient.
     """
     known = set(DERIVED_METRICS) | {m for r in statistics.layers for m in r.metrics} | set(statistics.metric_names)
@@ -73,8 +75,10 @@ def explorer_node_data(
     results: dict[str, dict[str, float]] = {}
     for row in statistics.layers:
         value = metric_value(row, metric) if metric in DERIVED_METRICS or metric in row.metrics else math.nan
-        if not math.isfinite(value):
+        if math.isnan(value):
             continue
+        if math.isinf(value):  # JSON has no infinity; keep the node, at the end of the scale
+            value = math.copysign(sys.float_info.max, value)
         for node in row.covers or (row.node_name,):
             if node and (node not in results or value > results[node]["value"]):
                 results[node] = {"value": float(value)}

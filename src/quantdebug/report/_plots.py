@@ -36,7 +36,7 @@ SEVERITY: dict[str, tuple[str, str]] = {
 def severity(rmse_over_scale: float) -> str:
     """The severity level of one rmse/scale value (a key of `SEVERITY`)."""
     v = rmse_over_scale
-    if not math.isfinite(v):
+    if math.isnan(v):
         return "unknown"
     if v <= WATCH_RMSE_OVER_SCALE:
         return "ok"
@@ -99,7 +99,9 @@ def plot_statistics(statistics: Statistics) -> list[Figure]:
     fig_rmse = new_figure()
     ax = fig_rmse.add_subplot()
     ax.bar(x, [v if math.isfinite(v) else 0.0 for v in ratios], color=[SEVERITY[severity(v)][1] for v in ratios])
-    ax.axhline(IDEAL_RMSE_OVER_SCALE, color="#222222", linestyle="--", linewidth=1, label="1/√12 ≈ 0.289 (ideal rounding)")
+    ax.axhline(
+        IDEAL_RMSE_OVER_SCALE, color="#222222", linestyle="--", linewidth=1, label="1/√12 ≈ 0.289 (ideal rounding)"
+    )
     ax.axhline(SUSPECT_RMSE_OVER_SCALE, color="#d9534f", linestyle=":", linewidth=1, label="0.7 (suspect)")
     ax.set_ylabel("rmse / scale")
     ax.set_title("Quantization error per layer (rmse / scale)")

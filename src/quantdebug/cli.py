@@ -1,0 +1,746 @@
+"""The ``quantdebug`` command line: calibrate, quantize, debug, report and compare ONNX models.
+
+Exit codes: 0 success, 1 an error in the model, the data or the run, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, TypeVar
+
+import click
+import onnx
+
+import quantdebug as qd
+
+from . import _io
+from .compare._results import CSV_NAME, JSON_NAME, LayerRow, Statistics
+from .data import Dataset, input_specs
+from .data._formats import ImageOptions, open_data
+from .errors import QuantDebugError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+WIDTH = 79  # everything printed fits an 80-column terminal
+SUSPECT_THRESHOLD = 0.7  # the tutorial's rule: rmse/scale above 0.7 is a likely culprit
+
+
+# -- global settings and error handling ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Settings:
+    """Flags shared by every command: ``--debug`` (tracebacks) and ``--quiet`` (no progress)."""
+
+    debug: bool = False
+    quiet: bool = False
+
+
+def _settings() -> Settings:
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_object(Settings) if ctx is not None else None
+    return found if found is not None else Settings()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: the message for ours, the type and message for others."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.strerror}: {exc.filename!s}"
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    if len(text) > 2000:
+        text = text[:1997] + "..."
+    if isinstance(exc, QuantDebugError | OSError):
+        return text
+    return f"{type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+
+
+class _Group(click.Group):
+    """Lists commands in workflow order; turns every error but a usage error into one ``error: ...`` line, exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            settings = ctx.find_object(Settings)
+            if settings is not None and settings.debug:
+                raise
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            ctx.exit(1)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    click.get_current_context().exit(code)
+
+
+def _note(message: str) -> None:
+    """A progress note on stderr; ``--quiet`` silences it."""
+    if not _settings().quiet:
+        click.echo(message, err=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+def _set_flag(name: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            setattr(ctx.ensure_object(Settings), name, True)
+
+    return callback
+
+
+def _common_options(f: F) -> F:
+    """``--debug`` and ``--quiet`` are accepted after the command name too."""
+    f = click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_flag("quiet"),
+        help="No progress bars or notes.",
+    )(f)
+    f = click.option(
+        "--debug", is_flag=True, expose_value=False, callback=_set_flag("debug"), help="Show full tracebacks on errors."
+    )(f)
+    return f
+
+
+# -- option parsing -----------------------------------------------------------------------------------
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().replace("×", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HxW (for example 224x224)") from None
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"{value!r}: height and width must be positive")
+    return (h, w)
+
+
+def _parse_floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of numbers (for example 0.485,0.456,0.406)"
+        ) from None
+    if len(numbers) not in (1, 3, 4) or not all(math.isfinite(v) for v in numbers):
+        raise click.BadParameter(f"{value!r}: give 1 or 3 finite numbers (one per channel)")
+    if param.name == "std" and any(v == 0 for v in numbers):
+        raise click.BadParameter(f"{value!r}: std must not be 0")
+    return numbers
+
+
+def _split_names(values: Sequence[str]) -> tuple[str, ...]:
+    """Repeated and comma-separated names, in order, without duplicates."""
+    names = [part.strip() for value in values for part in value.split(",")]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataArgs:
+    """What ``--data`` and the image options asked for."""
+
+    spec: str
+    image: ImageOptions
+    max_samples: int | None
+
+
+DATA_HELP = (
+    "Samples: an .npz (one array per input name, samples along the first axis), an .npy, a folder of .npy "
+    "files (one sample each; or one subfolder per input), a folder of images, or module:function / "
+    "file.py:function returning samples."
+)
+
+
+def _data_options(required: bool) -> Callable[[F], F]:
+    """``--data`` and the image preprocessing options, gathered into one ``data: DataArgs | None`` argument."""
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(**kwargs: Any) -> Any:
+            spec = kwargs.pop("data")
+            image = ImageOptions(
+                size=kwargs.pop("image_size"),
+                layout=str(kwargs.pop("layout")).upper(),
+                mean=kwargs.pop("mean") or (0.0,),
+                std=kwargs.pop("std") or (1.0,),
+                scale=kwargs.pop("scale"),
+                bgr=kwargs.pop("bgr"),
+            )
+            max_samples = kwargs.pop("max_samples")
+            kwargs["data"] = DataArgs(spec, image, max_samples) if spec is not None else None
+            return f(**kwargs)
+
+        options = [
+            click.option("--data", "-d", metavar="DATA", required=required, help=DATA_HELP),
+            click.option("--max-samples", type=click.IntRange(min=1), metavar="N", help="Read at most N samples."),
+            click.option(
+                "--image-size", metavar="HxW", callback=_parse_size, help="Resize images (default: the model's size)."
+            ),
+            click.option(
+                "--layout",
+                type=click.Choice(["NCHW", "NHWC"], case_sensitive=False),
+                metavar="NCHW|NHWC",
+                default="NCHW",
+                show_default=True,
+                help="Image tensor layout.",
+            ),
+            click.option("--mean", metavar="R,G,B", callback=_parse_floats, help="Subtract after --scale (default 0)."),
+            click.option("--std", metavar="R,G,B", callback=_parse_floats, help="Divide by after --mean (default 1)."),
+            click.option(
+                "--scale", type=float, default=1.0 / 255.0, show_default="1/255", help="Multiply pixels by this first."
+            ),
+            click.option("--bgr", is_flag=True, help="Feed channels in BGR order (--mean/--std follow it)."),
+        ]
+        decorated: Any = wrapper
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def _quant_options(f: F) -> F:
+    """How to quantize: precision, per-channel weights, calibration method, denylists, a saved calibration."""
+    options = [
+        click.option("--per-channel", is_flag=True, help="Quantize weights per output channel."),
+        click.option(
+            "--activation-type",
+            type=click.Choice(["int8", "uint8", "int16", "uint16"]),
+            default="int8",
+            show_default=True,
+            help="Integer type of activations.",
+        ),
+        click.option(
+            "--weight-type",
+            type=click.Choice(["int8", "uint8", "int16"]),
+            default="int8",
+            show_default=True,
+            help="Integer type of weights.",
+        ),
+        click.option(
+            "--calibration-method",
+            type=click.Choice(["minmax", "percentile", "entropy"]),
+            default="minmax",
+            show_default=True,
+            help="How activation ranges are chosen.",
+        ),
+        click.option(
+            "--denylist-nodes",
+            "denylist_nodes",
+            multiple=True,
+            metavar="NAMES",
+            help="Leave these nodes in float: node or output-tensor names, or re:REGEX; repeat or comma-separate.",
+        ),
+        click.option(
+            "--denylist-ops",
+            "denylist_ops",
+            multiple=True,
+            metavar="TYPES",
+            help="Leave every node of these op types in float (e.g. Softmax); repeat or comma-separate.",
+        ),
+        click.option(
+            "--calibration",
+            "-c",
+            "calibration_path",
+            metavar="CAL.json",
+            help="Use ranges saved by 'quantdebug calibrate' instead of reading --data to calibrate.",
+        ),
+    ]
+    decorated: Any = f
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+def _config(per_channel: bool, activation_type: str, weight_type: str, calibration_method: str) -> qd.QuantConfig:
+    return qd.QuantConfig(
+        per_channel=per_channel,
+        activation_type=activation_type,  # type: ignore[arg-type]
+        weight_type=weight_type,  # type: ignore[arg-type]
+        calibration_method=calibration_method,  # type: ignore[arg-type]
+    )
+
+
+# -- shared steps -------------------------------------------------------------------------------------
+
+
+def _load_model(path: str) -> onnx.ModelProto:
+    from .graph._load import load_model
+
+    return load_model(path, what="model")
+
+
+def _open_dataset(data: DataArgs, model: onnx.ModelProto) -> Dataset:
+    specs = input_specs(model)
+    source = open_data(data.spec, inputs=specs, image=data.image, max_samples=data.max_samples)
+    if source.count is not None:
+        _note(f"data: {source.description}")
+    return Dataset(source, specs, what=f"data {data.spec!r}")
+
+
+def _progress() -> bool | None:
+    return False if _settings().quiet else None
+
+
+def _calibration(
+    model: onnx.ModelProto, data: DataArgs | None, calibration_path: str | None, what: str
+) -> tuple[qd.Calibration, Dataset | None]:
+    """The saved calibration, or a fresh one from ``data``; also the opened dataset when there is one."""
+    dataset = _open_dataset(data, model) if data is not None else None
+    if calibration_path is not None:
+        calibration = qd.Calibration.load(calibration_path)
+        _note(f"calibration: {calibration.num_samples} samples from {calibration_path}")
+        return calibration, dataset
+    if dataset is None:
+        raise click.UsageError(f"{what} needs --data DATA to calibrate, or --calibration CAL.json")
+    _note("calibrating ...")
+    calibration = qd.calibrate(model, dataset, progress=_progress())
+    return calibration, dataset
+
+
+# -- the command group --------------------------------------------------------------------------------
+
+
+def _version_message() -> str:
+    import onnxruntime
+
+    return f"%(prog)s %(version)s (onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__})"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": WIDTH})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes on stderr.")
+@click.version_option(qd.__version__, "--version", "-V", prog_name="quantdebug", message=_version_message())
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """Find the layers that break an ONNX model when it is quantized to integers.
+
+    \b
+    A typical session:
+      quantdebug calibrate model.onnx --data calib.npz -o cal.json
+      quantdebug debug model.onnx -d calib.npz -c cal.json -o run1/
+      quantdebug debug model.onnx -d calib.npz -c cal.json \\
+          --denylist-nodes conv1 -o run2/
+      quantdebug compare run1/ run2/
+      quantdebug report run2/ -o report.html
+      quantdebug quantize model.onnx -c cal.json \\
+          --denylist-nodes conv1 -o model.int8.onnx
+
+    Errors print one line starting 'error:' and exit 1 (usage errors exit 2);
+    --debug shows the traceback instead.
+    """
+    settings = ctx.ensure_object(Settings)
+    settings.debug = settings.debug or debug
+    settings.quiet = settings.quiet or quiet
+    warnings.showwarning = _show_warning
+    if not debug:
+        try:
+            import onnxruntime
+
+            onnxruntime.set_default_logger_severity(3)  # onnxruntime's own warnings are noise here
+        except Exception:  # pragma: no cover - an onnxruntime without this function
+            pass
+
+
+# -- calibrate ----------------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Save activation ranges from representative data.")
+@click.argument("model", metavar="MODEL.onnx")
+@_data_options(required=True)
+@click.option("--output", "-o", required=True, metavar="CAL.json", help="Where to write the calibration (JSON).")
+@_common_options
+def calibrate(model: str, data: DataArgs, output: str) -> None:
+    """Read the representative data once and save the activation ranges.
+
+    The calibration serves every later 'quantize' or 'debug' run of the same
+    model (--calibration CAL.json), with any config or denylist.
+    """
+    float_model = _load_model(model)
+    dataset = _open_dataset(data, float_model)
+    _note("calibrating ...")
+    calibration = qd.calibrate(float_model, dataset, progress=_progress())
+    calibration.save(output)
+    _note(f"wrote {output} ({len(calibration.stats)} tensors, {calibration.num_samples} samples)")
+
+
+# -- quantize -----------------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Write the quantized (QDQ) model.")
+@click.argument("model", metavar="MODEL.onnx")
+@_data_options(required=False)
+@_quant_options
+@click.option("--output", "-o", required=True, metavar="OUT.onnx", help="Where to write the quantized model.")
+@_common_options
+def quantize(
+    model: str,
+    data: DataArgs | None,
+    per_channel: bool,
+    activation_type: str,
+    weight_type: str,
+    calibration_method: str,
+    denylist_nodes: tuple[str, ...],
+    denylist_ops: tuple[str, ...],
+    calibration_path: str | None,
+    output: str,
+) -> None:
+    """Quantize MODEL to a QDQ model that onnxruntime runs, leaving denylisted nodes in float.
+
+    Give --data to calibrate, or --calibration with ranges from 'quantdebug calibrate'.
+    """
+    float_model = _load_model(model)
+    if calibration_path is not None and data is not None:
+        _note("note: --data is not read; the ranges come from --calibration")
+        data = None
+    calibration, _ = _calibration(float_model, data, calibration_path, "quantize")
+    config = _config(per_channel, activation_type, weight_type, calibration_method)
+    quantized = qd.quantize(
+        float_model,
+        calibration,
+        config,
+        denylisted_nodes=_split_names(denylist_nodes),
+        denylisted_ops=_split_names(denylist_ops),
+    )
+    _io.write_bytes(output, quantized.SerializeToString())
+    _note(f"wrote {output}")
+
+
+# -- debug --------------------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Compare each quantized layer with float; save statistics.")
+@click.argument("model", metavar="MODEL.onnx")
+@_data_options(required=True)
+@click.option(
+    "--quantized",
+    metavar="Q.onnx",
+    help="Debug a model quantized elsewhere (not supported yet).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["per-layer", "whole-model"]),
+    default="per-layer",
+    show_default=True,
+    help="per-layer: each layer gets float inputs; whole-model: errors accumulate as deployed.",
+)
+@_quant_options
+@click.option(
+    "--output", "-o", required=True, metavar="STATS_DIR", help="Folder for layer_statistics.csv and statistics.json."
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=10,
+    show_default=True,
+    help="Rows in each summary table (0: all).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0.0),
+    metavar="X",
+    default=SUSPECT_THRESHOLD,
+    show_default=True,
+    help="Suggest denylisting layers whose rmse/scale is above this.",
+)
+@_common_options
+def debug(
+    model: str,
+    data: DataArgs,
+    quantized: str | None,
+    mode: str,
+    per_channel: bool,
+    activation_type: str,
+    weight_type: str,
+    calibration_method: str,
+    denylist_nodes: tuple[str, ...],
+    denylist_ops: tuple[str, ...],
+    calibration_path: str | None,
+    output: str,
+    top: int,
+    threshold: float,
+) -> None:
+    """Quantize MODEL, compare every quantized layer with its float twin, and save the statistics.
+
+    Writes STATS_DIR/layer_statistics.csv (TensorFlow Lite's columns) and
+    STATS_DIR/statistics.json (everything, with provenance), then prints the
+    worst layers and a suggested denylist. rmse/scale is the layer's error in
+    quantization steps: near 0.3 is rounding alone; above 0.7 is suspect.
+    """
+    if quantized is not None:
+        _fail(
+            "--quantized (debugging a model quantized elsewhere) is not supported yet; "
+            "run without it to let quantdebug quantize MODEL",
+            code=2,
+        )
+    float_model = _load_model(model)
+    calibration, dataset = _calibration(float_model, data, calibration_path, "debug")
+    assert dataset is not None
+    options = qd.DebugOptions(
+        denylisted_nodes=_split_names(denylist_nodes),
+        denylisted_ops=_split_names(denylist_ops),
+        verify_mode=mode.replace("-", "_"),  # type: ignore[arg-type]
+        progress=_progress(),
+    )
+    config = _config(per_channel, activation_type, weight_type, calibration_method)
+    debugger = qd.QuantizationDebugger(
+        float_model, debug_dataset=dataset, quant_config=config, debug_options=options, calibration=calibration
+    )
+    _note(f"debugging {len(debugger.layer_names)} layers ...")
+    debugger.run()
+    statistics = debugger.statistics()
+    folder = statistics.save(output)
+    samples = getattr(debugger, "samples_seen", None)
+    click.echo(summary(statistics, folder, top=top, threshold=threshold, samples=samples))
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, keeping both ends of long names."""
+    if len(text) <= width:
+        return text
+    if width <= 5:
+        return text[:width]
+    head = (width - 2) // 2
+    tail = width - 2 - head
+    return text[:head] + ".." + text[-tail:]
+
+
+def _num(value: float, spec: str) -> str:
+    return "nan" if math.isnan(value) else format(value, spec)
+
+
+def _layer_table(rows: list[LayerRow]) -> list[str]:
+    lines = [f"  {'op type':<17} {'node':<25} {'rmse/scale':>10} {'mean sq err':>11} {'range':>9}"]
+    for r in rows:
+        mse = r.metrics.get("mean_squared_error", math.nan)
+        lines.append(
+            f"  {_fit(r.op_name, 17):<17} {_fit(r.node_name, 25):<25} {_num(r.rmse_over_scale, '10.4g')} "
+            f"{_num(mse, '11.3e')} {_num(r.range, '9.4g')}"
+        )
+    return lines
+
+
+def _wrap_names(prefix: str, names: list[str]) -> list[str]:
+    """``prefix`` followed by comma-joined names, wrapped at WIDTH."""
+    lines: list[str] = []
+    current = prefix
+    for i, name in enumerate(names):
+        piece = name + ("," if i < len(names) - 1 else "")
+        if len(current) + len(piece) > WIDTH and current.strip() != prefix.strip():
+            lines.append(current)
+            current = " " * len(prefix)
+        current += piece
+    lines.append(current)
+    return lines
+
+
+def summary(
+    statistics: Statistics,
+    folder: Path,
+    *,
+    top: int = 10,
+    threshold: float = SUSPECT_THRESHOLD,
+    samples: int | None = None,
+) -> str:
+    """The terminal summary of a debug run: worst layers by rmse/scale and by MSE, and a suggested denylist."""
+    rows = statistics.layers
+    counts = dict.fromkeys(("verified", "unverified", "float", "removed"), 0)
+    for entry in statistics.coverage:
+        status = entry.get("status", "") or "other"
+        counts[status] = counts.get(status, 0) + 1
+    mode = statistics.verify_mode.replace("_", "-")
+    head = f"{len(rows)} layers verified ({mode})" + (f" on {samples} samples" if samples else "")
+    lines = [head]
+    if statistics.coverage:
+        lines.append("nodes: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
+    lines.append(f"wrote {CSV_NAME} and {JSON_NAME} to {folder}")
+    limit = len(rows) if top == 0 else top
+
+    def key(value: float) -> float:
+        return -math.inf if math.isnan(value) else value
+
+    by_ratio = sorted(rows, key=lambda r: key(r.rmse_over_scale), reverse=True)[:limit]
+    by_mse = sorted(rows, key=lambda r: key(r.metrics.get("mean_squared_error", math.nan)), reverse=True)[:limit]
+    lines += ["", "Worst layers by rmse/scale", *_layer_table(by_ratio)]
+    lines += ["", "Worst layers by mean squared error", *_layer_table(by_mse)]
+    suspects = statistics.suspects(threshold)
+    lines.append("")
+    if suspects:
+        lines.append(f"Suggested denylist: {len(suspects)} of {len(rows)} layers have rmse/scale > {threshold:g}")
+        lines += _wrap_names("  --denylist-nodes ", [r.node_name for r in suspects])
+    else:
+        lines.append(f"Suggested denylist: none (no layer has rmse/scale > {threshold:g})")
+    return "\n".join(lines)
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Render saved statistics as an HTML report.")
+@click.argument("stats_dir", metavar="STATS_DIR")
+@click.option(
+    "--output", "-o", metavar="report.html", help="Where to write the report (default: STATS_DIR/report.html)."
+)
+@_common_options
+def report(stats_dir: str, output: str | None) -> None:
+    """Render the saved statistics of a debug run as one HTML file."""
+    statistics = qd.Statistics.load(stats_dir)
+    try:
+        from .report import render_html
+    except ImportError as exc:
+        raise QuantDebugError(f"the HTML report is not available in this quantdebug ({exc})") from exc
+    html = render_html(statistics)
+    target = Path(output) if output is not None else Path(stats_dir) / "report.html"
+    _io.write_text(target, html)
+    _note(f"wrote {target}")
+
+
+# -- compare ------------------------------------------------------------------------------------------
+
+
+def _describe_run(label: str, path: str, statistics: Statistics) -> str:
+    created = str(statistics.provenance.get("created", ""))[:16].replace("T", " ")
+    parts = [f"{len(statistics.layers)} layers", statistics.verify_mode.replace("_", "-")]
+    if created:
+        parts.append(created)
+    suffix = f" ({', '.join(parts)})"
+    prefix = f"{label}: "
+    return prefix + _fit(path, max(WIDTH - len(prefix) - len(suffix), 12)) + suffix
+
+
+def compare_table(a: Statistics, b: Statistics, *, top: int = 20) -> list[str]:
+    """Rows of the compare table, largest change of rmse/scale first; layers of one run only are flagged."""
+    records = qd.compare_statistics(a, b)
+
+    def change(rec: dict[str, Any]) -> float:
+        va, vb = rec["rmse/scale A"], rec["rmse/scale B"]
+        if rec["status"] == "only in A":
+            return -va if not math.isnan(va) else 0.0
+        if rec["status"] == "only in B":
+            return vb if not math.isnan(vb) else 0.0
+        delta = vb - va
+        return 0.0 if math.isnan(delta) else float(delta)
+
+    ordered = sorted(records, key=lambda rec: abs(change(rec)), reverse=True)
+    shown = ordered if top == 0 else ordered[:top]
+    lines = [f"  {'node':<28} {'rmse/scale A':>12} {'rmse/scale B':>12} {'change':>9}  note"]
+    for rec in shown:
+        status = rec["status"]
+        if status == "both":
+            note = ""
+            pa, pb = rec["precision A"], rec["precision B"]
+            if pa != pb:
+                note = _fit(f"{pa}>{pb}", 12)
+            delta = _num(round(rec["rmse/scale B"] - rec["rmse/scale A"], 3) + 0.0, "+9.3f")
+        else:
+            note = status
+            delta = "-"
+        va = "-" if status == "only in B" else _num(rec["rmse/scale A"], "12.4g")
+        vb = "-" if status == "only in A" else _num(rec["rmse/scale B"], "12.4g")
+        lines.append(f"  {_fit(rec['node_name'], 28):<28} {va:>12} {vb:>12} {delta:>9}  {note}".rstrip())
+    if len(shown) < len(ordered):
+        lines.append(f"  ... {len(ordered) - len(shown)} more rows (--top 0 shows all)")
+    both = [rec for rec in records if rec["status"] == "both"]
+    better = sum(1 for rec in both if rec["rmse/scale B"] < rec["rmse/scale A"] - 1e-3)
+    worse = sum(1 for rec in both if rec["rmse/scale B"] > rec["rmse/scale A"] + 1e-3)
+    only_a = sum(1 for rec in records if rec["status"] == "only in A")
+    only_b = sum(1 for rec in records if rec["status"] == "only in B")
+    lines.append("")
+    lines.append(
+        f"{len(both)} layers in both runs: {better} better in B, {worse} worse, "
+        f"{len(both) - better - worse} within 0.001"
+    )
+    lines.append(f"{only_a} only in A, {only_b} only in B")
+    return lines
+
+
+@cli.command(short_help="Show what changed layer by layer between two runs.")
+@click.argument("stats_a", metavar="STATS_A")
+@click.argument("stats_b", metavar="STATS_B")
+@click.option(
+    "--top", type=click.IntRange(min=0), metavar="N", default=20, show_default=True, help="Rows to show (0: all)."
+)
+@_common_options
+def compare(stats_a: str, stats_b: str, top: int) -> None:
+    """Show what changed layer by layer between two debug runs (A before, B after).
+
+    Layers are matched by tensor name; the largest changes of rmse/scale come
+    first. A layer in one run only (for example one denylisted in the other)
+    is flagged 'only in A' or 'only in B'.
+    """
+    a = qd.Statistics.load(stats_a)
+    b = qd.Statistics.load(stats_b)
+    lines = [_describe_run("A", stats_a, a), _describe_run("B", stats_b, b)]
+    fa, fb = a.provenance.get("model_fingerprint"), b.provenance.get("model_fingerprint")
+    if fa and fb and fa != fb:
+        lines.append("note: A and B come from different models; only tensors with the same name are compared")
+    da, db = a.provenance.get("dataset_fingerprint"), b.provenance.get("dataset_fingerprint")
+    if da and db and da != db:
+        lines.append("note: A and B were run on different debug data")
+    lines.append("")
+    lines += compare_table(a, b, top=top)
+    click.echo("\n".join(lines))
+
+
+# -- not yet available --------------------------------------------------------------------------------
+
+_LATER = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+
+
+@cli.command(
+    context_settings=_LATER, add_help_option=True, short_help="Find layers to keep in float (not available yet)."
+)
+@click.pass_context
+def fix(ctx: click.Context) -> None:
+    """Search for the smallest set of layers to keep in float (not available yet)."""
+    _fail("'quantdebug fix' is not available yet; use 'quantdebug debug' and its suggested denylist", code=2)
+
+
+@cli.command(
+    context_settings=_LATER, add_help_option=True, short_help="Run the bundled OCR example (not available yet)."
+)
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the bundled OCR example end to end (not available yet)."""
+    _fail("'quantdebug demo' is not available yet", code=2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``quantdebug`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="quantdebug")
+
+
+__all__ = ["cli", "main", "summary"]
+
+if __name__ == "__main__":
+    main()

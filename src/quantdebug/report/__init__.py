@@ -1,0 +1,7 @@
+"""Reports rendered from saved statistics: a self-contained HTML page, notebook plots, Model Explorer overlays."""
+
+from ._explorer import explorer_node_data, save_explorer_node_data
+from ._html import render_html, save_html
+from ._plots import plot_statistics
+
+__all__ = ["explorer_node_data", "plot_statistics", "render_html", "save_explorer_node_data", "save_html"]
