@@ -1,10 +1,11 @@
 """quantdebug: find and fix the layers that break an ONNX model when it is quantized to integers."""
 
-from ._api import calibrate, quantize
+from ._api import calibrate, fix, quantize
 from ._debugger import QuantizationDebugger
 from .calibration import Calibration
 from .compare._results import LayerRow, Statistics, compare_statistics
 from .config import DebugOptions, QuantConfig
+from .fix import FixInterrupted, FixResult
 from .errors import CalibrationError, ConfigError, DatasetError, ModelError, QuantDebugError
 
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DebugOptions",
+    "FixInterrupted",
+    "FixResult",
     "LayerRow",
     "ModelError",
     "QuantConfig",
@@ -24,5 +27,6 @@ __all__ = [
     "__version__",
     "calibrate",
     "compare_statistics",
+    "fix",
     "quantize",
 ]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import onnx
 
@@ -11,7 +15,8 @@ from ._progress import progress_bar
 from .calibration import Calibration, calibrate_model
 from .config import QuantConfig
 from .data import as_dataset
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
+from .fix import LEVERS, FixResult
 from .graph._load import ModelSource
 
 
@@ -52,3 +57,88 @@ def quantize(
     calibration.check_model(prepared.fingerprint)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
     return prepared.quantize(calibration, config, precisions)
+
+
+def fix(
+    float_model: ModelSource,
+    representative_dataset: object | None = None,
+    *,
+    quant_config: QuantConfig | None = None,
+    calibration: Calibration | None = None,
+    debug_dataset: object | None = None,
+    eval_fn: Callable[[Any], float] | None = None,
+    higher_is_better: bool = True,
+    target: float | None = None,
+    max_drop: float | None = None,
+    levers: Sequence[str] = LEVERS,
+    max_evals: int | None = None,
+    trace_path: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    max_samples: int = 32,
+    sensitivity_samples: int = 4,
+    verbose: bool = False,
+) -> FixResult:
+    """Find the fewest named changes (int16, float, per-channel, calibration, clamp) that meet a target.
+
+    ``eval_fn(session) -> float`` measures a candidate on the user's own data; without it the
+    quality is the worst output SQNR (dB) against the float model on the debug dataset and the
+    default target is 30 dB. ``target`` is absolute; ``max_drop`` is relative to the float model.
+    Every ``eval_fn`` call, baselines included, counts toward ``max_evals`` (default
+    ``2*ceil(log2(L)) + 10`` for L quantized nodes). The trace is saved to ``trace_path`` after
+    every evaluation, and ``resume=trace_path`` continues an interrupted search.
+    """
+    config = quant_config or QuantConfig()
+    levers = tuple(levers)
+    if "int16" in levers:
+        try:  # 16-bit candidates need the model at opset 21
+            prepared = PreparedModel(float_model, config.replace(activation_type="int16"))
+        except ModelError as exc:
+            warnings.warn(f"int16 is not available as a lever: {exc}", stacklevel=2)
+            levers = tuple(lever for lever in levers if lever != "int16")
+            prepared = PreparedModel(float_model, config)
+    else:
+        prepared = PreparedModel(float_model, config)
+    if calibration is None:
+        if representative_dataset is None:
+            raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
+        dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
+        calibration = calibrate_model(prepared.model, dataset)
+        calibration.fingerprint = prepared.fingerprint
+    calibration.check_model(prepared.fingerprint)
+    source = debug_dataset if debug_dataset is not None else representative_dataset
+    if source is None:
+        raise ConfigError("fix needs a debug_dataset (or a representative_dataset to use for both)")
+    feeds = list(itertools.islice(iter(as_dataset(source, prepared.model, what="debug_dataset")), max_samples))
+    return run_search(
+        prepared,
+        calibration,
+        config,
+        feeds,
+        eval_fn=eval_fn,
+        higher_is_better=higher_is_better,
+        target=target,
+        max_drop=max_drop,
+        levers=levers,
+        max_evals=max_evals,
+        trace_path=trace_path,
+        resume=resume,
+        sensitivity_samples=sensitivity_samples,
+        verbose=verbose,
+    )
+
+
+def run_search(
+    prepared: PreparedModel,
+    calibration: Calibration,
+    config: QuantConfig,
+    feeds: list[dict[str, Any]],
+    **kwargs: Any,
+) -> FixResult:
+    from ._plan import build_plan
+    from .fix._search import Search
+
+    verbose = kwargs.pop("verbose", False)
+    search = Search(prepared, calibration, config, feeds, echo=print if verbose else None, **kwargs)
+    precisions = prepared.precisions(config)
+    plan = build_plan(prepared.model, prepared.quantize(calibration, config, precisions), {n for n, p in precisions.items() if p != "float"})
+    return search.run(plan)

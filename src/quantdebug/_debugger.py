@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -334,6 +335,32 @@ class QuantizationDebugger:
         init = {i.name: i for i in self._plan.optimized.graph.initializer}
         zp = unit.qparams.zero_point
         return onnx.numpy_helper.to_array(init[zp]) if zp in init else np.zeros(1, dtype=np.int32)
+
+    # -- fixing -------------------------------------------------------------------------------
+    def fix(self, eval_fn: Any = None, **kwargs: Any) -> Any:
+        """``qd.fix`` on this debugger's model, debug data, config and Calibration (no re-calibration)."""
+        from ._api import fix
+
+        if self.calibration is None:
+            raise ConfigError("fix re-quantizes the model, which needs a calibration; this debugger was given a model quantized elsewhere")
+        return fix(
+            self._prepared.user_model,
+            calibration=self.calibration,
+            debug_dataset=self._debug,
+            quant_config=self.quant_config,
+            eval_fn=eval_fn,
+            **kwargs,
+        )
+
+    def sensitivity(self, samples: int = 4) -> list[dict[str, Any]]:
+        """Per quantized node: output SQNR (dB) when it alone is quantized, and when it alone stays float,
+        separately for its activation and its weights, measured on one switchable graph."""
+        from .fix._search import sensitivity_table
+        from .fix._switch import SwitchRunner
+
+        assert self._plan is not None
+        feeds = list(itertools.islice(iter(self._debug), samples))
+        return sensitivity_table(SwitchRunner(self.float_model, self._plan, feeds))
 
     # -- drill-down ---------------------------------------------------------------------------
     def weight_statistics(self) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from .calibration import Calibration, model_fingerprint
 from .config import QuantConfig
 from .errors import ConfigError
 from .graph._load import ModelSource, load_model
-from .graph._preprocess import Preprocessed, preprocess
+from .graph._preprocess import Preprocessed, default_opset, preprocess
 from .graph._select import Selector, resolve_precisions
 from .quantize import PlannedPrecision, default_op_types, quantize_with_ranges
 
@@ -62,7 +62,7 @@ class PreparedModel:
             exclude=tuple(n for n, p in precisions.items() if p == "float"),
             int16=tuple(n for n, p in precisions.items() if p in _WIDE and not wide_default),
         )
-        if plan.int16 and self.min_opset < 21:
+        if plan.int16 and default_opset(self.model) < 21:
             raise ConfigError(
                 "16-bit node precisions need a model prepared for opset 21; pass the QuantConfig when preparing"
             )

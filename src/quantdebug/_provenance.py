@@ -62,6 +62,7 @@ def provenance(
         "machine": platform.machine(),
         "cpu_flags": cpu_flags(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "graph_name": graph_name,
         "model_fingerprint": model_fingerprint,
         "dataset_fingerprint": dataset_fingerprint,
         "quant_config": config.to_dict(),

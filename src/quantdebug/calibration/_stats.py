@@ -5,6 +5,7 @@ Counts, exact min/max and a fixed log-linear histogram over float32 bit patterns
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,14 +180,14 @@ class TensorStats:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TensorStats:
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorStats:
         """Rebuild stats written by `to_dict`, checking that they use this module's bin layout."""
+        if data.get("version") != _VERSION:
+            version = data.get("version")
+            raise CalibrationError(f"tensor stats version {version!r} is not supported (expected {_VERSION})")
+        if data.get("mantissa_bits") != MANTISSA_BITS or data.get("nbins") != NBINS:
+            raise CalibrationError("tensor stats use another histogram layout; recalibrate")
         try:
-            version = data["version"]
-            if version != _VERSION:
-                raise CalibrationError(f"tensor stats version {version!r} is not supported (expected {_VERSION})")
-            if data["mantissa_bits"] != MANTISSA_BITS or data["nbins"] != NBINS:
-                raise CalibrationError("tensor stats use another histogram layout; recalibrate")
             index = np.asarray(data["hist_index"], dtype=np.int64)
             counts = np.asarray(data["hist_count"], dtype=np.int64)
             count = int(data["count"])
@@ -197,14 +198,11 @@ class TensorStats:
                 maximum=float("-inf") if count == 0 else float(data["maximum"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, CalibrationError):
-                raise
             raise CalibrationError(f"tensor stats are malformed: {exc!r}") from exc
-        valid = index.shape == counts.shape and index.ndim == 1
-        valid = valid and bool(np.all((index >= 0) & (index < NBINS)) and np.all(counts >= 0))
-        if not valid or len(np.unique(index)) != len(index):
+        valid = index.ndim == 1 and index.shape == counts.shape and len(np.unique(index)) == index.size
+        if not (valid and np.all((index >= 0) & (index < NBINS)) and np.all(counts >= 0)):
             raise CalibrationError("tensor stats histogram is malformed: bad indices or counts")
         stats.hist[index] = counts
-        if int(stats.hist.sum()) != count:
-            raise CalibrationError("tensor stats are inconsistent: histogram total differs from count")
+        if int(stats.hist.sum()) != count or (count > 0 and not stats.minimum <= stats.maximum):
+            raise CalibrationError("tensor stats are inconsistent: the histogram disagrees with count, min or max")
         return stats

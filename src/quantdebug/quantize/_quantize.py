@@ -101,6 +101,27 @@ def _int16_overrides(
     return overrides
 
 
+# Which input of a node holds its weight, and the per-channel axis onnxruntime uses for it.
+_WEIGHT_AXIS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "MatMul": (1, 1), "Gemm": (1, 0)}
+
+
+def _per_channel_overrides(model: onnx.ModelProto, nodes: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    """TensorQuantOverrides that quantize the weights of ``nodes`` per output channel."""
+    init = {i.name: i for i in model.graph.initializer}
+    chosen = set(nodes)
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node in model.graph.node:
+        if node.name not in chosen or node.op_type not in _WEIGHT_AXIS:
+            continue
+        index, axis = _WEIGHT_AXIS[node.op_type]
+        if node.op_type == "Gemm":
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            axis = 0 if trans_b else 1
+        if len(node.input) > index and node.input[index] in init and len(init[node.input[index]].dims) >= 2:
+            overrides[node.input[index]] = [{"axis": axis}]
+    return overrides
+
+
 def quantize_with_ranges(
     model: onnx.ModelProto,
     ranges: Mapping[str, tuple[float, float]],
@@ -117,6 +138,8 @@ def quantize_with_ranges(
     if config.symmetric_weights is not None:
         extra["WeightSymmetric"] = config.symmetric_weights
     overrides = _int16_overrides(model, plan.int16, config)
+    if not config.per_channel:
+        overrides.update(_per_channel_overrides(model, tuple(config.per_channel_nodes)))
     if overrides:
         extra["TensorQuantOverrides"] = overrides
     extra.update(config.extra_options)

@@ -1,0 +1,6 @@
+"""Sensitivity ranking and the search for the fewest changes (int16, float, per-channel, calibration, clamp)."""
+
+from ._result import Candidate, FixResult, TraceEntry
+from ._search import LEVERS, FixInterrupted
+
+__all__ = ["LEVERS", "Candidate", "FixInterrupted", "FixResult", "TraceEntry"]

@@ -1,0 +1,110 @@
+"""What a suspect needs besides a precision change: a clamp, another calibration method, per-channel weights."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..calibration import Calibration
+from ..calibration._stats import bin_edges
+from ..runtime import make_session
+
+SENTINEL = 1e30  # magnitudes beyond this are fill values (float32 min/max masks), not data
+OUTLIER_RATIO = 4.0  # MinMax range this many times the percentile range: a few values set the scale
+SPREAD = 8.0  # per-channel weight ranges this many times apart: per-tensor scales waste the small channels
+
+
+def sentinel_clamps(calibration: Calibration, tensors: Sequence[str]) -> list[tuple[str, float, float]]:
+    """(tensor, low, high) for tensors whose range is set by a sentinel value such as a -3.4e38 mask."""
+    edges = bin_edges()
+    clamps = []
+    for name in tensors:
+        stats = calibration.stats.get(name)
+        if stats is None or stats.count == 0:
+            continue
+        if max(abs(stats.minimum), abs(stats.maximum)) < SENTINEL:
+            continue
+        occupied = np.nonzero(stats.hist)[0]
+        lows, highs = edges[occupied], edges[occupied + 1]
+        normal = (np.abs(lows) < SENTINEL) & (np.abs(highs) < SENTINEL)
+        if not normal.any():
+            continue
+        lo_n, hi_n = float(lows[normal].min()), float(highs[normal].max())
+        margin = max(20.0, hi_n - lo_n)  # exp(-20) is below float32 softmax resolution
+        lo = lo_n - margin if stats.minimum <= -SENTINEL else stats.minimum
+        hi = hi_n + margin if stats.maximum >= SENTINEL else stats.maximum
+        clamps.append((name, float(lo), float(hi)))
+    return clamps
+
+
+def clamp_keeps_outputs(
+    float_model: onnx.ModelProto,
+    clamps: Sequence[tuple[str, float, float]],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    rtol: float = 1e-4,
+) -> bool:
+    """True when clipping the tensors in the float model leaves its outputs unchanged on ``feeds``."""
+    model = onnx.ModelProto()
+    model.CopyFrom(float_model)
+    g = model.graph
+    rename = {t: f"__qd/clamp/{i}" for i, (t, _, _) in enumerate(clamps)}
+    nodes = []
+    for node in g.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        for i, out in enumerate(copy.output):
+            if out in rename:
+                copy.output[i] = rename[out]
+        nodes.append(copy)
+        for out in node.output:
+            if out in rename:
+                i = list(rename).index(out)
+                _, lo, hi = clamps[i]
+                lo_n, hi_n = f"__qd/clamp/{i}/lo", f"__qd/clamp/{i}/hi"
+                g.initializer.append(helper.make_tensor(lo_n, onnx.TensorProto.FLOAT, [], [lo]))
+                g.initializer.append(helper.make_tensor(hi_n, onnx.TensorProto.FLOAT, [], [hi]))
+                nodes.append(helper.make_node("Clip", [rename[out], lo_n, hi_n], [out], name=f"__qd/clamp/{i}"))
+    inputs = {i.name for i in g.input}
+    for i, (t, lo, hi) in enumerate(clamps):
+        if t in inputs:
+            return False  # clamping a model input would change what the user feeds
+    del g.node[:]
+    g.node.extend(nodes)
+    original = make_session(float_model, what="float model")
+    clamped = make_session(model, what="clamped float model")
+    for feed in feeds:
+        for a, b in zip(original.run(None, dict(feed)), clamped.run(None, dict(feed))):
+            a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            if not np.allclose(a64, b64, rtol=rtol, atol=rtol * (1 + float(np.max(np.abs(a64))) if a64.size else 0)):
+                return False
+    return True
+
+
+def outlier_tensors(calibration: Calibration, tensors: Sequence[str], percentile: float = 99.99) -> list[str]:
+    """Tensors whose MinMax range is much wider than the range that holds almost all of their values."""
+    out = []
+    for name in tensors:
+        stats = calibration.stats.get(name)
+        if stats is None or stats.count < 100 or max(abs(stats.minimum), abs(stats.maximum)) >= SENTINEL:
+            continue
+        lo, hi = calibration.tensor_range(name, "minmax")
+        plo, phi = calibration.tensor_range(name, "percentile", percentile)
+        full, core = max(hi, 0.0) - min(lo, 0.0), max(phi, 0.0) - min(plo, 0.0)
+        if core > 0 and full / core >= OUTLIER_RATIO:
+            out.append(name)
+    return out
+
+
+def spread_nodes(weight_records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Nodes whose per-channel weight ranges are far apart (they need per-channel scales)."""
+    nodes = []
+    for r in weight_records:
+        spread = r.get("channel_range_spread", math.nan)
+        if r.get("kind") == "weight" and not r.get("per_channel") and isinstance(spread, float) and spread >= SPREAD:
+            nodes.append(str(r["node_name"]))
+    return list(dict.fromkeys(nodes))

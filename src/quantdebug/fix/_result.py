@@ -1,0 +1,156 @@
+"""What a fix search returns: the named changes, the fixed model, the qualities and the whole trace."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .. import _io
+from ..config import QuantConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of the search space: named per-node and per-tensor changes on top of the base config."""
+
+    precision: tuple[tuple[str, str], ...] = ()  # (node, "int16" | "float")
+    per_channel: tuple[str, ...] = ()  # nodes whose weights go per-channel
+    calibration: tuple[tuple[str, str], ...] = ()  # (tensor, method)
+    clamps: tuple[tuple[str, float, float], ...] = ()  # (tensor, low, high)
+
+    def key(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @property
+    def non_int8(self) -> int:
+        return len(self.precision)
+
+    def merged(self, **changes: Any) -> Candidate:
+        return dataclasses.replace(self, **changes)
+
+    def config(self, base: QuantConfig) -> QuantConfig:
+        """A QuantConfig that reproduces this candidate exactly."""
+        return base.replace(
+            node_precision=tuple(base.precision_rules) + self.precision,
+            per_channel_nodes=tuple(base.per_channel_nodes) + self.per_channel,
+            calibration_overrides=tuple(base.calibration_overrides) + self.calibration,  # type: ignore[operator]
+            tensor_clamps=tuple(base.tensor_clamps) + self.clamps,
+        )
+
+    def describe(self) -> list[str]:
+        lines = [f"{node}: {p}" for node, p in self.precision]
+        lines += [f"{node}: per-channel weights" for node in self.per_channel]
+        lines += [f"{tensor}: {method} calibration" for tensor, method in self.calibration]
+        lines += [f"{tensor}: clamp to [{lo:g}, {hi:g}]" for tensor, lo, hi in self.clamps]
+        return lines
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Candidate:
+        return cls(
+            precision=tuple(tuple(p) for p in d.get("precision", ())),  # type: ignore[misc]
+            per_channel=tuple(d.get("per_channel", ())),
+            calibration=tuple(tuple(c) for c in d.get("calibration", ())),  # type: ignore[misc]
+            clamps=tuple((str(t), float(lo), float(hi)) for t, lo, hi in d.get("clamps", ())),
+        )
+
+
+@dataclasses.dataclass
+class TraceEntry:
+    step: str
+    candidate: Candidate
+    quality: float
+    non_int8_nodes: int
+    size: int
+    meets_target: bool
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "candidate": dataclasses.asdict(self.candidate),
+            "changes": self.candidate.describe(),
+            "quality": self.quality,
+            "non_int8_nodes": self.non_int8_nodes,
+            "size": self.size,
+            "meets_target": self.meets_target,
+        }
+
+
+@dataclasses.dataclass
+class FixResult:
+    """The outcome of ``qd.fix``: node precisions by name, the model, qualities, evaluations and trace."""
+
+    candidate: Candidate
+    model: onnx.ModelProto
+    config: QuantConfig
+    float_quality: float
+    int8_quality: float
+    fixed_quality: float
+    target: float
+    higher_is_better: bool
+    met_target: bool
+    evaluations: int
+    trace: list[TraceEntry]
+    message: str
+    quantized_nodes: int
+    ort_settings: dict[str, Any]
+
+    @property
+    def node_precision(self) -> dict[str, str]:
+        return dict(self.candidate.precision)
+
+    @property
+    def int16_nodes(self) -> list[str]:
+        return [n for n, p in self.candidate.precision if p == "int16"]
+
+    @property
+    def float_nodes(self) -> list[str]:
+        return [n for n, p in self.candidate.precision if p == "float"]
+
+    @property
+    def changes(self) -> list[str]:
+        return self.candidate.describe()
+
+    def summary(self) -> str:
+        lines = [
+            self.message,
+            f"quality: float {self.float_quality:.4g}, int8 {self.int8_quality:.4g}, fixed {self.fixed_quality:.4g} "
+            f"(target {self.target:.4g}); {self.evaluations} evaluations",
+            f"{self.candidate.non_int8} of {self.quantized_nodes} quantized nodes out of int8",
+        ]
+        lines += ["  " + c for c in self.changes]
+        return "\n".join(lines)
+
+    def trace_dict(self) -> dict[str, Any]:
+        return {
+            "float_quality": self.float_quality,
+            "int8_quality": self.int8_quality,
+            "fixed_quality": self.fixed_quality,
+            "target": self.target,
+            "evaluations": self.evaluations,
+            "trace": [t.to_dict() for t in self.trace],
+        }
+
+    def save_model(self, path: str | os.PathLike[str]) -> None:
+        _io.write_bytes(path, self.model.SerializeToString())
+
+    def save_onnxruntime_settings(self, path: str | os.PathLike[str]) -> None:
+        """``nodes_to_exclude`` and a ``TensorQuantOverrides`` JSON for onnxruntime's quantize_static."""
+        _io.write_text(path, json.dumps(self.ort_settings, indent=1, default=_jsonable))
+
+    def save_config(self, path: str | os.PathLike[str]) -> None:
+        _io.write_text(Path(path), json.dumps(self.config.to_dict(), indent=1))
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    name = getattr(value, "name", None)
+    if name is not None:  # onnxruntime QuantType enums
+        return str(name)
+    raise TypeError(type(value).__name__)

@@ -1,0 +1,400 @@
+"""The search for the fewest named changes that meet a quality target.
+
+Order: baselines; whole-model levers (clamp sentinels, per-channel weights, outlier-robust
+calibration), each kept only if it helps; then suspects ranked by a cheap sensitivity pass are
+searched as *sets*: bisection over the ranked list for the shortest prefix that meets the target
+(int16 first, so the model stays integer-only when that suffices, float after), then pruning of
+nodes that turn out not to be needed. Every evaluation is recorded and saved as it happens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .. import _io
+from .._plan import Plan, build_plan
+from .._prepared import PreparedModel
+from ..calibration import Calibration
+from ..compare._weights import weight_statistics
+from ..config import QuantConfig
+from ..errors import ConfigError, QuantDebugError
+from ..quantize._quantize import _int16_overrides, _per_channel_overrides
+from ..runtime import make_session
+from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
+from ._result import Candidate, FixResult, TraceEntry
+from ._switch import SwitchRunner, output_sqnr
+
+LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
+DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given
+DEFAULT_RELATIVE_DROP = 0.01  # with an eval_fn and no target: within 1% of the float model's quality
+TRACE_FORMAT = "quantdebug.fix-trace"
+
+
+class FixInterrupted(QuantDebugError):
+    """The search was interrupted; ``trace`` holds every evaluation done so far (resume from it)."""
+
+    def __init__(self, message: str, trace: list[TraceEntry]) -> None:
+        super().__init__(message)
+        self.trace = trace
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
+def default_budget(quantized_nodes: int) -> int:
+    return 2 * math.ceil(math.log2(max(quantized_nodes, 2))) + 10
+
+
+class OutputAgreement:
+    """The default quality: worst output SQNR (dB) against the float model on the debug samples."""
+
+    def __init__(self, float_model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
+        self.feeds = [dict(f) for f in feeds]
+        session = make_session(float_model, what="float model")
+        self.reference = self._outputs(session)
+
+    def _outputs(self, session: ort.InferenceSession) -> list[np.ndarray]:
+        names = [o.name for o in session.get_outputs()]
+        per: list[list[np.ndarray]] = [[] for _ in names]
+        for feed in self.feeds:
+            for i, v in enumerate(session.run(names, feed)):
+                per[i].append(np.asarray(v).reshape(-1))
+        return [np.concatenate(p) for p in per]
+
+    def __call__(self, session: ort.InferenceSession) -> float:
+        return output_sqnr(self.reference, self._outputs(session))
+
+
+class Search:
+    def __init__(
+        self,
+        prepared: PreparedModel,
+        calibration: Calibration,
+        base: QuantConfig,
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        *,
+        eval_fn: Callable[[ort.InferenceSession], float] | None,
+        higher_is_better: bool,
+        target: float | None,
+        max_drop: float | None,
+        levers: Sequence[str],
+        max_evals: int | None,
+        trace_path: str | os.PathLike[str] | None,
+        resume: str | os.PathLike[str] | None,
+        sensitivity_samples: int,
+        echo: Callable[[str], None] | None,
+    ) -> None:
+        unknown = sorted(set(levers) - set(LEVERS))
+        if unknown:
+            raise ConfigError(f"unknown levers {unknown}; choose from {list(LEVERS)}")
+        if target is not None and max_drop is not None:
+            raise ConfigError("give either target or max_drop, not both")
+        if max_drop is not None and max_drop < 0:
+            raise ConfigError(f"max_drop must be >= 0; got {max_drop}")
+        self.prepared = prepared
+        self.calibration = calibration
+        self.base = base
+        self.feeds = list(feeds)
+        if not self.feeds:
+            raise ConfigError("fix needs at least one debug sample")
+        self.default_quality = eval_fn is None
+        self.eval_fn = eval_fn or OutputAgreement(prepared.model, self.feeds)
+        self.higher = True if eval_fn is None else higher_is_better
+        self.requested_target = target
+        self.max_drop = max_drop
+        self.levers = tuple(levers)
+        self.trace: list[TraceEntry] = []
+        self.cache: dict[str, float] = {}
+        self.evaluations = 0
+        self.trace_path = Path(trace_path) if trace_path is not None else None
+        self.sensitivity_samples = sensitivity_samples
+        self.echo = echo
+        self.models: dict[str, onnx.ModelProto] = {}
+        if resume is not None:
+            self._load_resume(Path(resume))
+        self.precisions0 = prepared.precisions(base)
+        self.quantized_nodes = sum(1 for p in self.precisions0.values() if p != "float")
+        self.max_evals = max_evals if max_evals is not None else default_budget(self.quantized_nodes)
+        if self.max_evals < 2:
+            raise ConfigError("max_evals must be at least 2 (the float and the fully quantized baselines)")
+        self.target = math.nan
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _load_resume(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot resume from {str(path)!r}: {exc}") from exc
+        if data.get("format") != TRACE_FORMAT:
+            raise ConfigError(f"{str(path)!r} is not a quantdebug fix trace")
+        for entry in data.get("trace", []):
+            key = "float" if entry["step"] == "float" else Candidate.from_dict(entry["candidate"]).key()
+            self.cache[key] = float(entry["quality"])
+
+    def _save_trace(self) -> None:
+        if self.trace_path is None:
+            return
+        data = {"format": TRACE_FORMAT, "version": 1, "target": self.target, "trace": [t.to_dict() for t in self.trace]}
+        _io.write_text(self.trace_path, json.dumps(data, indent=1, default=str))
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher else a < b
+
+    def meets(self, quality: float) -> bool:
+        if math.isnan(quality):
+            return False
+        return quality >= self.target if self.higher else quality <= self.target
+
+    def model_for(self, candidate: Candidate) -> onnx.ModelProto:
+        key = candidate.key()
+        if key not in self.models:
+            config = candidate.config(self.base)
+            self.models = {key: self.prepared.quantize(self.calibration, config, self.prepared.precisions(config))}
+        return self.models[key]
+
+    def _quality(self, session_model: onnx.ModelProto, cache_key: str) -> tuple[float, bool]:
+        if cache_key in self.cache:
+            return self.cache[cache_key], True
+        if self.evaluations >= self.max_evals:
+            raise _BudgetSpent
+        self.evaluations += 1
+        quality = float(self.eval_fn(make_session(session_model, what="candidate model")))
+        return quality, False
+
+    def evaluate(self, candidate: Candidate, step: str) -> float:
+        key = candidate.key()
+        if key in self.cache:
+            quality, cached = self.cache[key], True
+        else:
+            model = self.model_for(candidate)
+            quality, cached = self._quality(model, key)
+        size = len(self.model_for(candidate).SerializeToString()) if not cached else 0
+        entry = TraceEntry(step, candidate, quality, candidate.non_int8, size, self.meets(quality), cached)
+        self.trace.append(entry)
+        self._save_trace()
+        if self.echo is not None:
+            self.echo(f"  [{self.evaluations:>2}/{self.max_evals}] {step}: quality {quality:.4g}" + (" (cached)" if cached else ""))
+        return quality
+
+    # -- the search ---------------------------------------------------------------------------
+    def run(self, initial_plan: Plan) -> FixResult:
+        try:
+            return self._run(initial_plan)
+        except KeyboardInterrupt as exc:
+            self._save_trace()
+            where = f" saved to {self.trace_path}; resume with resume=" + repr(str(self.trace_path)) if self.trace_path else ""
+            raise FixInterrupted(f"fix interrupted after {self.evaluations} evaluations; trace{where}", self.trace) from exc
+
+    def _run(self, plan: Plan) -> FixResult:
+        empty = Candidate()
+        if "float" in self.cache:
+            float_q = self.cache["float"]
+            self.trace.append(TraceEntry("float", empty, float_q, 0, 0, True, True))
+        else:
+            float_q, _ = self._quality(self.prepared.model, "float")
+            self.trace.append(TraceEntry("float", empty, float_q, 0, len(self.prepared.model.SerializeToString()), True))
+        self.float_q = float_q
+        self._set_target(float_q)
+        int8_q = self.evaluate(empty, "int8")
+        best = (empty, int8_q)
+        message = ""
+        try:
+            if not self.meets(int8_q):
+                best = self._levers(best, plan)
+                if not self.meets(best[1]):
+                    best = self._precision_search(best, plan)
+        except _BudgetSpent:
+            message = f"the evaluation budget (max_evals={self.max_evals}) ran out; "
+        return self._result(best, float_q, int8_q, message)
+
+    def _set_target(self, float_q: float) -> None:
+        if self.requested_target is not None:
+            self.target = float(self.requested_target)
+        elif self.max_drop is not None:
+            self.target = float_q - self.max_drop if self.higher else float_q + self.max_drop
+        elif self.default_quality:
+            self.target = DEFAULT_SQNR_TARGET
+        else:
+            drop = DEFAULT_RELATIVE_DROP * abs(float_q)
+            self.target = float_q - drop if self.higher else float_q + drop
+
+    def _try(self, best: tuple[Candidate, float], candidate: Candidate, step: str) -> tuple[Candidate, float]:
+        if candidate == best[0]:
+            return best
+        quality = self.evaluate(candidate, step)
+        return (candidate, quality) if self.better(quality, best[1]) else best
+
+    def _levers(self, best: tuple[Candidate, float], plan: Plan) -> tuple[Candidate, float]:
+        tensors = [u.float_tensor for u in plan.units]
+        if "clamp" in self.levers:
+            clamps = sentinel_clamps(self.calibration, tensors)
+            clamps = [c for c in clamps if clamp_keeps_outputs(self.prepared.model, [c], self.feeds[:4])]
+            if clamps:
+                best = self._try(best, best[0].merged(clamps=tuple(clamps)), f"clamp: {len(clamps)} sentinel tensors")
+        if "per_channel" in self.levers and not self.base.per_channel:
+            nodes = spread_nodes(weight_statistics(self.prepared.model, plan.qdq))
+            if nodes:
+                best = self._try(best, best[0].merged(per_channel=tuple(nodes)), f"per_channel: {len(nodes)} nodes")
+        if "calibration" in self.levers and not self.meets(best[1]):
+            wide = outlier_tensors(self.calibration, tensors)
+            if wide:
+                calib = tuple((t, "percentile") for t in wide)
+                best = self._try(best, best[0].merged(calibration=calib), f"calibration: {len(wide)} tensors")
+        return best
+
+    def ranking(self, plan: Plan) -> list[str]:
+        """Quantized nodes, most harmful first: how much leaving each alone in float recovers."""
+        runner = SwitchRunner(self.prepared.model, plan, self.feeds[: self.sensitivity_samples])
+        act = np.ones(runner.n_act, np.float32)
+        weights = np.ones(runner.n_w, np.float32)
+        base = runner.score(act, weights)
+        gains: dict[str, float] = {}
+        for k, node in enumerate(runner.switches.nodes):
+            a = act.copy()
+            a[k] = 0.0
+            w = weights.copy()
+            w[runner.switches.weight_switches_of({node})] = 0.0
+            gains[node] = max(gains.get(node, -math.inf), runner.score(a, w) - base)
+        ranked = sorted(gains, key=lambda n: (-gains[n], n))
+        return [n for n in ranked if self.precisions0.get(n, "float") != "float"]
+
+    def _precision_search(self, best: tuple[Candidate, float], plan: Plan) -> tuple[Candidate, float]:
+        start = best[0]
+        current_plan = plan
+        if start != Candidate():
+            current_plan = build_plan(self.prepared.model, self.model_for(start), None)
+        ranked = self.ranking(current_plan)
+        if not ranked:
+            return best
+        for lever in ("int16", "float"):
+            if lever not in self.levers:
+                continue
+
+            def with_prefix(k: int, lever: str = lever) -> Candidate:
+                return start.merged(precision=tuple((n, lever) for n in ranked[:k]))
+
+            everything = with_prefix(len(ranked))
+            q_all = self.evaluate(everything, f"{lever}: all {len(ranked)} ranked nodes")
+            if self.better(q_all, best[1]):
+                best = (everything, q_all)
+            if not self.meets(q_all):
+                continue
+            qualities = {len(ranked): q_all}
+            lo, hi = 0, len(ranked)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                qualities[mid] = self.evaluate(with_prefix(mid), f"{lever}: bisect first {mid}")
+                if self.meets(qualities[mid]):
+                    hi = mid
+                else:
+                    lo = mid
+            chosen = list(ranked[:hi])
+            best = (with_prefix(hi), qualities[hi])
+            for node in reversed(list(chosen)):
+                if len(chosen) <= 1:
+                    break
+                trial = [n for n in chosen if n != node]
+                candidate = start.merged(precision=tuple((n, lever) for n in trial))
+                try:
+                    q = self.evaluate(candidate, f"{lever}: prune {node}")
+                except _BudgetSpent:
+                    break
+                if self.meets(q):
+                    chosen = trial
+                    best = (candidate, q)
+            return best
+        return best
+
+    def _result(self, best: tuple[Candidate, float], float_q: float, int8_q: float, message: str) -> FixResult:
+        candidate, quality = best
+        if self.better(int8_q, quality) or (quality == int8_q and candidate != Candidate()):
+            candidate, quality = Candidate(), int8_q
+        met = self.meets(quality)
+        if met:
+            message += "target met" if candidate != Candidate() else "the fully quantized model already meets the target"
+        else:
+            message += (
+                f"the target ({self.target:.4g}) could not be met within max_evals={self.max_evals}; "
+                "returning the best model found"
+            )
+        model = self.model_for(candidate)
+        config = candidate.config(self.base)
+        return FixResult(
+            candidate=candidate,
+            model=model,
+            config=config,
+            float_quality=float_q,
+            int8_quality=int8_q,
+            fixed_quality=quality,
+            target=self.target,
+            higher_is_better=self.higher,
+            met_target=met,
+            evaluations=self.evaluations,
+            trace=self.trace,
+            message=message,
+            quantized_nodes=self.quantized_nodes,
+            ort_settings=self.ort_settings(candidate, config),
+        )
+
+    def ort_settings(self, candidate: Candidate, config: QuantConfig) -> dict[str, Any]:
+        """The fix as plain onnxruntime quantize_static settings, for users with their own pipeline."""
+        model = self.prepared.model
+        int16 = tuple(n for n, p in candidate.precision if p == "int16")
+        overrides: dict[str, list[dict[str, Any]]] = {}
+        for source in (_int16_overrides(model, int16, config), _per_channel_overrides(model, candidate.per_channel)):
+            for tensor, entries in source.items():
+                overrides.setdefault(tensor, [{}])[0].update(entries[0])
+        ranges = self.calibration.ranges(config)
+        for tensor in [t for t, _ in candidate.calibration] + [t for t, _, _ in candidate.clamps]:
+            lo, hi = ranges[tensor]
+            overrides.setdefault(tensor, [{}])[0].update({"rmin": lo, "rmax": hi})
+        return {
+            "nodes_to_exclude": [n for n, p in candidate.precision if p == "float"],
+            "extra_options": {"TensorQuantOverrides": overrides},
+            "per_channel": config.per_channel,
+            "activation_type": config.activation_type,
+            "weight_type": config.weight_type,
+        }
+
+
+def sensitivity_table(runner: SwitchRunner) -> list[dict[str, Any]]:
+    """Per quantized node: output SQNR with it quantized alone, and with it alone left in float."""
+    n_act, n_w = runner.n_act, runner.n_w
+    zeros_a, zeros_w = np.zeros(n_act, np.float32), np.zeros(n_w, np.float32)
+    ones_a, ones_w = np.ones(n_act, np.float32), np.ones(n_w, np.float32)
+    all_q = runner.score(ones_a, ones_w)
+    rows = []
+    for k, (node, tensor) in enumerate(zip(runner.switches.nodes, runner.switches.tensors)):
+        alone_a = zeros_a.copy()
+        alone_a[k] = 1
+        float_a = ones_a.copy()
+        float_a[k] = 0
+        row: dict[str, Any] = {
+            "node_name": node,
+            "tensor_name": tensor,
+            "activation_quantized_alone_sqnr_db": runner.score(alone_a, zeros_w),
+            "activation_float_alone_sqnr_db": runner.score(float_a, ones_w),
+            "all_quantized_sqnr_db": all_q,
+        }
+        js = runner.switches.weight_switches_of({node})
+        if js:
+            alone_w, float_w = zeros_w.copy(), ones_w.copy()
+            alone_w[js] = 1
+            float_w[js] = 0
+            row["weights_quantized_alone_sqnr_db"] = runner.score(zeros_a, alone_w)
+            row["weights_float_alone_sqnr_db"] = runner.score(ones_a, float_w)
+        else:
+            row["weights_quantized_alone_sqnr_db"] = math.nan
+            row["weights_float_alone_sqnr_db"] = math.nan
+        rows.append(row)
+    return rows
