@@ -45,7 +45,11 @@ def cpu_flags() -> list[str]:
 
 
 def provenance(
-    model_fingerprint: str, config: QuantConfig, options: DebugOptions, dataset_fingerprint: str
+    model_fingerprint: str,
+    config: QuantConfig,
+    options: DebugOptions,
+    dataset_fingerprint: str,
+    graph_name: str = "",
 ) -> dict[str, Any]:
     import numpy
     import onnx

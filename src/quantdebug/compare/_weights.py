@@ -55,7 +55,7 @@ def weight_statistics(float_model: onnx.ModelProto, qdq: onnx.ModelProto) -> lis
             spread = math.nan
             if w.ndim >= 1 and w.shape[0] > 1 and kind == "weight":
                 reduce_axes = tuple(a for a in range(w.ndim) if a != (channel_axis if scale.size > 1 else 0))
-                ranges = np.max(np.abs(w), axis=reduce_axes) if reduce_axes else np.abs(w)
+                ranges = (np.max(np.abs(w), axis=reduce_axes) if reduce_axes else np.abs(w)).astype(np.float64)
                 positive = ranges[ranges > 0]
                 spread = float(positive.max() / positive.min()) if positive.size else math.nan
             out.append(

@@ -36,6 +36,9 @@ class InputSpec:
         return bool(self.shape) and not isinstance(self.shape[0], int)  # type: ignore[index]
 
 
+_TYPE_NAMES = set(onnx.TensorProto.DataType.values())
+
+
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     init = {i.name for i in model.graph.initializer}
     specs = []
@@ -45,7 +48,13 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             raise DatasetError(f"model input {vi.name!r} is not a tensor; only tensor inputs are supported")
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except (KeyError, TypeError, ValueError) as exc:
+            kind = onnx.TensorProto.DataType.Name(tt.elem_type) if tt.elem_type in _TYPE_NAMES else tt.elem_type
+            raise DatasetError(
+                f"model input {vi.name!r} has element type {kind}, which has no numpy equivalent to feed"
+            ) from exc
         shape: tuple[int | str | None, ...] | None = None
         if tt.HasField("shape"):
             shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
@@ -129,8 +138,8 @@ class Dataset:
         elif isinstance(sample, list | tuple):
             if len(sample) != len(names):
                 raise DatasetError(
-                    f"{self.what} sample {index} has {len(sample)} arrays but the model has "
-                    f"{len(names)} inputs ({', '.join(s.describe() for s in self.specs)})"
+                    f"{self.what} sample {index} has {len(sample)} array{'s' * (len(sample) != 1)} but the model has "
+                    f"{len(names)} input{'s' * (len(names) != 1)} ({', '.join(s.describe() for s in self.specs)})"
                 )
             values = list(sample)
         elif len(names) == 1 and hasattr(sample, "__array__"):
@@ -154,6 +163,8 @@ class Dataset:
             raise DatasetError(f"{where}: cannot be turned into an array ({exc})") from exc
         if array.dtype == object:
             raise DatasetError(f"{where}: holds Python objects, not numbers; expected {spec.dtype}")
+        if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+            raise DatasetError(f"{where}: {_non_finite(array)}; clean the data before quantizing")
         if array.dtype != spec.dtype:
             same_kind = array.dtype.kind == spec.dtype.kind or (array.dtype.kind in "iu" and spec.dtype.kind in "iu")
             if not same_kind:
@@ -161,7 +172,7 @@ class Dataset:
                     f"{where}: dtype {array.dtype} does not match the model's {spec.dtype}; convert the data "
                     f"(for example array.astype(np.{spec.dtype}))"
                 )
-            array = array.astype(spec.dtype)
+            array = _cast(array, spec.dtype, where)
         if spec.shape is not None:
             if array.ndim != len(spec.shape):
                 raise DatasetError(
@@ -174,10 +185,41 @@ class Dataset:
                     raise DatasetError(
                         f"{where}: shape {list(array.shape)} differs from the model's {spec.describe()} at axis {axis}"
                     )
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            bad = int(np.size(array) - np.isfinite(array).sum())
-            raise DatasetError(f"{where}: contains {bad} NaN or Inf values; clean the data before quantizing")
+        if array.size == 0 and not (spec.shape and any(d == 0 for d in spec.shape)):
+            raise DatasetError(
+                f"{where}: is empty (shape {list(array.shape)}); every sample needs at least one element per input"
+            )
         return np.ascontiguousarray(array)
+
+
+def _non_finite(array: np.ndarray) -> str:
+    bad = ~np.isfinite(array)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    nans = int(np.isnan(array).sum())
+    return (
+        f"contains {int(bad.sum())} non-finite values ({nans} NaN, {int(bad.sum()) - nans} Inf), "
+        f"the first at index {list(first)}"
+    )
+
+
+def _cast(array: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """``array`` as ``dtype`` of the same kind, refusing values the narrower type cannot hold."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise DatasetError(
+                f"{where}: values {array.min()}..{array.max()} do not fit the model's {dtype} ({info.min}..{info.max})"
+            )
+        return array.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(dtype)
+    if cast.dtype.kind == "f" and cast.size and not np.isfinite(cast).all():
+        biggest = float(np.abs(array[np.isfinite(array)]).max())
+        raise DatasetError(
+            f"{where}: values up to {biggest:g} overflow the model's {dtype} "
+            f"(largest {float(np.finfo(dtype).max):g}); scale the data"
+        )
+    return cast
 
 
 def as_dataset(source: object, model: onnx.ModelProto, *, what: str = "dataset") -> Dataset:

@@ -105,6 +105,7 @@ def spread_nodes(weight_records: Sequence[Mapping[str, Any]]) -> list[str]:
     nodes = []
     for r in weight_records:
         spread = r.get("channel_range_spread", math.nan)
-        if r.get("kind") == "weight" and not r.get("per_channel") and isinstance(spread, float) and spread >= SPREAD:
+        per_channel_capable = r.get("op_name") in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+        if r.get("kind") == "weight" and per_channel_capable and not r.get("per_channel") and spread >= SPREAD:
             nodes.append(str(r["node_name"]))
     return list(dict.fromkeys(nodes))

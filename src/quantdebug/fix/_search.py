@@ -162,28 +162,27 @@ class Search:
             self.models = {key: self.prepared.quantize(self.calibration, config, self.prepared.precisions(config))}
         return self.models[key]
 
-    def _quality(self, session_model: onnx.ModelProto, cache_key: str) -> tuple[float, bool]:
-        if cache_key in self.cache:
-            return self.cache[cache_key], True
+    def _quality(self, session_model: onnx.ModelProto | None, cache_key: str) -> tuple[float, bool]:
+        """Quality of a model; evaluations replayed from a resumed trace count as they did the first time."""
         if self.evaluations >= self.max_evals:
             raise _BudgetSpent
         self.evaluations += 1
-        quality = float(self.eval_fn(make_session(session_model, what="candidate model")))
-        return quality, False
+        if cache_key in self.cache:
+            return self.cache[cache_key], True
+        assert session_model is not None
+        return float(self.eval_fn(make_session(session_model, what="candidate model"))), False
 
     def evaluate(self, candidate: Candidate, step: str) -> float:
         key = candidate.key()
-        if key in self.cache:
-            quality, cached = self.cache[key], True
-        else:
-            model = self.model_for(candidate)
-            quality, cached = self._quality(model, key)
-        size = len(self.model_for(candidate).SerializeToString()) if not cached else 0
+        model = None if key in self.cache else self.model_for(candidate)
+        quality, cached = self._quality(model, key)
+        size = len(model.SerializeToString()) if model is not None else 0
         entry = TraceEntry(step, candidate, quality, candidate.non_int8, size, self.meets(quality), cached)
         self.trace.append(entry)
         self._save_trace()
         if self.echo is not None:
-            self.echo(f"  [{self.evaluations:>2}/{self.max_evals}] {step}: quality {quality:.4g}" + (" (cached)" if cached else ""))
+            note = " (from the resumed trace)" if cached else ""
+            self.echo(f"  [{self.evaluations:>2}/{self.max_evals}] {step}: quality {quality:.4g}{note}")
         return quality
 
     # -- the search ---------------------------------------------------------------------------
@@ -197,12 +196,8 @@ class Search:
 
     def _run(self, plan: Plan) -> FixResult:
         empty = Candidate()
-        if "float" in self.cache:
-            float_q = self.cache["float"]
-            self.trace.append(TraceEntry("float", empty, float_q, 0, 0, True, True))
-        else:
-            float_q, _ = self._quality(self.prepared.model, "float")
-            self.trace.append(TraceEntry("float", empty, float_q, 0, len(self.prepared.model.SerializeToString()), True))
+        float_q, cached = self._quality(self.prepared.model, "float")
+        self.trace.append(TraceEntry("float", empty, float_q, 0, len(self.prepared.model.SerializeToString()), True, cached))
         self.float_q = float_q
         self._set_target(float_q)
         int8_q = self.evaluate(empty, "int8")
@@ -351,7 +346,8 @@ class Search:
         model = self.prepared.model
         int16 = tuple(n for n, p in candidate.precision if p == "int16")
         overrides: dict[str, list[dict[str, Any]]] = {}
-        for source in (_int16_overrides(model, int16, config), _per_channel_overrides(model, candidate.per_channel)):
+        floats = frozenset(n for n, p in self.prepared.precisions(config).items() if p == "float")
+        for source in (_int16_overrides(model, int16, config, floats), _per_channel_overrides(model, candidate.per_channel)):
             for tensor, entries in source.items():
                 overrides.setdefault(tensor, [{}])[0].update(entries[0])
         ranges = self.calibration.ranges(config)

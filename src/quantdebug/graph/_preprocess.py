@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import tempfile
 import warnings
 from collections import Counter
@@ -104,12 +105,43 @@ def preprocess(model: onnx.ModelProto, *, optimize: bool = True, min_opset: int 
     if optimize:
         with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
             out = Path(tmp) / "basic.onnx"
-            optimize_to_file(work, out, level="basic", what="float model")
+            try:
+                optimize_to_file(work, out, level="basic", what="float model")
+            except ModelError as exc:
+                raise ModelError(explain_runtime_failure(work, str(exc))) from exc
             work = onnx.load(str(out))
         canonicalize_names(work)
     work = _infer_shapes(work, notes)
     covers, removed = _relate(user_nodes, work)
     return Preprocessed(work, covers, removed, renamed, tuple(notes))
+
+
+_OPSET = re.compile(r"Opset (\d+) is under development|opset (\d+) .*(?:not supported|is not supported)", re.I)
+_UNREGISTERED = re.compile(r"(?:([\w.]+):)?(\w+)\((-?\d+)\) is not a registered function/op")
+_CPP_FRAME = re.compile(r"/onnxruntime_src/\S+ [^)]*\)\s*|\[ONNXRuntimeError\] : \d+ : \w+ : ")
+
+
+def explain_runtime_failure(model: onnx.ModelProto, message: str) -> str:
+    """onnxruntime's refusal to load ``model``, rewritten to name the opset or the nodes at fault."""
+    import onnxruntime
+
+    opset = _OPSET.search(message)
+    if opset:
+        version = opset.group(1) or opset.group(2)
+        return (
+            f"the float model imports ONNX opset {version}, which onnxruntime {onnxruntime.__version__} does not "
+            "support; re-export the model with a released opset that this onnxruntime supports"
+        )
+    unregistered = _UNREGISTERED.search(message)
+    if unregistered:
+        domain, op_type = unregistered.group(1) or "", unregistered.group(2)
+        nodes = [n.name for n in model.graph.node if n.op_type == op_type and n.domain in (domain, "ai.onnx")]
+        where = f"node {nodes[0]!r}" if len(nodes) == 1 else f"nodes {nodes[:5]}" if nodes else "a node"
+        return (
+            f"onnxruntime cannot run the float model: {where} runs op {op_type!r} from domain {domain or 'ai.onnx'!r}"
+            f" at version {unregistered.group(3)}, which onnxruntime {onnxruntime.__version__} does not have"
+        )
+    return " ".join(_CPP_FRAME.sub("", message).split())
 
 
 def _relate(

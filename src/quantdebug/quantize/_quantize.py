@@ -66,13 +66,15 @@ def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:
 
 
 def _int16_overrides(
-    model: onnx.ModelProto, nodes: tuple[str, ...], config: QuantConfig
+    model: onnx.ModelProto, nodes: tuple[str, ...], config: QuantConfig, floats: frozenset[str] = frozenset()
 ) -> dict[str, list[dict[str, Any]]]:
     """TensorQuantOverrides that run ``nodes`` on 16-bit activations, with conversions at the seams.
 
     A 16-bit node's outputs are produced in 16 bits and converted back for 8-bit consumers; its
     activation inputs from 8-bit producers are converted up for it. So the 16-bit region is
-    exactly the chosen nodes, not everything downstream of them.
+    exactly the chosen nodes, not everything downstream of them. Constant operands of element-wise
+    ops (a Mul's scale vector) get 16 bits too: an 8-bit copy of them is often what breaks the
+    node; Conv, MatMul and Gemm keep 8-bit weights (TFLite's 16x8 scheme).
     """
     if not nodes:
         return {}
@@ -80,19 +82,26 @@ def _int16_overrides(
     wide = QuantType.QInt16 if signed else QuantType.QUInt16
     narrow = QUANT_TYPES[config.activation_type]
     chosen = set(nodes)
+    overrides: dict[str, list[dict[str, Any]]] = {}
     init = {i.name for i in model.graph.initializer}
+    init_types = {i.name: i.data_type for i in model.graph.initializer}
     producer = {o: n.name for n in model.graph.node for o in n.output if o}
     consumers: dict[str, list[str]] = {}
     for node in model.graph.node:
         for t in node.input:
             if t and t not in init:
                 consumers.setdefault(t, []).append(node.name)
-    overrides: dict[str, list[dict[str, Any]]] = {}
     tensors = {t for n in model.graph.node if n.name in chosen for t in [*n.input, *n.output] if t and t not in init}
+    for node in model.graph.node:
+        if node.name in chosen and node.op_type not in _WEIGHT_AXIS:
+            for t in node.input:
+                if t in init and init_types.get(t) == onnx.TensorProto.FLOAT:
+                    overrides[t] = [{"quant_type": wide}]
     for tensor in sorted(tensors):
         wide_producer = producer.get(tensor) in chosen
         users = consumers.get(tensor, [])
-        other = {u for u in users if (u in chosen) != wide_producer}
+        # float consumers read whatever is produced; only quantized ones need a converted copy
+        other = {u for u in users if (u in chosen) != wide_producer and u not in floats}
         entry: dict[str, Any] = {"quant_type": wide if wide_producer else narrow}
         if other:
             entry["convert"] = {"quant_type": narrow if wide_producer else wide, "recv_nodes": other}
@@ -137,7 +146,9 @@ def quantize_with_ranges(
     }
     if config.symmetric_weights is not None:
         extra["WeightSymmetric"] = config.symmetric_weights
-    overrides = _int16_overrides(model, plan.int16, config)
+    op_types = set(config.op_types_to_quantize or default_op_types())
+    floats = frozenset(plan.exclude) | {n.name for n in model.graph.node if n.op_type not in op_types}
+    overrides = _int16_overrides(model, plan.int16, config, floats)
     if not config.per_channel:
         overrides.update(_per_channel_overrides(model, tuple(config.per_channel_nodes)))
     if overrides:

@@ -1,0 +1,188 @@
+"""The automatic fix: finds the broken node by name, within budget, portable, resumable, never worse."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import quantdebug as qd
+from tests import models
+from tests.helpers import dataset, session
+
+
+def _feeds(model: onnx.ModelProto, rng: np.random.Generator, n: int = 8) -> list[dict[str, np.ndarray]]:
+    return [models.input_feed(model, rng) for _ in range(n)]
+
+
+def _budget(result: qd.FixResult) -> int:
+    return 2 * math.ceil(math.log2(result.quantized_nodes)) + 10
+
+
+def _sqnr(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
+    worst = math.inf
+    for r, g in zip(reference, got):
+        noise = float(np.sum((g.astype(np.float64) - r) ** 2))
+        worst = min(worst, math.inf if noise == 0 else 10 * math.log10(float(np.sum(r.astype(np.float64) ** 2)) / noise))
+    return worst
+
+
+class Counter:
+    """An eval_fn: output agreement with the float model, computed independently, counting its calls."""
+
+    def __init__(self, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+        float_session = session(model)
+        self.reference = [np.concatenate([float_session.run(None, f)[0].reshape(-1) for f in feeds])]
+        self.calls = 0
+
+    def __call__(self, candidate: object) -> float:
+        self.calls += 1
+        got = [np.concatenate([candidate.run(None, f)[0].reshape(-1) for f in self.feeds])]  # type: ignore[attr-defined]
+        return _sqnr(self.reference, got)
+
+
+def test_fix_finds_exactly_the_broken_node(rng: np.random.Generator) -> None:
+    model, bad = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    counter = Counter(model, feeds)
+    result = qd.fix(model, dataset(feeds), eval_fn=counter, target=30.0)
+    assert result.met_target, result.summary()
+    assert result.node_precision == {bad: "float"}, result.summary()
+    assert result.evaluations == counter.calls <= _budget(result)
+    assert result.fixed_quality >= 30.0 > result.int8_quality
+    # the returned quality is the quality of the returned model
+    assert counter(session(result.model)) == pytest.approx(result.fixed_quality)
+
+
+def test_int16_is_tried_before_float(rng: np.random.Generator) -> None:
+    model, bad = models.wide_range_node(rng, factor=1e3)
+    feeds = _feeds(model, rng)
+    result = qd.fix(model, dataset(feeds), target=25.0)
+    assert result.met_target, result.summary()
+    assert result.node_precision == {bad: "int16"}, "int16 is enough here: the fix must stay integer-only"
+    assert not result.float_nodes
+
+
+def test_lower_is_better_metric(rng: np.random.Generator) -> None:
+    model, bad = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    reference = [session(model).run(None, f)[0] for f in feeds]
+
+    def error(candidate: object) -> float:
+        got = [candidate.run(None, f)[0] for f in feeds]  # type: ignore[attr-defined]
+        return float(np.mean([np.mean((g - r) ** 2) for g, r in zip(got, reference)]))
+
+    result = qd.fix(model, dataset(feeds), eval_fn=error, higher_is_better=False, max_drop=1e-3)
+    assert result.met_target and bad in result.node_precision, result.summary()
+    assert result.fixed_quality <= result.float_quality + 1e-3
+
+
+def test_unreachable_target_returns_best_and_says_so(rng: np.random.Generator) -> None:
+    model = models.conv_relu(rng)
+    feeds = _feeds(model, rng, 4)
+    counter = Counter(model, feeds)
+    result = qd.fix(model, dataset(feeds), eval_fn=counter, target=1e9, max_evals=6)
+    assert not result.met_target
+    assert "could not be met" in result.message
+    assert result.fixed_quality >= result.int8_quality
+    assert counter.calls == result.evaluations <= 6
+
+
+def test_trace_is_saved_and_search_resumes(rng: np.random.Generator, tmp_path: Path) -> None:
+    model, bad = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    trace = tmp_path / "trace.json"
+    first = Counter(model, feeds)
+    partial = qd.fix(model, dataset(feeds), eval_fn=first, target=30.0, max_evals=3, trace_path=trace)
+    assert not partial.met_target and "budget" in partial.message
+    saved = json.loads(trace.read_text())
+    assert len(saved["trace"]) == first.calls == 3
+    second = Counter(model, feeds)
+    resumed = qd.fix(model, dataset(feeds), eval_fn=second, target=30.0, trace_path=trace, resume=trace)
+    assert resumed.met_target and resumed.node_precision == {bad: "float"}
+    assert second.calls == resumed.evaluations - 3, "evaluations from the trace are not repeated"
+    assert [t.cached for t in resumed.trace[:3]] == [True, True, True]
+
+
+def test_interrupt_keeps_the_trace(rng: np.random.Generator, tmp_path: Path) -> None:
+    model, _ = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    counter = Counter(model, feeds)
+
+    def interrupting(candidate: object) -> float:
+        if counter.calls == 3:
+            raise KeyboardInterrupt
+        return counter(candidate)
+
+    trace = tmp_path / "trace.json"
+    with pytest.raises(qd.FixInterrupted) as info:
+        qd.fix(model, dataset(feeds), eval_fn=interrupting, target=30.0, trace_path=trace)
+    assert len(info.value.trace) == 3
+    assert str(trace) in str(info.value)
+    assert len(json.loads(trace.read_text())["trace"]) == 3
+
+
+def test_fix_is_portable(rng: np.random.Generator, tmp_path: Path) -> None:
+    model, bad = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    calibration = qd.calibrate(model, dataset(feeds))
+    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds))
+    again = qd.quantize(model, calibration, result.config)
+    feed = models.input_feed(model, rng, batch=2)
+    np.testing.assert_array_equal(session(again).run(None, feed)[0], session(result.model).run(None, feed)[0])
+    settings = tmp_path / "ort.json"
+    result.save_onnxruntime_settings(settings)
+    data = json.loads(settings.read_text())
+    assert data["nodes_to_exclude"] == [bad]
+    config_path = tmp_path / "config.json"
+    result.save_config(config_path)
+    loaded = qd.QuantConfig.from_dict(json.loads(config_path.read_text()))
+    assert loaded == result.config
+
+
+def test_clamp_lever_for_attention_mask_sentinel(rng: np.random.Generator) -> None:
+    model = models.attention_mask_sentinel(rng)
+    feeds = _feeds(model, rng, 6)
+    result = qd.fix(model, dataset(feeds), target=25.0)
+    assert result.candidate.clamps, result.summary()
+    tensor, low, high = result.candidate.clamps[0]
+    assert np.isfinite(low) and low > -1e30
+    assert result.fixed_quality > result.int8_quality + 10
+    assert any("clamp" in c for c in result.changes)
+
+
+def test_per_channel_lever_for_uneven_weights(rng: np.random.Generator) -> None:
+    model = models.conv_relu(rng)
+    weight = next(i for i in model.graph.initializer if i.name == "conv2.weight")
+    w = numpy_helper.to_array(weight).copy()
+    w[0] *= 200.0  # one output channel 200x larger: per-tensor scales flatten all the others
+    weight.CopyFrom(numpy_helper.from_array(w, "conv2.weight"))
+    feeds = _feeds(model, rng, 6)
+    result = qd.fix(model, dataset(feeds), target=30.0)
+    assert "conv2" in result.candidate.per_channel, result.summary()
+    assert result.fixed_quality > result.int8_quality
+
+
+def test_debugger_fix_and_sensitivity_reuse_calibration(rng: np.random.Generator) -> None:
+    model, bad = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    reads = {"n": 0}
+
+    def data():
+        reads["n"] += 1
+        return iter(feeds)
+
+    debugger = qd.QuantizationDebugger(model, data)
+    before = reads["n"]
+    table = debugger.sensitivity()
+    worst = min(table, key=lambda r: r["activation_quantized_alone_sqnr_db"])
+    assert worst["node_name"] == bad
+    result = debugger.fix(target=30.0)
+    assert result.node_precision == {bad: "float"}
+    assert reads["n"] - before <= 3, "fix reads debug samples, but never calibrates again"
