@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,8 +23,9 @@ import quantdebug as qd
 from . import _io
 from .compare._results import CSV_NAME, JSON_NAME, LayerRow, Statistics
 from .data import Dataset, input_specs
-from .data._formats import ImageOptions, open_data
+from .data._formats import ImageOptions, load_callable, open_data
 from .errors import QuantDebugError
+from .fix import LEVERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -444,7 +447,7 @@ def quantize(
 @click.option(
     "--quantized",
     metavar="Q.onnx",
-    help="Debug a model quantized elsewhere (not supported yet).",
+    help="Debug this QDQ model (quantized elsewhere) instead of quantizing MODEL.",
 )
 @click.option(
     "--mode",
@@ -497,25 +500,27 @@ def debug(
     worst layers and a suggested denylist. rmse/scale is the layer's error in
     quantization steps: near 0.3 is rounding alone; above 0.7 is suspect.
     """
-    if quantized is not None:
-        _fail(
-            "--quantized (debugging a model quantized elsewhere) is not supported yet; "
-            "run without it to let quantdebug quantize MODEL",
-            code=2,
-        )
     float_model = _load_model(model)
-    calibration, dataset = _calibration(float_model, data, calibration_path, "debug")
-    assert dataset is not None
     options = qd.DebugOptions(
         denylisted_nodes=_split_names(denylist_nodes),
         denylisted_ops=_split_names(denylist_ops),
         verify_mode=mode.replace("-", "_"),  # type: ignore[arg-type]
         progress=_progress(),
     )
-    config = _config(per_channel, activation_type, weight_type, calibration_method)
-    debugger = qd.QuantizationDebugger(
-        float_model, debug_dataset=dataset, quant_config=config, debug_options=options, calibration=calibration
-    )
+    if quantized is not None:
+        debugger = qd.QuantizationDebugger(
+            float_model,
+            quantized_model=_load_model(quantized),
+            debug_dataset=_open_dataset(data, float_model),
+            debug_options=options,
+        )
+    else:
+        calibration, dataset = _calibration(float_model, data, calibration_path, "debug")
+        assert dataset is not None
+        config = _config(per_channel, activation_type, weight_type, calibration_method)
+        debugger = qd.QuantizationDebugger(
+            float_model, debug_dataset=dataset, quant_config=config, debug_options=options, calibration=calibration
+        )
     _note(f"debugging {len(debugger.layer_names)} layers ...")
     debugger.run()
     statistics = debugger.statistics()
@@ -712,27 +717,127 @@ def compare(stats_a: str, stats_b: str, top: int) -> None:
     click.echo("\n".join(lines))
 
 
-# -- not yet available --------------------------------------------------------------------------------
-
-_LATER = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+# -- fix and demo -------------------------------------------------------------------------------------
 
 
-@cli.command(
-    context_settings=_LATER, add_help_option=True, short_help="Find layers to keep in float (not available yet)."
+def _eval_function(spec: str | None) -> Any:
+    if spec is None:
+        return None
+    return load_callable(spec)
+
+
+@cli.command(short_help="Find the fewest changes (int16, float, ...) that meet a target.")
+@click.argument("model", metavar="MODEL.onnx")
+@_data_options(required=False)
+@_quant_options
+@click.option("--target", type=float, metavar="Q", help="Absolute quality target (in the eval function's unit).")
+@click.option("--max-drop", type=click.FloatRange(min=0.0), metavar="D", help="Allowed drop from the float quality.")
+@click.option(
+    "--eval",
+    "eval_spec",
+    metavar="module:function",
+    help="eval_fn(session) -> quality on your own data; default: output SQNR (dB) vs float, target 30 dB.",
 )
-@click.pass_context
-def fix(ctx: click.Context) -> None:
-    """Search for the smallest set of layers to keep in float (not available yet)."""
-    _fail("'quantdebug fix' is not available yet; use 'quantdebug debug' and its suggested denylist", code=2)
-
-
-@cli.command(
-    context_settings=_LATER, add_help_option=True, short_help="Run the bundled OCR example (not available yet)."
+@click.option("--lower-is-better", is_flag=True, help="The eval function is an error rate (lower is better).")
+@click.option(
+    "--levers",
+    default=",".join(LEVERS),
+    show_default=True,
+    metavar="L,L",
+    help="Changes the search may make.",
 )
-@click.pass_context
-def demo(ctx: click.Context) -> None:
-    """Run the bundled OCR example end to end (not available yet)."""
-    _fail("'quantdebug demo' is not available yet", code=2)
+@click.option("--max-evals", type=click.IntRange(min=2), metavar="N", help="Budget of evaluations (default 2*log2(L)+10).")
+@click.option("--trace", "trace_path", metavar="TRACE.json", help="Save the search trace here as it goes.")
+@click.option("--resume", metavar="TRACE.json", help="Continue an interrupted search from its trace.")
+@click.option("--output", "-o", required=True, metavar="FIXED.onnx", help="Where to write the fixed model.")
+@_common_options
+def fix(
+    model: str,
+    data: DataArgs | None,
+    per_channel: bool,
+    activation_type: str,
+    weight_type: str,
+    calibration_method: str,
+    denylist_nodes: tuple[str, ...],
+    denylist_ops: tuple[str, ...],
+    calibration_path: str | None,
+    target: float | None,
+    max_drop: float | None,
+    eval_spec: str | None,
+    lower_is_better: bool,
+    levers: str,
+    max_evals: int | None,
+    trace_path: str | None,
+    resume: str | None,
+    output: str,
+) -> None:
+    """Search for the fewest named changes that make the quantized MODEL meet a quality target.
+
+    Writes FIXED.onnx, and beside it FIXED.fix.json: the changes node by node,
+    the qualities, the whole search trace, a QuantConfig that reproduces the
+    model and the same fix as onnxruntime quantize_static settings.
+    """
+    if data is None:
+        _fail("fix needs --data (debug samples; also used to calibrate unless --calibration is given)", code=2)
+    float_model = _load_model(model)
+    calibration, dataset = _calibration(float_model, data, calibration_path, "fix")
+    if dataset is None:
+        dataset = _open_dataset(data, float_model)
+    config = _config(per_channel, activation_type, weight_type, calibration_method)
+    result = qd.fix(
+        float_model,
+        calibration=calibration,
+        debug_dataset=dataset,
+        quant_config=config,
+        eval_fn=_eval_function(eval_spec),
+        higher_is_better=not lower_is_better,
+        target=target,
+        max_drop=max_drop,
+        levers=_split_names((levers,)),
+        max_evals=max_evals,
+        trace_path=trace_path,
+        resume=resume,
+        verbose=not _settings().quiet,
+    )
+    result.save_model(output)
+    report = Path(output).with_suffix(".fix.json")
+    _io.write_text(
+        report,
+        json.dumps(
+            {
+                "changes": result.changes,
+                "node_precision": result.node_precision,
+                "met_target": result.met_target,
+                "message": result.message,
+                "config": result.config.to_dict(),
+                "onnxruntime": result.ort_settings,
+                **result.trace_dict(),
+            },
+            indent=1,
+            default=str,
+        ),
+    )
+    click.echo(result.summary())
+    click.echo(f"wrote {output} and {report}")
+    if not result.met_target:
+        sys.exit(3)
+
+
+@cli.command(short_help="Run the whole story on a real model (PP-OCRv4 text recogniser).")
+@click.option("--output", "-o", default="quantdebug-demo", show_default=True, metavar="DIR", help="Folder for the outputs.")
+@click.option("--fix/--no-fix", "with_fix", default=True, show_default=True, help="Also let 'fix' repair the model.")
+@_common_options
+def demo(output: str, with_fix: bool) -> None:
+    """Quantize a real OCR model, watch int8 break it, debug it, and repair it.
+
+    Uses the PP-OCRv4 recogniser shipped in rapidocr-onnxruntime on text lines
+    rendered with a packaged font, so the expected text is known: quality is
+    character accuracy. Prints the tutorial's story and writes every artifact
+    (models, CSV, statistics, report) to DIR.
+    """
+    from .demo import run_demo
+
+    run_demo(output, with_fix=with_fix, progress=_progress(), echo=click.echo)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -524,3 +524,18 @@ def _open_python(target: str, attr: str, spec: str) -> DataSource:
         f"data {spec!r} gave a {type(obj).__name__}; it must be a dataset function (returning an iterable of samples), "
         "a generator function, or a list of samples"
     )
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """``module:function`` or ``path/file.py:function`` -> the function (for ``fix --eval``)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise DatasetError(f"{spec!r} is not module:function or file.py:function")
+    obj: Any = _import_target(target, spec)
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise DatasetError(f"{spec!r}: {target!r} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise DatasetError(f"{spec!r} is not callable")
+    return obj  # type: ignore[no-any-return]

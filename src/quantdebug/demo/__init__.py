@@ -1,5 +1,6 @@
 """Bundled demo: a real pretrained model (PP-OCRv4 text recogniser) with rendered inputs of known ground truth."""
 
+from quantdebug.demo._story import DemoResult, run_demo
 from quantdebug.demo._ocr import (
     CALIB_SEED,
     EVAL_SEED,
@@ -27,6 +28,8 @@ from quantdebug.demo._ocr import (
 )
 
 __all__ = [
+    "DemoResult",
+    "run_demo",
     "CALIB_SEED",
     "EVAL_SEED",
     "QUANT_OPSET",

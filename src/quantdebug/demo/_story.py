@@ -30,6 +30,9 @@ class DemoResult:
     int8_quality: float
     selective_quality: float
     per_channel_quality: float
+    fixed_quality: float | None
+    fix_changes: list[str]
+    fix_evaluations: int
     out_dir: Path
     seconds: dict[str, float]
 
@@ -42,6 +45,7 @@ def run_demo(
     eval_lines: int = 32,
     echo: Callable[[str], None] = print,
     progress: bool | None = None,
+    with_fix: bool = True,
 ) -> DemoResult:
     """Run the whole story and return its numbers; ``echo`` receives the printed summary."""
     out = Path(out_dir)
@@ -103,7 +107,27 @@ def run_demo(
     seconds["per-channel requantize"] = time.perf_counter() - t
     per_channel_q = quality(per_channel)
     echo(f"  6. all int8, per-channel weights     {per_channel_q:7.1%}   (same calibration, no float layers)")
-    echo(f"  outputs: {out}/ (models, stats/layer_statistics.csv, stats/statistics.json)")
+    fixed_q: float | None = None
+    changes: list[str] = []
+    evaluations = 0
+    if with_fix:
+        t = time.perf_counter()
+        result = debugger.fix(eval_fn=evaluate, max_drop=0.02)
+        seconds["fix"] = time.perf_counter() - t
+        result.save_model(out / "model_fixed.onnx")
+        fixed_q, changes, evaluations = result.fixed_quality, result.changes, result.evaluations
+        kinds = sorted({c.split(": ", 1)[1] for c in changes})
+        echo(
+            f"  7. fix: {len(changes)} named changes ({', '.join(kinds) or 'none'}), "
+            f"{result.candidate.non_int8} nodes out of int8, {evaluations} evaluations, {seconds['fix']:.0f} s"
+            f"  {fixed_q:7.1%}"
+        )
+        stats.extras["fix"] = result.trace_dict()
+        stats.save(out / "stats")
+    from ..report import save_html
+
+    save_html(stats, out / "report.html", title="quantdebug demo: PP-OCRv4 recogniser")
+    echo(f"  outputs: {out}/ (models, stats/layer_statistics.csv, stats/statistics.json, report.html)")
     return DemoResult(
         layers=len(rows),
         suspects=[r.node_name for r in suspects],
@@ -111,6 +135,9 @@ def run_demo(
         int8_quality=int8_q,
         selective_quality=selective_q,
         per_channel_quality=per_channel_q,
+        fixed_quality=fixed_q,
+        fix_changes=changes,
+        fix_evaluations=evaluations,
         out_dir=out,
         seconds=seconds,
     )

@@ -171,9 +171,26 @@ class SwitchRunner:
         self.session = make_session(self.model, level="all", what="sensitivity model")
         self.outputs = [o.name for o in float_model.graph.output]
         self.feeds = [dict(f) for f in feeds]
+        self._stack_if_safe()
         self.n_act = max(len(self.switches.nodes), 1)
         self.n_w = max(len(self.switches.weights), 1)
         self.reference = self.outputs_for(np.zeros(self.n_act, np.float32), np.zeros(self.n_w, np.float32))
+
+    def _stack_if_safe(self) -> None:
+        """Run all samples as one batch when that gives, row by row, what single runs give."""
+        from ..calibration._calibrate import batching_is_safe
+
+        if len(self.feeds) < 2:
+            return
+        act = np.zeros(max(len(self.switches.nodes), 1), bool)
+        weights = np.zeros(max(len(self.switches.weights), 1), bool)
+
+        def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            full = {**feed, ACT_SWITCHES: act, WEIGHT_SWITCHES: weights}
+            return dict(zip(self.outputs, self.session.run(self.outputs, full)))
+
+        if batching_is_safe(run, self.feeds):
+            self.feeds = [{k: np.concatenate([f[k] for f in self.feeds], axis=0) for k in self.feeds[0]}]
 
     def outputs_for(self, act: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
         per_output: list[list[np.ndarray]] = [[] for _ in self.outputs]

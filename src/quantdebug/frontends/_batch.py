@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 
 from ._verify import ConversionError, _compare, input_names
+
+
+def ort_reason(exc: BaseException) -> str:
+    """onnxruntime's error in one short line: the failing node and its status message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    match = re.search(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text)
+    if match:
+        op, node, message = match.groups()
+        if message.startswith("/"):  # drop the source location and C++ signature
+            message = message.split(" was false. ", 1)[-1] if " was false. " in message else message.split(") ", 1)[-1]
+        text = f"{op} node {node!r}: {message}"
+    return text[:240]
 
 
 def _second_row(array: np.ndarray) -> np.ndarray:
@@ -16,13 +30,20 @@ def _second_row(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.flip(row, axis=-1)) if row.ndim >= 2 else row
 
 
-def batch_problem(model: onnx.ModelProto, arrays: list[np.ndarray], rtol: float, atol: float) -> str | None:
-    """None when a batch of 2 gives, row by row, what two batch-1 runs give; else why not."""
+def batch_problem(model: onnx.ModelProto, feed: dict[str, np.ndarray], rtol: float, atol: float) -> str | None:
+    """None when a batch of 2 gives, row by row, what two batch-1 runs give; else why not.
+
+    ``feed`` holds an example value for every model input (extra entries are ignored).
+    """
     from ..runtime import make_session
 
+    names = input_names(model)
+    missing = [n for n in names if n not in feed]
+    if missing:
+        return f"no example value for the inputs {missing}"
+    arrays = [np.asarray(feed[n]) for n in names]
     if any(a.ndim == 0 or a.shape[0] < 1 for a in arrays):
         return "an input has no batch axis"
-    names = input_names(model)
     out_names = [o.name for o in model.graph.output]
     first = [np.ascontiguousarray(a[:1]) for a in arrays]
     second = [_second_row(a) for a in arrays]
@@ -33,8 +54,7 @@ def batch_problem(model: onnx.ModelProto, arrays: list[np.ndarray], rtol: float,
         two = session.run(None, dict(zip(names, second)))
         both = session.run(None, dict(zip(names, pair)))
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"a batch of 2 does not run ({reason[:160]})"
+        return f"a batch of 2 does not run: {ort_reason(exc)}"
     for name, a, b, ab in zip(out_names, one, two, both):
         if ab.ndim == 0 or ab.shape[0] != 2 or a.shape[:1] != (1,):
             return f"output {name!r} has no batch axis first (shape {list(ab.shape)} for a batch of 2)"

@@ -91,13 +91,17 @@ def _flatten(obj: object, prefix: str, torch: Any) -> list[tuple[str, Any]]:
     raise ConversionError(f"the module returned a {type(obj).__name__}; only tensors (in tuples, lists or dicts) export")
 
 
-def torch_reference(module: Any, names: list[str], as_kwargs: bool) -> Any:
-    """A callable arrays -> output arrays that runs ``module`` in eval mode without gradients."""
+def torch_reference(module: Any, names: list[str], as_kwargs: bool, onnx_names: list[str], fill: list[Any]) -> Any:
+    """A callable (arrays in ``onnx_names`` order) -> output arrays that runs ``module`` in eval mode.
+
+    ``names`` are the module's inputs; one the exporter dropped (unused) takes its value from ``fill``.
+    """
     torch = _torch()
     float_dtype = _float_dtype(module, torch)
 
     def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        tensors = [_tensor(a, float_dtype, torch) for a in arrays]
+        given = dict(zip(onnx_names, arrays))
+        tensors = [_tensor(given[n], float_dtype, torch) if n in given else f for n, f in zip(names, fill)]
         was_training = module.training
         module.eval()
         try:
@@ -177,7 +181,6 @@ def from_torch(
     tensors = list(kwargs.values()) if kwargs else list(args)
     if not tensors:
         raise ConfigError("qd.from_torch needs at least one example input")
-    reference = torch_reference(module, names, bool(kwargs))
     example_arrays = [t.detach().cpu().numpy() for t in tensors]
     was_training = module.training
     module.eval()
@@ -194,7 +197,7 @@ def from_torch(
             axes = {n: {0: "batch"} for n, t in zip(names, tensors) if t.dim() > 0}
             axes.update({n: {0: "batch"} for n, (_, t) in zip(out_names, leaves) if t.dim() > 0 and t.shape[0] == batch})
             dynamic = _export(module, args, kwargs, names, out_names, axes, export_options, torch)
-            problem = batch_problem(dynamic, example_arrays, rtol, atol)
+            problem = batch_problem(dynamic, dict(zip(names, example_arrays)), rtol, atol)
             if problem is None:
                 model, note = dynamic, "dynamic"
             else:
@@ -211,18 +214,13 @@ def from_torch(
     finally:
         module.train(was_training)
     _name_inputs(model, names)
-    checks = samples if samples is not None else [example_arrays]
     summary = "not verified"
     if verify:
         onnx_names = input_names(model)
-        report = verify_conversion(
-            reference,
-            model,
-            (normalize_sample(s, onnx_names, i) for i, s in enumerate(checks)),
-            rtol=rtol,
-            atol=atol,
-            reference="torch module",
-        )
+        reference = torch_reference(module, names, bool(kwargs), onnx_names, tensors)
+        checks = samples if samples is not None else [example_arrays]
+        feeds = (dict(zip(names, normalize_sample(s, names, i))) for i, s in enumerate(checks))
+        report = verify_conversion(reference, model, feeds, rtol=rtol, atol=atol, reference="torch module")
         summary = f"max abs diff {report.max_abs_diff:.3g} on {report.samples} sample(s), {report.rule()}"
     set_metadata(
         model,

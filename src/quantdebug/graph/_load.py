@@ -94,6 +94,11 @@ def _check_external_data(model: onnx.ModelProto, base: Path | None, given: str) 
             )
         if not target.is_file():
             raise ModelError(f"{where} needs external data file {location!r}, which is missing")
+        if (base / location).is_symlink():
+            raise ModelError(
+                f"{where} reads its external data through a symbolic link ({location!r}); refusing it "
+                "(the ONNX loader reads only regular files: copy the data file into the model's folder)"
+            )
         try:
             offset = int(fields.get("offset", "0") or 0)
             length = int(fields["length"]) if fields.get("length") else None
@@ -273,8 +278,8 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
     if external:
         try:
             external_data_helper.load_external_data_for_model(model, str(base))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{what}: reading its external data failed: {exc}") from exc
+        except Exception as exc:  # onnx raises ValidationError, OSError or ValueError here
+            raise ModelError(f"{what}: reading its external data failed: {' '.join(str(exc).split())}") from exc
     if not model.graph.node:
         raise ModelError(f"{what} has no nodes: it is not a usable ONNX model")
     if not model.graph.output:
