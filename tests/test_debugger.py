@@ -231,3 +231,50 @@ def test_nan_metric_samples_are_ignored_like_nanmean(rng: np.random.Generator) -
     b.update(values[2:])
     merged = a.merge(b)
     np.testing.assert_allclose(merged.means(), np.nanmean(values, axis=0))
+
+
+def test_interrupted_run_keeps_statistics_and_resumes(rng: np.random.Generator) -> None:
+    model = models.conv_relu(rng)
+    feeds = [models.input_feed(model, rng) for _ in range(10)]
+    state = {"fail_at": 6}
+
+    def flaky():
+        for i, feed in enumerate(feeds):
+            if i == state["fail_at"]:
+                state["fail_at"] = -1
+                raise KeyboardInterrupt
+            yield feed
+
+    debugger = qd.QuantizationDebugger(model, dataset(feeds), debug_dataset=flaky, debug_options=qd.DebugOptions(batch_size=1))
+    with pytest.raises(qd.RunInterrupted, match="after 6 samples"):
+        debugger.run()
+    assert debugger.samples_seen == 6
+    partial = debugger.layer_statistics
+    reference = reference_statistics(debugger, feeds[:6])
+    for tensor, want in reference.items():
+        assert_metrics_close(partial[tensor], want, tensor)
+    debugger.run(resume=True)
+    assert debugger.samples_seen == 10
+    full = reference_statistics(debugger, feeds)
+    for tensor, want in full.items():
+        assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)
+    fresh = qd.QuantizationDebugger(model, dataset(feeds), calibration=debugger.calibration)
+    fresh.run()
+    assert fresh.statistics().provenance["dataset_fingerprint"] == debugger.statistics().provenance["dataset_fingerprint"]
+
+
+def test_data_error_midway_names_the_sample(rng: np.random.Generator) -> None:
+    model = models.conv_relu(rng)
+    feeds = [models.input_feed(model, rng) for _ in range(5)]
+
+    def broken():
+        for i, feed in enumerate(feeds):
+            if i == 3:
+                raise OSError("disk went away")
+            yield feed
+
+    debugger = qd.QuantizationDebugger(model, dataset(feeds), debug_dataset=broken)
+    with pytest.raises(qd.RunInterrupted) as info:
+        debugger.run()
+    assert "sample 3" in str(info.value) and "disk went away" in str(info.value)
+    assert debugger.samples_seen == 3

@@ -5,8 +5,8 @@ from ._debugger import QuantizationDebugger
 from .calibration import Calibration
 from .compare._results import LayerRow, Statistics, compare_statistics
 from .config import DebugOptions, QuantConfig
+from .errors import CalibrationError, ConfigError, DatasetError, ModelError, QuantDebugError, RunInterrupted
 from .fix import FixInterrupted, FixResult
-from .errors import CalibrationError, ConfigError, DatasetError, ModelError, QuantDebugError
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "QuantConfig",
     "QuantDebugError",
     "QuantizationDebugger",
+    "RunInterrupted",
     "Statistics",
     "__version__",
     "calibrate",

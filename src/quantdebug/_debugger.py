@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import warnings
 from collections.abc import Iterable, Iterator
@@ -14,14 +13,13 @@ import onnx
 from ._plan import Plan, build_plan
 from ._prepared import PreparedModel
 from ._progress import progress_bar
+from ._run import DebugLoop, RunState, skip
 from .calibration import Calibration, calibrate_model
-from .calibration._calibrate import batching_is_safe
-from .compare._accumulate import MeanAccumulator, default_metrics
 from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
-from .data._dataset import Dataset, as_dataset, batches
-from .errors import ConfigError, ModelError, QuantDebugError, suggest
-from .graph._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph, build_debug_model
+from .data._dataset import Dataset, as_dataset
+from .errors import ConfigError, ModelError, QuantDebugError, RunInterrupted, suggest
+from .graph._debug_model import ROWS_INPUT, DebugGraph, build_debug_model
 from .graph._load import ModelSource, load_model
 from .graph._units import topo_index
 from .quantize import default_op_types
@@ -86,6 +84,7 @@ class QuantizationDebugger:
         self._debug_graph: DebugGraph | None = None
         self._raw_graph: DebugGraph | None = None
         self._rows: list[LayerRow] | None = None
+        self._state: RunState | None = None
         self.model_statistics: dict[str, float] = {}
         self.fidelity: float | None = None
         self.samples_seen = 0
@@ -144,6 +143,7 @@ class QuantizationDebugger:
         self._debug_graph = None
         self._raw_graph = None
         self._rows = None
+        self._state = None
         self.model_statistics = {}
         if not self._plan.units:
             warnings.warn(
@@ -185,108 +185,68 @@ class QuantizationDebugger:
         return [u.node for u in self._plan.units]
 
     # -- running ------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Run the debug model over the debug dataset and accumulate every layer's statistics."""
+    def run(self, *, resume: bool = False) -> None:
+        """Run the debug model over the debug dataset and accumulate every layer's statistics.
+
+        If the run is interrupted (Ctrl-C or an error in the data), the statistics of the samples
+        done so far stay available and ``run(resume=True)`` continues after them.
+        """
         from .runtime import make_session
 
         assert self._plan is not None
         graph = self._graph()
         opts = self._options
-        units = list(graph.units)
-        if not units:
+        if not graph.units:
             raise QuantDebugError(
                 "nothing to verify: no quantized layer runs in this model (all left in float or unmapped); "
                 "see debugger.coverage()"
             )
-        session = make_session(
-            graph.model, level=opts.graph_optimization_level, threads=opts.intra_op_num_threads, what="debug model"
-        )
-        deployed = (
-            make_session(
-                self._plan.qdq,
-                level=opts.graph_optimization_level,
-                threads=opts.intra_op_num_threads,
-                what="quantized model",
+        threads = opts.intra_op_num_threads
+        session = make_session(graph.model, level=opts.graph_optimization_level, threads=threads, what="debug model")
+        deployed = None
+        if opts.check_fidelity:
+            deployed = make_session(
+                self._plan.qdq, level=opts.graph_optimization_level, threads=threads, what="quantized model"
             )
-            if opts.check_fidelity
-            else None
-        )
-        float_session = (
-            make_session(self.float_model, level="all", threads=opts.intra_op_num_threads, what="float model")
-            if opts.model_debug_metrics
-            else None
-        )
-        raw_names = [t for trio in graph.raw_outputs for t in trio] if opts.has_raw_tensor_metrics else []
-        fetch = [METRICS_OUTPUT, SIZES_OUTPUT] + list(graph.model_outputs) + raw_names
-        fetch = list(dict.fromkeys(fetch))
-        n_out = len(graph.model_outputs)
-        layer_acc = MeanAccumulator(len(units), DEFAULT_METRICS)
-        custom_names = list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
-        custom_acc = MeanAccumulator(len(units), custom_names) if custom_names else None
-        model_sums: dict[str, float] = {name: 0.0 for name in opts.model_debug_metrics}
-        model_count = 0
+        float_session = None
+        if opts.model_debug_metrics:
+            float_session = make_session(self.float_model, level="all", threads=threads, what="float model")
+        custom = None
+        if opts.has_raw_tensor_metrics:
+
+            def custom(out: dict[str, np.ndarray], n: int) -> np.ndarray:
+                return self._custom_values(graph, out, n, self._plan.info)  # type: ignore[union-attr]
+
+        loop = DebugLoop(graph, opts, session, deployed, float_session, custom)
+        state = self._state if resume and self._state is not None else RunState.empty(len(graph.units), opts)
+        feeds = skip(iter(self._debug), state.samples)
+        batch_free = all(s.batch_free for s in self._debug.specs)
+        try:
+            with progress_bar("debugging", opts.progress) as advance:
+                loop.process(feeds, state, batch_free=batch_free, advance=advance)
+        except (KeyboardInterrupt, Exception) as exc:
+            self._state = state
+            if state.samples:
+                self._finish(state)
+            raise RunInterrupted(
+                f"the debug run stopped after {state.samples} samples ({type(exc).__name__}: {exc}); the statistics "
+                "of those samples are available, and debugger.run(resume=True) continues after them"
+            ) from exc
+        self._state = state
+        self._finish(state)
+
+    def _finish(self, state: RunState) -> None:
+        assert self._plan is not None
+        graph = self._graph()
         info = self._plan.info
-
-        def run_batch(feed: dict[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
-            full = dict(feed)
-            full[ROWS_INPUT] = np.array([0 if batched else 1, -1], dtype=np.int64)
-            return dict(zip(fetch, session.run(fetch, full)))
-
-        feeds = iter(self._debug)
-        head = [f for _, f in zip(range(2), feeds)]
-        can_batch = (
-            opts.batch_size > 1
-            and all(s.batch_free for s in self._debug.specs)
-            and batching_is_safe(
-                lambda f: {
-                    k: v
-                    for k, v in run_batch(f, f[next(iter(f))].shape[0] > 1).items()
-                    if k != SIZES_OUTPUT and k not in raw_names
-                },
-                head,
-            )
-        )
-        checked = deployed is None
-        fingerprint = hashlib.sha256()
-        with progress_bar("debugging", opts.progress) as advance:
-            for feed, n in batches(_chain(head, feeds), opts.batch_size, can_batch):
-                out = run_batch(feed, n > 1)
-                for name in sorted(feed):
-                    fingerprint.update(np.ascontiguousarray(feed[name]).tobytes())
-                if not checked:
-                    expected = deployed.run(list(graph.model_outputs), feed)  # type: ignore[union-attr]
-                    self.fidelity = max(
-                        (float(np.max(np.abs(a.astype(np.float64) - out[name].astype(np.float64)))) if a.size else 0.0)
-                        for name, a in zip(graph.model_outputs, expected)
-                    )
-                    if self.fidelity != 0.0:
-                        warnings.warn(
-                            f"the debug model's quantized path differs from the deployed quantized model by up to "
-                            f"{self.fidelity:g} on the first batch; statistics describe the debug model's path",
-                            stacklevel=2,
-                        )
-                    checked = True
-                layer_acc.update(default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT]))
-                if custom_acc is not None:
-                    custom_acc.update(self._custom_values(graph, out, n, info))
-                if float_session is not None:
-                    f_out = float_session.run(None, feed)
-                    q_out = [out[name] for name in graph.model_outputs[:n_out]]
-                    for i in range(n):
-                        fs = [a[i : i + 1] if n > 1 else a for a in f_out]
-                        qs = [a[i : i + 1] if n > 1 else a for a in q_out]
-                        for name, fn in opts.model_debug_metrics.items():
-                            model_sums[name] += float(fn(fs, qs))
-                    model_count += n
-                advance(n)
-        means = layer_acc.means()
-        custom_means = custom_acc.means() if custom_acc is not None else None
+        means = state.layer.means()
+        custom_means = state.custom.means() if state.custom is not None else None
         rows = []
-        for k, unit in enumerate(units):
+        for k, unit in enumerate(graph.units):
             row = info[unit.output]
             metrics = {m: float(means[k, j]) for j, m in enumerate(DEFAULT_METRICS)}
-            if custom_means is not None:
-                metrics.update({m: float(custom_means[k, j]) for j, m in enumerate(custom_names)})
+            if custom_means is not None and state.custom is not None:
+                metrics.update({m: float(custom_means[k, j]) for j, m in enumerate(state.custom.metrics)})
             rows.append(
                 LayerRow(
                     op_name=unit.op_type,
@@ -303,9 +263,11 @@ class QuantizationDebugger:
                 )
             )
         self._rows = rows
-        self.model_statistics = {k: v / model_count for k, v in model_sums.items()} if model_count else {}
-        self.samples_seen = layer_acc.samples
-        self._debug_fingerprint = fingerprint.hexdigest()[:32]
+        count = state.model_count
+        self.model_statistics = {k: v / count for k, v in state.model_sums.items()} if count else {}
+        self.samples_seen = state.samples
+        self.fidelity = state.fidelity
+        self._debug_fingerprint = state.fingerprint()
 
     def _custom_values(self, graph: DebugGraph, out: dict[str, np.ndarray], n: int, info: dict[str, Any]) -> np.ndarray:
         opts = self._options
@@ -342,7 +304,10 @@ class QuantizationDebugger:
         from ._api import fix
 
         if self.calibration is None:
-            raise ConfigError("fix re-quantizes the model, which needs a calibration; this debugger was given a model quantized elsewhere")
+            raise ConfigError(
+                "fix re-quantizes the model, which needs a calibration; "
+                "this debugger was given a model quantized elsewhere"
+            )
         return fix(
             self._prepared.user_model,
             calibration=self.calibration,

@@ -26,6 +26,10 @@ class CalibrationError(QuantDebugError, ValueError):
     """A calibration is missing, broken or belongs to another model."""
 
 
+class RunInterrupted(QuantDebugError):
+    """A debug run stopped early; the statistics so far are kept and ``run(resume=True)`` continues."""
+
+
 class ModelTooLargeError(ModelError):
     """The model is over protobuf's 2 GB limit and cannot be returned as a ModelProto."""
 

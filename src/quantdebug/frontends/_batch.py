@@ -7,7 +7,7 @@ import re
 import numpy as np
 import onnx
 
-from ._verify import ConversionError, _compare, input_names
+from ._verify import ConversionError, _compare, cast_like, input_names
 
 
 def ort_reason(exc: BaseException) -> str:
@@ -41,7 +41,7 @@ def batch_problem(model: onnx.ModelProto, feed: dict[str, np.ndarray], rtol: flo
     missing = [n for n in names if n not in feed]
     if missing:
         return f"no example value for the inputs {missing}"
-    arrays = [np.asarray(feed[n]) for n in names]
+    arrays = cast_like([np.asarray(feed[n]) for n in names], model)
     if any(a.ndim == 0 or a.shape[0] < 1 for a in arrays):
         return "an input has no batch axis"
     out_names = [o.name for o in model.graph.output]

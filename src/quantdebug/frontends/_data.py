@@ -18,8 +18,10 @@ Sample = list[np.ndarray] | dict[str, np.ndarray]
 
 
 def _is_tensor(value: object) -> bool:
-    return isinstance(value, np.ndarray) or hasattr(value, "detach") or (
-        hasattr(value, "numpy") and hasattr(value, "shape") and hasattr(value, "dtype")
+    return (
+        isinstance(value, np.ndarray | np.generic)
+        or hasattr(value, "detach")
+        or (hasattr(value, "numpy") and hasattr(value, "shape") and hasattr(value, "dtype"))
     )
 
 
@@ -70,7 +72,9 @@ def _batch_to_samples(batch: object, index: int, drop_labels: bool, split: bool)
     yield from (_split(arrays, where) if split else [arrays])
 
 
-def as_seed_dataset(obj: object, *, drop_labels: bool = True, max_samples: int | None = None) -> Callable[[], Iterator[Sample]]:
+def as_seed_dataset(
+    obj: object, *, drop_labels: bool = True, max_samples: int | None = None
+) -> Callable[[], Iterator[Sample]]:
     """A re-iterable, seed-style dataset (a callable returning a fresh iterator of samples) from ``obj``.
 
     - a numpy array (or tensor) of shape [N, ...]: N samples of shape [1, ...];

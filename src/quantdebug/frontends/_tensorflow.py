@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def is_keras_model(obj: object) -> bool:
     return False
 
 
-def _synth(shapes: list[tuple[int | str | None, ...]], dtypes: list[np.dtype[Any]]) -> list[np.ndarray]:
+def _synth(shapes: Sequence[tuple[int | str | None, ...]], dtypes: Sequence[Any]) -> list[np.ndarray]:
     """One made-up sample for checking a conversion: uniform [-1, 1) floats, zeros for integers.
 
     A free batch axis becomes 1, any other free axis 8.
@@ -79,9 +79,7 @@ def _synth(shapes: list[tuple[int | str | None, ...]], dtypes: list[np.dtype[Any
     rng = np.random.default_rng(SYNTH_SEED)
     out = []
     for shape, dtype in zip(shapes, dtypes):
-        dims = tuple(
-            d if isinstance(d, int) and d > 0 else (1 if axis == 0 else 8) for axis, d in enumerate(shape)
-        )
+        dims = tuple(d if isinstance(d, int) and d > 0 else (1 if axis == 0 else 8) for axis, d in enumerate(shape))
         if np.dtype(dtype).kind == "f":
             out.append(rng.uniform(-1.0, 1.0, dims).astype(dtype))
         else:
@@ -107,7 +105,9 @@ def _load_keras(model_or_path: object) -> Any:
     return model_or_path
 
 
-def _keras_inputs(model: Any, first: list[np.ndarray] | None) -> tuple[list[str], list[tuple[int | None, ...]], list[Any]]:
+def _keras_inputs(
+    model: Any, first: list[np.ndarray] | None
+) -> tuple[list[str], list[tuple[int | None, ...]], list[Any]]:
     """Names, shapes (batch as None) and dtypes of the model's inputs; from a sample when the model has none."""
     taken: set[str] = set()
     try:
@@ -140,15 +140,29 @@ def keras_reference(model: Any) -> Any:
     return run
 
 
-def _keras_output_names(model: Any, count: int) -> list[str]:
-    taken: set[str] = set()
-    names = list(getattr(model, "output_names", None) or [])
+def _keras_output_names(model: Any, example: list[np.ndarray]) -> list[str]:
+    """Output names in ``tf.nest.flatten`` order: a dict's (sorted) keys, else the model's output names."""
+    tf, _ = _tf()
+    out = model(example[0] if len(example) == 1 else list(example), training=False)
+    count = len(tf.nest.flatten(out))
+    if isinstance(out, Mapping):
+        names = [path for path, _ in tf.nest.flatten_with_joined_string_paths(out)]
+    else:
+        names = list(getattr(model, "output_names", None) or [])
     if len(names) != count:
         names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    taken: set[str] = set()
     return [safe_name(str(n), taken, f"output_{i}") for i, n in enumerate(names)]
 
 
-def _convert_keras(model: Any, names: list[str], shapes: list[tuple[int | None, ...]], dtypes: list[Any], opset: int) -> onnx.ModelProto:
+def _convert_keras(
+    model: Any,
+    names: list[str],
+    shapes: list[tuple[int | None, ...]],
+    dtypes: list[Any],
+    opset: int,
+    out_names: list[str],
+) -> onnx.ModelProto:
     tf, tf2onnx = _tf()
     specs = [tf.TensorSpec(shape, tf.as_dtype(dtype), name=n) for n, shape, dtype in zip(names, shapes, dtypes)]
 
@@ -161,12 +175,15 @@ def _convert_keras(model: Any, names: list[str], shapes: list[tuple[int | None, 
         with _quiet():
             proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=opset)
     except Exception as exc:
-        raise ConversionError(f"tf2onnx cannot convert the Keras model {model.name!r}: {str(exc).strip()[:300]}") from exc
+        raise ConversionError(
+            f"tf2onnx cannot convert the Keras model {model.name!r}: {str(exc).strip()[:300]}"
+        ) from exc
     current = input_names(proto)
     if len(current) == len(names):
         rename_values(proto, dict(zip(current, names)))
     outputs = [o.name for o in proto.graph.output]
-    rename_values(proto, dict(zip(outputs, _keras_output_names(model, len(outputs)))))
+    if len(outputs) == len(out_names):
+        rename_values(proto, dict(zip(outputs, out_names)))
     return proto
 
 
@@ -194,7 +211,10 @@ def from_keras(
     first = _arrays(checks[0]) if checks else None
     names, shapes, dtypes = _keras_inputs(model, first)
     example = first if first is not None else _synth(shapes, dtypes)
-    proto = _convert_keras(model, names, shapes if dynamic_batch else [(1, *s[1:]) for s in shapes], dtypes, opset)
+    example = [a.astype(d) if a.dtype != d and a.dtype.kind == np.dtype(d).kind else a for a, d in zip(example, dtypes)]
+    out_names = _keras_output_names(model, example)
+    fixed = [(1, *s[1:]) for s in shapes]
+    proto = _convert_keras(model, names, shapes if dynamic_batch else fixed, dtypes, opset, out_names)
     note = "dynamic" if dynamic_batch else "static (dynamic_batch=False)"
     if dynamic_batch and all(s and s[0] is None for s in shapes):
         problem = batch_problem(proto, dict(zip(names, example)), rtol, atol)
@@ -203,7 +223,7 @@ def from_keras(
                 f"Keras model {model.name!r} does not convert with a dynamic batch ({problem}); converted with batch 1",
                 stacklevel=2,
             )
-            proto = _convert_keras(model, names, [(1, *s[1:]) for s in shapes], dtypes, opset)
+            proto = _convert_keras(model, names, fixed, dtypes, opset, out_names)
             note = f"static: {problem}"
     summary = "not verified"
     if verify:
@@ -232,7 +252,7 @@ def _arrays(sample: object) -> list[np.ndarray]:
 def _interpreter(path: Path) -> Any:
     """A TFLite interpreter: ai_edge_litert's when installed, else TensorFlow's (deprecated) one."""
     try:
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+        from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         tf, _ = _tf()
         Interpreter = tf.lite.Interpreter

@@ -14,7 +14,15 @@ import onnx
 from ..errors import ConfigError
 from ._batch import batch_problem
 from ._common import missing_extra, rename_values, set_metadata
-from ._verify import DEFAULT_ATOL, DEFAULT_RTOL, ConversionError, input_names, normalize_sample, verify_conversion
+from ._verify import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    ConversionError,
+    input_names,
+    normalize_sample,
+    to_numpy,
+    verify_conversion,
+)
 
 DEFAULT_OPSET = 17
 
@@ -47,7 +55,7 @@ def _tensor(value: object, float_dtype: Any, torch: Any) -> Any:
     """A torch tensor; numpy float64 arrays become the module's float dtype (usually float32)."""
     if isinstance(value, torch.Tensor):
         return value
-    array = np.asarray(value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) else value)  # type: ignore[union-attr]
+    array = to_numpy(value)
     if array.dtype == object:
         raise ConfigError(f"example input of dtype object cannot become a tensor: {type(value).__name__}")
     tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -88,7 +96,9 @@ def _flatten(obj: object, prefix: str, torch: Any) -> list[tuple[str, Any]]:
         return out
     if isinstance(obj, int | float | bool):
         return [(prefix, torch.tensor(obj))]
-    raise ConversionError(f"the module returned a {type(obj).__name__}; only tensors (in tuples, lists or dicts) export")
+    raise ConversionError(
+        f"the module returned a {type(obj).__name__}; only tensors (in tuples, lists or dicts) export"
+    )
 
 
 def torch_reference(module: Any, names: list[str], as_kwargs: bool, onnx_names: list[str], fill: list[Any]) -> Any:
@@ -115,12 +125,21 @@ def torch_reference(module: Any, names: list[str], as_kwargs: bool, onnx_names: 
 
 
 def _export(
-    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str], out_names: list[str] | None,
-    dynamic_axes: dict[str, dict[int, str]] | None, options: dict[str, Any], torch: Any,
+    module: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    names: list[str],
+    out_names: list[str] | None,
+    dynamic_axes: dict[str, dict[int, str]] | None,
+    options: dict[str, Any],
+    torch: Any,
 ) -> onnx.ModelProto:
     opts = dict(options)
     dynamo = bool(opts.pop("dynamo", False))
-    opts.setdefault("opset_version", DEFAULT_OPSET)
+    if dynamo:
+        opts.setdefault("verbose", False)  # the dynamo exporter's progress lines
+    else:
+        opts.setdefault("opset_version", DEFAULT_OPSET)  # the dynamo exporter's own default (18+) suits it better
     common: dict[str, Any] = dict(input_names=names, output_names=out_names, dynamic_axes=dynamic_axes, **opts)
     if kwargs:
         common["kwargs"] = kwargs
@@ -195,9 +214,14 @@ def from_torch(
         model: onnx.ModelProto | None = None
         if dynamic_batch and not user_axes and batch > 0:
             axes = {n: {0: "batch"} for n, t in zip(names, tensors) if t.dim() > 0}
-            axes.update({n: {0: "batch"} for n, (_, t) in zip(out_names, leaves) if t.dim() > 0 and t.shape[0] == batch})
-            dynamic = _export(module, args, kwargs, names, out_names, axes, export_options, torch)
-            problem = batch_problem(dynamic, dict(zip(names, example_arrays)), rtol, atol)
+            axes.update(
+                {n: {0: "batch"} for n, (_, t) in zip(out_names, leaves) if t.dim() > 0 and t.shape[0] == batch}
+            )
+            try:
+                dynamic = _export(module, args, kwargs, names, out_names, axes, export_options, torch)
+                problem = batch_problem(dynamic, dict(zip(names, example_arrays)), rtol, atol)
+            except ConversionError as exc:  # the exporter itself refused the dynamic axis
+                problem = f"the export with a dynamic batch failed: {str(exc)[:200]}"
             if problem is None:
                 model, note = dynamic, "dynamic"
             else:

@@ -99,7 +99,9 @@ def normalize_sample(sample: object, names: Sequence[str], index: int = 0) -> li
     if isinstance(sample, Mapping):
         missing = [n for n in names if n not in sample]
         if missing:
-            raise ConversionError(f"sample {index} lacks the model inputs {missing}; the model's inputs are {list(names)}")
+            raise ConversionError(
+                f"sample {index} lacks the model inputs {missing}; the model's inputs are {list(names)}"
+            )
         values = [sample[n] for n in names]
     elif isinstance(sample, list | tuple):
         values = list(sample)
@@ -119,6 +121,19 @@ def to_numpy(value: object) -> np.ndarray:
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tensorflow eager tensors
         return np.asarray(value.numpy())  # type: ignore[attr-defined]
     return np.asarray(value)
+
+
+def cast_like(arrays: list[np.ndarray], model: onnx.ModelProto) -> list[np.ndarray]:
+    """Cast each array to its model input's dtype when both are of one kind (float64 data for a float32 input)."""
+    from ..data import input_specs
+
+    out = []
+    for array, spec in zip(arrays, input_specs(model)):
+        kinds = {array.dtype.kind, spec.dtype.kind}
+        if array.dtype != spec.dtype and (len(kinds) == 1 or kinds <= {"i", "u"}):
+            array = array.astype(spec.dtype)
+        out.append(array)
+    return out
 
 
 def _compare(ref: np.ndarray, got: np.ndarray, name: str, rtol: float, atol: float) -> tuple[float, float, float]:
@@ -178,7 +193,7 @@ def verify_conversion(
     for index, sample in enumerate(samples):
         if max_samples is not None and index >= max_samples:
             break
-        arrays = normalize_sample(sample, names, index)
+        arrays = cast_like(normalize_sample(sample, names, index), onnx_model)
         try:
             got = session.run(None, dict(zip(names, arrays)))
         except Exception as exc:

@@ -6,12 +6,16 @@ Nothing is written beside the user's model: temporary files live in a private fo
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import logging
 import re
+import sys
 import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import version_converter
@@ -62,9 +66,30 @@ class Preprocessed:
     notes: tuple[str, ...]
 
 
+@functools.cache
+def _symbolic_shape_inference() -> Any:
+    """onnxruntime's SymbolicShapeInference, loaded without running ``onnxruntime/tools/__init__.py``.
+
+    That ``__init__`` imports torch whenever torch is installed, which costs seconds at every start
+    of the CLI for nothing: the module itself only needs numpy, onnx, sympy and packaging.
+    """
+    loaded = sys.modules.get("onnxruntime.tools.symbolic_shape_infer")
+    if loaded is None:
+        package = importlib.util.find_spec("onnxruntime")
+        path = Path(package.origin).parent / "tools" / "symbolic_shape_infer.py" if package and package.origin else None
+        spec = importlib.util.spec_from_file_location("_quantdebug_symbolic_shape_infer", path) if path else None
+        if spec is None or spec.loader is None or path is None or not path.is_file():
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            return SymbolicShapeInference
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+    return loaded.SymbolicShapeInference
+
+
 def _infer_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        SymbolicShapeInference = _symbolic_shape_inference()
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -146,8 +146,7 @@ def quantize_with_ranges(
     }
     if config.symmetric_weights is not None:
         extra["WeightSymmetric"] = config.symmetric_weights
-    op_types = set(config.op_types_to_quantize or default_op_types())
-    floats = frozenset(plan.exclude) | {n.name for n in model.graph.node if n.op_type not in op_types}
+    floats = frozenset(plan.exclude) | {n.name for n in model.graph.node if n.op_type not in set(op_types)}
     overrides = _int16_overrides(model, plan.int16, config, floats)
     if not config.per_channel:
         overrides.update(_per_channel_overrides(model, tuple(config.per_channel_nodes)))

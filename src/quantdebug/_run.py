@@ -1,0 +1,205 @@
+"""One debug run's mergeable state, and the loop that streams samples through the debug model.
+
+The state is sums and counts only (never per-sample tensors), so a run can stop, keep what it
+has, resume later, or be split over workers whose states merge into the single-process result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .calibration._calibrate import batching_is_safe
+from .compare._accumulate import MeanAccumulator, default_metrics
+from .config import DEFAULT_METRICS, DebugOptions
+from .data._dataset import batches
+from .graph._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph
+
+
+@dataclasses.dataclass
+class RunState:
+    """Sums and counts of one debug run (or of one shard of it)."""
+
+    layer: MeanAccumulator
+    custom: MeanAccumulator | None
+    model_sums: dict[str, float]
+    model_count: int = 0
+    digest: bytes = bytes(32)  # XOR of per-sample SHA-256 digests: order-free, so shards merge
+    fidelity: float | None = None
+
+    @classmethod
+    def empty(cls, units: int, options: DebugOptions) -> RunState:
+        custom = list(options.layer_debug_metrics) + list(options.layer_direct_compare_metrics)
+        return cls(
+            layer=MeanAccumulator(units, DEFAULT_METRICS),
+            custom=MeanAccumulator(units, custom) if custom else None,
+            model_sums={name: 0.0 for name in options.model_debug_metrics},
+        )
+
+    @property
+    def samples(self) -> int:
+        return self.layer.samples
+
+    def merge(self, other: RunState) -> RunState:
+        fidelities = [f for f in (self.fidelity, other.fidelity) if f is not None]
+        return RunState(
+            layer=self.layer.merge(other.layer),
+            custom=self.custom.merge(other.custom)
+            if self.custom is not None and other.custom is not None
+            else self.custom,
+            model_sums={k: v + other.model_sums.get(k, 0.0) for k, v in self.model_sums.items()},
+            model_count=self.model_count + other.model_count,
+            digest=bytes(a ^ b for a, b in zip(self.digest, other.digest)),
+            fidelity=max(fidelities) if fidelities else None,
+        )
+
+    def absorb_digest(self, feed: dict[str, np.ndarray], n: int) -> None:
+        for i in range(n):
+            h = hashlib.sha256()
+            for name in sorted(feed):
+                value = feed[name]
+                h.update(np.ascontiguousarray(value[i : i + 1] if n > 1 else value).tobytes())
+            self.digest = bytes(a ^ b for a, b in zip(self.digest, h.digest()))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.digest + self.samples.to_bytes(8, "little")).hexdigest()[:32]
+
+
+class DebugLoop:
+    """Runs the debug model (and, for model metrics, the float model) over feeds, into a RunState."""
+
+    def __init__(
+        self,
+        graph: DebugGraph,
+        options: DebugOptions,
+        session: ort.InferenceSession,
+        deployed: ort.InferenceSession | None,
+        float_session: ort.InferenceSession | None,
+        custom_values: Callable[[dict[str, np.ndarray], int], np.ndarray] | None,
+    ) -> None:
+        self.graph = graph
+        self.options = options
+        self.session = session
+        self.deployed = deployed
+        self.float_session = float_session
+        self.custom_values = custom_values
+        self.raw_names = [t for trio in graph.raw_outputs for t in trio] if options.has_raw_tensor_metrics else []
+        self.fetch = list(dict.fromkeys([METRICS_OUTPUT, SIZES_OUTPUT, *graph.model_outputs, *self.raw_names]))
+
+    def run_batch(self, feed: dict[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
+        full = dict(feed)
+        full[ROWS_INPUT] = np.array([0 if batched else 1, -1], dtype=np.int64)
+        return dict(zip(self.fetch, self.session.run(self.fetch, full)))
+
+    def _checked_batching(self, head: list[dict[str, np.ndarray]], batch_free: bool) -> bool:
+        if self.options.batch_size <= 1 or not batch_free:
+            return False
+
+        def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            batched = next(iter(feed.values())).shape[0] > 1
+            return {
+                k: v for k, v in self.run_batch(feed, batched).items() if k != SIZES_OUTPUT and k not in self.raw_names
+            }
+
+        return batching_is_safe(run, head)
+
+    def process(
+        self,
+        feeds: Iterator[dict[str, np.ndarray]],
+        state: RunState,
+        *,
+        batch_free: bool,
+        advance: Callable[[int], None],
+    ) -> None:
+        """Stream ``feeds`` into ``state``; the state is consistent after every batch."""
+        guarded = _Guarded(feeds)
+        head = [f for _, f in zip(range(2), guarded)]
+        can_batch = self._checked_batching(head, batch_free)
+        for feed, n in batches(_chain(head, guarded), self.options.batch_size, can_batch):
+            out = self.run_batch(feed, n > 1)
+            if self.deployed is not None and state.fidelity is None:
+                state.fidelity = self._fidelity(feed, out)
+            layer = default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT])
+            custom = self.custom_values(out, n) if self.custom_values is not None else None
+            model = self._model_metrics(feed, out, n)
+            # update everything only once the whole batch is computed, so an interrupt leaves no half batch
+            state.layer.update(layer)
+            if custom is not None and state.custom is not None:
+                state.custom.update(custom)
+            for name, value in model.items():
+                state.model_sums[name] += value
+            state.model_count += n if model else 0
+            state.absorb_digest(feed, n)
+            advance(n)
+        if guarded.error is not None:
+            raise guarded.error
+
+    def _fidelity(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> float:
+        assert self.deployed is not None
+        names = list(self.graph.model_outputs)
+        expected = self.deployed.run(names, feed)
+        fidelity = max(
+            (float(np.max(np.abs(a.astype(np.float64) - out[n].astype(np.float64)))) if a.size else 0.0)
+            for n, a in zip(names, expected)
+        )
+        if fidelity != 0.0:
+            warnings.warn(
+                f"the debug model's quantized path differs from the deployed quantized model by up to {fidelity:g} "
+                "on the first batch; statistics describe the debug model's path",
+                stacklevel=4,
+            )
+        return fidelity
+
+    def _model_metrics(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray], n: int) -> dict[str, float]:
+        if self.float_session is None:
+            return {}
+        f_out = self.float_session.run(None, feed)
+        q_out = [out[name] for name in self.graph.model_outputs]
+        sums = {name: 0.0 for name in self.options.model_debug_metrics}
+        for i in range(n):
+            fs = [a[i : i + 1] if n > 1 else a for a in f_out]
+            qs = [a[i : i + 1] if n > 1 else a for a in q_out]
+            for name, fn in self.options.model_debug_metrics.items():
+                sums[name] += float(fn(fs, qs))
+        return sums
+
+
+class _Guarded:
+    """Ends iteration at the first error from the data, keeping it, so batched samples before it still run."""
+
+    def __init__(self, source: Iterator[dict[str, np.ndarray]]) -> None:
+        self.source = source
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> _Guarded:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise StopIteration
+        try:
+            return next(self.source)
+        except StopIteration:
+            raise
+        except BaseException as exc:  # Ctrl-C included: what was read so far is still processed
+            self.error = exc
+            raise StopIteration from None
+
+
+def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    yield from head
+    yield from rest
+
+
+def skip(feeds: Iterator[Any], count: int) -> Iterator[Any]:
+    """Drop the first ``count`` samples (already in a resumed run's state)."""
+    for _ in range(count):
+        if next(feeds, None) is None:
+            break
+    return feeds
