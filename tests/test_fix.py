@@ -47,15 +47,27 @@ class Counter:
         return _sqnr(self.reference, got)
 
 
+def _quality_with(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], **precision: str) -> tuple[float, float]:
+    """Independent check of what one change gives: (int8 quality, quality with ``precision``)."""
+    calibration = qd.calibrate(model, dataset(feeds))
+    counter = Counter(model, feeds)
+    int8 = counter(session(qd.quantize(model, calibration)))
+    changed = counter(session(qd.quantize(model, calibration, qd.QuantConfig(node_precision=precision))))
+    return int8, changed
+
+
 def test_fix_finds_exactly_the_broken_node(rng: np.random.Generator) -> None:
     model, bad = models.wide_range_node(rng)
     feeds = _feeds(model, rng)
+    int8, alone = _quality_with(model, feeds, **{bad: "float"})
+    assert alone > int8 + 10, "the builder's bad node must be what breaks the model"
+    target = alone - 1.0  # reachable by that one change; the fix must find it and nothing else
     counter = Counter(model, feeds)
-    result = qd.fix(model, dataset(feeds), eval_fn=counter, target=30.0)
+    result = qd.fix(model, dataset(feeds), eval_fn=counter, target=target)
     assert result.met_target, result.summary()
     assert result.node_precision == {bad: "float"}, result.summary()
     assert result.evaluations == counter.calls <= _budget(result)
-    assert result.fixed_quality >= 30.0 > result.int8_quality
+    assert result.fixed_quality >= target > result.int8_quality
     # the returned quality is the quality of the returned model
     assert counter(session(result.model)) == pytest.approx(result.fixed_quality)
 
@@ -63,7 +75,9 @@ def test_fix_finds_exactly_the_broken_node(rng: np.random.Generator) -> None:
 def test_int16_is_tried_before_float(rng: np.random.Generator) -> None:
     model, bad = models.wide_range_node(rng, factor=1e3)
     feeds = _feeds(model, rng)
-    result = qd.fix(model, dataset(feeds), target=25.0)
+    int8, alone = _quality_with(model, feeds, **{bad: "int16"})
+    assert alone > int8 + 10
+    result = qd.fix(model, dataset(feeds), target=alone - 1.0)
     assert result.met_target, result.summary()
     assert result.node_precision == {bad: "int16"}, "int16 is enough here: the fix must stay integer-only"
     assert not result.float_nodes
@@ -98,13 +112,15 @@ def test_trace_is_saved_and_search_resumes(rng: np.random.Generator, tmp_path: P
     model, bad = models.wide_range_node(rng)
     feeds = _feeds(model, rng)
     trace = tmp_path / "trace.json"
+    int8, alone = _quality_with(model, feeds, **{bad: "float"})
+    target = alone - 1.0
     first = Counter(model, feeds)
-    partial = qd.fix(model, dataset(feeds), eval_fn=first, target=30.0, max_evals=3, trace_path=trace)
+    partial = qd.fix(model, dataset(feeds), eval_fn=first, target=target, max_evals=3, trace_path=trace)
     assert not partial.met_target and "budget" in partial.message
     saved = json.loads(trace.read_text())
     assert len(saved["trace"]) == first.calls == 3
     second = Counter(model, feeds)
-    resumed = qd.fix(model, dataset(feeds), eval_fn=second, target=30.0, trace_path=trace, resume=trace)
+    resumed = qd.fix(model, dataset(feeds), eval_fn=second, target=target, trace_path=trace, resume=trace)
     assert resumed.met_target and resumed.node_precision == {bad: "float"}
     assert second.calls == resumed.evaluations - 3, "evaluations from the trace are not repeated"
     assert [t.cached for t in resumed.trace[:3]] == [True, True, True]
@@ -183,6 +199,7 @@ def test_debugger_fix_and_sensitivity_reuse_calibration(rng: np.random.Generator
     table = debugger.sensitivity()
     worst = min(table, key=lambda r: r["activation_quantized_alone_sqnr_db"])
     assert worst["node_name"] == bad
-    result = debugger.fix(target=30.0)
+    int8, alone = _quality_with(model, feeds, **{bad: "float"})
+    result = debugger.fix(target=alone - 1.0)
     assert result.node_precision == {bad: "float"}
     assert reads["n"] - before <= 3, "fix reads debug samples, but never calibrates again"

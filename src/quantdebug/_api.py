@@ -10,7 +10,7 @@ from typing import Any
 
 import onnx
 
-from ._prepared import PreparedModel
+from ._prepared import PreparedModel, prepared_model
 from ._progress import progress_bar
 from .calibration import Calibration, calibrate_model
 from .config import QuantConfig
@@ -30,7 +30,7 @@ def calibrate(
 ) -> Calibration:
     """One streaming pass over ``representative_dataset``; the result serves any later quantization."""
     del config  # every range method comes from the same pass; the config picks one at quantize time
-    prepared = PreparedModel(float_model)
+    prepared = prepared_model(float_model)
     dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
     with progress_bar("calibrating", progress) as advance:
         calibration = calibrate_model(prepared.model, dataset, batch_size=batch_size, progress=advance)
@@ -53,7 +53,7 @@ def quantize(
             f"got {type(calibration).__name__}"
         )
     config = config or QuantConfig()
-    prepared = PreparedModel(float_model, config)
+    prepared = prepared_model(float_model, config)
     calibration.check_model(prepared.fingerprint)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
     return prepared.quantize(calibration, config, precisions)
@@ -140,5 +140,9 @@ def run_search(
     verbose = kwargs.pop("verbose", False)
     search = Search(prepared, calibration, config, feeds, echo=print if verbose else None, **kwargs)
     precisions = prepared.precisions(config)
-    plan = build_plan(prepared.model, prepared.quantize(calibration, config, precisions), {n for n, p in precisions.items() if p != "float"})
+    plan = build_plan(
+        prepared.model,
+        prepared.quantize(calibration, config, precisions),
+        {n for n, p in precisions.items() if p != "float"},
+    )
     return search.run(plan)

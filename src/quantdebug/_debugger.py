@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 
 from ._plan import Plan, build_plan
-from ._prepared import PreparedModel
+from ._prepared import PreparedModel, prepared_model
 from ._progress import progress_bar
-from ._run import DebugLoop, RunState, skip
+from ._run import DebugJob, RunState, skip
 from .calibration import Calibration, calibrate_model
 from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
@@ -57,7 +57,7 @@ class QuantizationDebugger:
             self._external = load_model(quantized_model, what="quantized model")
             self._prepared = _prepare_for_external(float_model, self._external)
         else:
-            self._prepared = PreparedModel(float_model, self.quant_config)
+            self._prepared = prepared_model(float_model, self.quant_config)
         self._pre = self._prepared.pre
         self.float_model: onnx.ModelProto = self._prepared.model
         self._fingerprint = self._prepared.fingerprint
@@ -185,44 +185,52 @@ class QuantizationDebugger:
         return [u.node for u in self._plan.units]
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, *, resume: bool = False) -> None:
-        """Run the debug model over the debug dataset and accumulate every layer's statistics.
-
-        If the run is interrupted (Ctrl-C or an error in the data), the statistics of the samples
-        done so far stay available and ``run(resume=True)`` continues after them.
-        """
-        from .runtime import make_session
-
+    def _job(self) -> DebugJob:
         assert self._plan is not None
         graph = self._graph()
         opts = self._options
+        init = {i.name: i for i in self._plan.optimized.graph.initializer}
+        params = []
+        for unit in graph.units:
+            row = self._plan.info[unit.output]
+            zp = unit.qparams.zero_point
+            runtime_zp = int(onnx.numpy_helper.to_array(init[zp]).reshape(-1)[0]) if zp in init else 0
+            params.append((row.scale, row.zero_point, row.zero_point - runtime_zp))
+        return DebugJob(
+            graph=graph,
+            options=opts,
+            deployed=self._plan.qdq.SerializeToString() if opts.check_fidelity else None,
+            float_model=self.float_model.SerializeToString() if opts.model_debug_metrics else None,
+            custom_params=params,
+        )
+
+    def run(self, *, resume: bool = False, executor: Any = None) -> None:
+        """Run the debug model over the debug dataset and accumulate every layer's statistics.
+
+        If the run is interrupted (Ctrl-C or an error in the data), the statistics of the samples
+        done so far stay available and ``run(resume=True)`` continues after them. ``executor``
+        (for example ``qd.RayExecutor()``) spreads the samples over workers; the merged
+        statistics equal a single-process run's.
+        """
+        assert self._plan is not None
+        graph = self._graph()
         if not graph.units:
             raise QuantDebugError(
                 "nothing to verify: no quantized layer runs in this model (all left in float or unmapped); "
                 "see debugger.coverage()"
             )
-        threads = opts.intra_op_num_threads
-        session = make_session(graph.model, level=opts.graph_optimization_level, threads=threads, what="debug model")
-        deployed = None
-        if opts.check_fidelity:
-            deployed = make_session(
-                self._plan.qdq, level=opts.graph_optimization_level, threads=threads, what="quantized model"
-            )
-        float_session = None
-        if opts.model_debug_metrics:
-            float_session = make_session(self.float_model, level="all", threads=threads, what="float model")
-        custom = None
-        if opts.has_raw_tensor_metrics:
-
-            def custom(out: dict[str, np.ndarray], n: int) -> np.ndarray:
-                return self._custom_values(graph, out, n, self._plan.info)  # type: ignore[union-attr]
-
-        loop = DebugLoop(graph, opts, session, deployed, float_session, custom)
-        state = self._state if resume and self._state is not None else RunState.empty(len(graph.units), opts)
-        feeds = skip(iter(self._debug), state.samples)
+        job = self._job()
         batch_free = all(s.batch_free for s in self._debug.specs)
+        if executor is not None:
+            state = executor.run_debug(job, self._debug, batch_free=batch_free)
+            self._state = state
+            self._finish(state)
+            return
+        loop = job.loop()
+        state = self._state if resume and self._state is not None else job.empty_state()
+        feeds = skip(iter(self._debug), state.samples)
         try:
-            with progress_bar("debugging", opts.progress) as advance:
+            with progress_bar("debugging", self._options.progress) as advance:
                 loop.process(feeds, state, batch_free=batch_free, advance=advance)
         except (KeyboardInterrupt, Exception) as exc:
             self._state = state
@@ -268,35 +276,6 @@ class QuantizationDebugger:
         self.samples_seen = state.samples
         self.fidelity = state.fidelity
         self._debug_fingerprint = state.fingerprint()
-
-    def _custom_values(self, graph: DebugGraph, out: dict[str, np.ndarray], n: int, info: dict[str, Any]) -> np.ndarray:
-        opts = self._options
-        values = np.full(
-            (n, len(graph.units), len(opts.layer_debug_metrics) + len(opts.layer_direct_compare_metrics)), np.nan
-        )
-        for k, (unit, (int_name, deq_name, ref_name)) in enumerate(zip(graph.units, graph.raw_outputs)):
-            row = info[unit.output]
-            q_raw, deq, ref = out[int_name], out[deq_name], out[ref_name]
-            shift = row.zero_point - int(np.asarray(self._runtime_zero_point(unit)).reshape(-1)[0])
-            for i in range(n):
-                rows = slice(i, i + 1) if n > 1 else slice(None)
-                diff = deq[rows] - ref[rows]
-                j = 0
-                for layer_fn in opts.layer_debug_metrics.values():
-                    values[i, k, j] = float(layer_fn(diff))
-                    j += 1
-                # the deployed model's integers: undo onnxruntime's int8 -> uint8 zero-point shift
-                q_user = q_raw[rows].astype(np.int32) + shift
-                for fn in opts.layer_direct_compare_metrics.values():
-                    values[i, k, j] = float(fn(ref[rows], q_user, row.scale, row.zero_point))
-                    j += 1
-        return values
-
-    def _runtime_zero_point(self, unit: Any) -> np.ndarray:
-        assert self._plan is not None
-        init = {i.name: i for i in self._plan.optimized.graph.initializer}
-        zp = unit.qparams.zero_point
-        return onnx.numpy_helper.to_array(init[zp]) if zp in init else np.zeros(1, dtype=np.int32)
 
     # -- fixing -------------------------------------------------------------------------------
     def fix(self, eval_fn: Any = None, **kwargs: Any) -> Any:

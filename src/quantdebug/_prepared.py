@@ -67,3 +67,26 @@ class PreparedModel:
                 "16-bit node precisions need a model prepared for opset 21; pass the QuantConfig when preparing"
             )
         return quantize_with_ranges(self.model, calibration.ranges(config), config, plan)
+
+
+_CACHE: dict[tuple[str, int, bool], PreparedModel] = {}
+_CACHE_SIZE = 2
+
+
+def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, optimize: bool = True) -> PreparedModel:
+    """A PreparedModel, reused when the same model bytes are prepared again (calibrate once, quantize many).
+
+    Pre-processing a large model takes seconds; ``qd.quantize`` called in a loop over denylists
+    would otherwise redo it every time. The key is a digest of the model's bytes, so a changed
+    file is prepared afresh.
+    """
+    import hashlib
+
+    model = load_model(source, what="float model")
+    digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    key = (digest, 21 if config is not None and needs_16bit(config) else 13, optimize)
+    if key not in _CACHE:
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = PreparedModel(model, config, optimize=optimize)
+    return _CACHE[key]

@@ -71,6 +71,61 @@ class RunState:
         return hashlib.sha256(self.digest + self.samples.to_bytes(8, "little")).hexdigest()[:32]
 
 
+@dataclasses.dataclass
+class DebugJob:
+    """Everything a process needs to run the debug loop: models as bytes, options, units' parameters.
+
+    It is what an executor ships to its workers; each builds its sessions once from it.
+    """
+
+    graph: DebugGraph
+    options: DebugOptions
+    deployed: bytes | None  # the quantized model, for the fidelity check
+    float_model: bytes | None  # for model metrics
+    custom_params: list[tuple[float, int, int]]  # per unit: scale, zero point, runtime zero-point shift
+
+    def loop(self) -> DebugLoop:
+        from .runtime import make_session
+
+        opts = self.options
+        threads = opts.intra_op_num_threads
+        level = opts.graph_optimization_level
+        session = make_session(self.graph.model, level=level, threads=threads, what="debug model")
+        deployed = (
+            make_session(self.deployed, level=level, threads=threads, what="quantized model") if self.deployed else None
+        )
+        float_session = None
+        if self.float_model is not None and opts.model_debug_metrics:
+            float_session = make_session(self.float_model, level="all", threads=threads, what="float model")
+        custom = self.custom_values if opts.has_raw_tensor_metrics else None
+        return DebugLoop(self.graph, opts, session, deployed, float_session, custom)
+
+    def empty_state(self) -> RunState:
+        return RunState.empty(len(self.graph.units), self.options)
+
+    def custom_values(self, out: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """Per sample, unit and custom metric, from the raw tensors of one batch."""
+        opts = self.options
+        names = list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
+        values = np.full((n, len(self.graph.units), len(names)), np.nan)
+        for k, (int_name, deq_name, ref_name) in enumerate(self.graph.raw_outputs):
+            scale, zero_point, shift = self.custom_params[k]
+            q_raw, deq, ref = out[int_name], out[deq_name], out[ref_name]
+            for i in range(n):
+                rows = slice(i, i + 1) if n > 1 else slice(None)
+                diff = deq[rows] - ref[rows]
+                j = 0
+                for layer_fn in opts.layer_debug_metrics.values():
+                    values[i, k, j] = float(layer_fn(diff))
+                    j += 1
+                # the deployed model's integers: undo onnxruntime's int8 -> uint8 zero-point shift
+                q_user = q_raw[rows].astype(np.int32) + shift
+                for fn in opts.layer_direct_compare_metrics.values():
+                    values[i, k, j] = float(fn(ref[rows], q_user, scale, zero_point))
+                    j += 1
+        return values
+
+
 class DebugLoop:
     """Runs the debug model (and, for model metrics, the float model) over feeds, into a RunState."""
 

@@ -746,7 +746,9 @@ def _eval_function(spec: str | None) -> Any:
     metavar="L,L",
     help="Changes the search may make.",
 )
-@click.option("--max-evals", type=click.IntRange(min=2), metavar="N", help="Budget of evaluations (default 2*log2(L)+10).")
+@click.option(
+    "--max-evals", type=click.IntRange(min=2), metavar="N", help="Budget of evaluations (default 2*log2(L)+10)."
+)
 @click.option("--trace", "trace_path", metavar="TRACE.json", help="Save the search trace here as it goes.")
 @click.option("--resume", metavar="TRACE.json", help="Continue an interrupted search from its trace.")
 @click.option("--output", "-o", required=True, metavar="FIXED.onnx", help="Where to write the fixed model.")
@@ -824,7 +826,9 @@ def fix(
 
 
 @cli.command(short_help="Run the whole story on a real model (PP-OCRv4 text recogniser).")
-@click.option("--output", "-o", default="quantdebug-demo", show_default=True, metavar="DIR", help="Folder for the outputs.")
+@click.option(
+    "--output", "-o", default="quantdebug-demo", show_default=True, metavar="DIR", help="Folder for the outputs."
+)
 @click.option("--fix/--no-fix", "with_fix", default=True, show_default=True, help="Also let 'fix' repair the model.")
 @_common_options
 def demo(output: str, with_fix: bool) -> None:

@@ -1,6 +1,5 @@
 """Bundled demo: a real pretrained model (PP-OCRv4 text recogniser) with rendered inputs of known ground truth."""
 
-from quantdebug.demo._story import DemoResult, run_demo
 from quantdebug.demo._ocr import (
     CALIB_SEED,
     EVAL_SEED,
@@ -26,15 +25,15 @@ from quantdebug.demo._ocr import (
     render_line,
     save_rec_model,
 )
+from quantdebug.demo._story import DemoResult, run_demo
 
 __all__ = [
-    "DemoResult",
-    "run_demo",
     "CALIB_SEED",
     "EVAL_SEED",
     "QUANT_OPSET",
     "REC_MODEL_NAME",
     "DemoDataError",
+    "DemoResult",
     "Metric",
     "OcrDataset",
     "Sample",
@@ -52,5 +51,6 @@ __all__ = [
     "rec_model_path",
     "recognize",
     "render_line",
+    "run_demo",
     "save_rec_model",
 ]

@@ -88,8 +88,8 @@ def run_demo(
     )
     worst = sorted(rows, key=lambda r: r.rmse_over_scale, reverse=True)[:3]
     echo(
-        f"  4. suspects (rmse/scale > {SUSPECT_THRESHOLD}, plus the first {FIRST_LAYERS} layers): {len(suspects)}; worst: "
-        + ", ".join(f"{r.node_name} ({r.op_name}) {r.rmse_over_scale:.2f}" for r in worst)
+        f"  4. suspects (rmse/scale > {SUSPECT_THRESHOLD}, plus the first {FIRST_LAYERS} layers): "
+        f"{len(suspects)}; worst: " + ", ".join(f"{r.node_name} ({r.op_name}) {r.rmse_over_scale:.2f}" for r in worst)
     )
     debugger.options = DebugOptions(denylisted_nodes=[r.tensor_name for r in suspects], progress=progress)
     selective = debugger.get_nondebug_quantized_model()

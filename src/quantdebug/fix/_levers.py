@@ -70,7 +70,7 @@ def clamp_keeps_outputs(
                 g.initializer.append(helper.make_tensor(hi_n, onnx.TensorProto.FLOAT, [], [hi]))
                 nodes.append(helper.make_node("Clip", [rename[out], lo_n, hi_n], [out], name=f"__qd/clamp/{i}"))
     inputs = {i.name for i in g.input}
-    for i, (t, lo, hi) in enumerate(clamps):
+    for t, _, _ in clamps:
         if t in inputs:
             return False  # clamping a model input would change what the user feeds
     del g.node[:]

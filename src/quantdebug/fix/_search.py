@@ -199,13 +199,17 @@ class Search:
             return self._run(initial_plan)
         except KeyboardInterrupt as exc:
             self._save_trace()
-            where = f" saved to {self.trace_path}; resume with resume=" + repr(str(self.trace_path)) if self.trace_path else ""
-            raise FixInterrupted(f"fix interrupted after {self.evaluations} evaluations; trace{where}", self.trace) from exc
+            where = (
+                f" saved to {self.trace_path}; resume with resume={str(self.trace_path)!r}" if self.trace_path else ""
+            )
+            message = f"fix interrupted after {self.evaluations} evaluations; trace{where}"
+            raise FixInterrupted(message, self.trace) from exc
 
     def _run(self, plan: Plan) -> FixResult:
         empty = Candidate()
         float_q, cached = self._quality(self.prepared.model, "float")
-        self.trace.append(TraceEntry("float", empty, float_q, 0, len(self.prepared.model.SerializeToString()), True, cached))
+        size = len(self.prepared.model.SerializeToString())
+        self.trace.append(TraceEntry("float", empty, float_q, 0, size, True, cached))
         self.float_q = float_q
         self._set_target(float_q)
         int8_q = self.evaluate(empty, "int8")
@@ -303,14 +307,22 @@ class Search:
             def with_prefix(k: int, lever: str = lever) -> Candidate:
                 return start.merged(precision=tuple((n, lever) for n in ranked[:k]))
 
-            everything = with_prefix(len(ranked))
-            q_all = self.evaluate(everything, f"{lever}: all {len(ranked)} ranked nodes")
-            if self.better(q_all, best[1]):
-                best = (everything, q_all)
-            if not self.meets(q_all):
+            # galloping: prefixes of 1, 2, 4, ... nodes until one meets the target, then bisection
+            # between the last two; cheap when few nodes are to blame, and robust when changing
+            # every node at once fails where changing a few succeeds
+            qualities: dict[int, float] = {}
+            lo, k = 0, 1
+            while True:
+                k = min(k, len(ranked))
+                qualities[k] = self.evaluate(with_prefix(k), f"{lever}: first {k} ranked")
+                if self.better(qualities[k], best[1]):
+                    best = (with_prefix(k), qualities[k])
+                if self.meets(qualities[k]) or k == len(ranked):
+                    break
+                lo, k = k, 2 * k
+            if not self.meets(qualities[k]):
                 continue
-            qualities = {len(ranked): q_all}
-            lo, hi = 0, len(ranked)
+            hi = k
             while hi - lo > 1:
                 mid = (lo + hi) // 2
                 qualities[mid] = self.evaluate(with_prefix(mid), f"{lever}: bisect first {mid}")
@@ -341,7 +353,8 @@ class Search:
             candidate, quality = Candidate(), int8_q
         met = self.meets(quality)
         if met:
-            message += "target met" if candidate != Candidate() else "the fully quantized model already meets the target"
+            changed = candidate != Candidate()
+            message += "target met" if changed else "the fully quantized model already meets the target"
         else:
             message += (
                 f"the target ({self.target:.4g}) could not be met within max_evals={self.max_evals}; "
@@ -372,7 +385,8 @@ class Search:
         int16 = tuple(n for n, p in candidate.precision if p == "int16")
         overrides: dict[str, list[dict[str, Any]]] = {}
         floats = frozenset(n for n, p in self.prepared.precisions(config).items() if p == "float")
-        for source in (_int16_overrides(model, int16, config, floats), _per_channel_overrides(model, candidate.per_channel)):
+        sources = (_int16_overrides(model, int16, config, floats), _per_channel_overrides(model, candidate.per_channel))
+        for source in sources:
             for tensor, entries in source.items():
                 overrides.setdefault(tensor, [{}])[0].update(entries[0])
         ranges = self.calibration.ranges(config)

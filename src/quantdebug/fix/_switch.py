@@ -1,4 +1,4 @@
-"""One switchable graph for cheap sensitivity: every quantized tensor and weight can be fake-quantized or not at run time.
+"""One switchable graph for cheap sensitivity: each quantized tensor and weight is fake-quantized or not at run time.
 
 The float model gets, after each verified tensor y and on each quantized weight w,
 ``y' = s_k ? dequant(quant(y)) : y`` with a switch ``s_k`` fed at run time (a select, not a
@@ -91,7 +91,9 @@ def build_switch_model(float_model: onnx.ModelProto, plan: Plan) -> tuple[onnx.M
         g.initializer.append(numpy_helper.from_array(np.array(k, dtype=np.int64), idx))
         after[y] = [
             helper.make_node("QuantizeLinear", [raw, *params], [f"__qd/sw/{k}/q"], name=f"__qd/sw/{k}/q"),
-            helper.make_node("DequantizeLinear", [f"__qd/sw/{k}/q", *params], [f"__qd/sw/{k}/dq"], name=f"__qd/sw/{k}/dq"),
+            helper.make_node(
+                "DequantizeLinear", [f"__qd/sw/{k}/q", *params], [f"__qd/sw/{k}/dq"], name=f"__qd/sw/{k}/dq"
+            ),
             helper.make_node("Gather", [ACT_SWITCHES, idx], [f"__qd/sw/{k}/s"], name=f"__qd/sw/{k}/s"),
             helper.make_node("Where", [f"__qd/sw/{k}/s", f"__qd/sw/{k}/dq", raw], [y], name=f"__qd/sw/{k}/y"),
         ]
@@ -115,8 +117,12 @@ def build_switch_model(float_model: onnx.ModelProto, plan: Plan) -> tuple[onnx.M
         g.initializer.append(numpy_helper.from_array(per_init[name], quantized))
         g.initializer.append(numpy_helper.from_array(np.array(j, dtype=np.int64), f"__qd/sww/{j}/idx"))
         new_nodes += [
-            helper.make_node("Gather", [WEIGHT_SWITCHES, f"__qd/sww/{j}/idx"], [f"__qd/sww/{j}/s"], name=f"__qd/sww/{j}/s"),
-            helper.make_node("Where", [f"__qd/sww/{j}/s", quantized, name], [f"__qd/sww/{j}/w"], name=f"__qd/sww/{j}/w"),
+            helper.make_node(
+                "Gather", [WEIGHT_SWITCHES, f"__qd/sww/{j}/idx"], [f"__qd/sww/{j}/s"], name=f"__qd/sww/{j}/s"
+            ),
+            helper.make_node(
+                "Where", [f"__qd/sww/{j}/s", quantized, name], [f"__qd/sww/{j}/w"], name=f"__qd/sww/{j}/w"
+            ),
         ]
         weight_inputs[name] = f"__qd/sww/{j}/w"
     # every reader of a switched weight sees the switched value, as every reader of a quantized

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,18 @@ def framework_of(obj: object) -> str | None:
     return None
 
 
-def convert(obj: object, sample: list[np.ndarray] | None = None) -> onnx.ModelProto | None:
+def convert(obj: object, sample: list[np.ndarray] | Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto | None:
     """The verified ONNX model for a torch module, a Keras model or a .tflite/.keras/.h5 path; else None.
 
-    ``sample`` (one array per model input, e.g. the dataset's first sample) is what the conversion is
-    verified on; a torch module also needs it as its example input.
+    ``sample`` (one array per model input, e.g. the dataset's first sample; a dict gives a torch module
+    keyword arguments) is what the conversion is verified on; a torch module also needs it as its
+    example input.
     """
     kind = framework_of(obj)
     if kind is None:
         return None
+    if sample is not None and not isinstance(sample, list | tuple | Mapping):
+        sample = [sample]  # one array for a one-input model
     samples = [sample] if sample is not None else None
     if kind == "torch":
         if sample is None:
@@ -47,7 +51,7 @@ def convert(obj: object, sample: list[np.ndarray] | None = None) -> onnx.ModelPr
                 "a torch module needs example inputs to be exported; give a dataset, or export it first with "
                 "qd.from_torch(module, example_inputs)"
             )
-        return from_torch(obj, tuple(sample))
+        return from_torch(obj, sample if isinstance(sample, Mapping) else tuple(sample))
     if kind == "keras":
         return from_keras(obj, samples=samples)
     assert isinstance(obj, str | os.PathLike)

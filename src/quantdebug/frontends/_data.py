@@ -120,9 +120,14 @@ def as_seed_dataset(
 
         return from_array
     if not isinstance(obj, Iterable):
+        hint = (
+            " (a map-style torch Dataset: wrap it, torch.utils.data.DataLoader(dataset, batch_size=8))"
+            if hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
+            else ""
+        )
         raise DatasetError(
-            f"cannot make a dataset from a {type(obj).__name__}; pass a DataLoader, a tf.data.Dataset, an array "
-            "of shape [N, ...], a list of batches or a function returning samples"
+            f"cannot make a dataset from a {type(obj).__name__}{hint}; pass a DataLoader, a tf.data.Dataset, an "
+            "array of shape [N, ...], a list of batches or a function returning samples"
         )
     batches: Iterable[Any] = obj
 

@@ -146,7 +146,7 @@ def _keras_output_names(model: Any, example: list[np.ndarray]) -> list[str]:
     out = model(example[0] if len(example) == 1 else list(example), training=False)
     count = len(tf.nest.flatten(out))
     if isinstance(out, Mapping):
-        names = [path for path, _ in tf.nest.flatten_with_joined_string_paths(out)]
+        names = sorted(str(k) for k in out)  # tf.nest.flatten's order for a flat dict
     else:
         names = list(getattr(model, "output_names", None) or [])
     if len(names) != count:
