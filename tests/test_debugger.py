@@ -245,7 +245,9 @@ def test_interrupted_run_keeps_statistics_and_resumes(rng: np.random.Generator) 
                 raise KeyboardInterrupt
             yield feed
 
-    debugger = qd.QuantizationDebugger(model, dataset(feeds), debug_dataset=flaky, debug_options=qd.DebugOptions(batch_size=1))
+    debugger = qd.QuantizationDebugger(
+        model, dataset(feeds), debug_dataset=flaky, debug_options=qd.DebugOptions(batch_size=1)
+    )
     with pytest.raises(qd.RunInterrupted, match="after 6 samples"):
         debugger.run()
     assert debugger.samples_seen == 6
@@ -260,7 +262,9 @@ def test_interrupted_run_keeps_statistics_and_resumes(rng: np.random.Generator) 
         assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)
     fresh = qd.QuantizationDebugger(model, dataset(feeds), calibration=debugger.calibration)
     fresh.run()
-    assert fresh.statistics().provenance["dataset_fingerprint"] == debugger.statistics().provenance["dataset_fingerprint"]
+    assert (
+        fresh.statistics().provenance["dataset_fingerprint"] == debugger.statistics().provenance["dataset_fingerprint"]
+    )
 
 
 def test_data_error_midway_names_the_sample(rng: np.random.Generator) -> None:
@@ -278,3 +282,26 @@ def test_data_error_midway_names_the_sample(rng: np.random.Generator) -> None:
         debugger.run()
     assert "sample 3" in str(info.value) and "disk went away" in str(info.value)
     assert debugger.samples_seen == 3
+
+
+def test_sharded_runs_merge_to_the_single_process_result(rng: np.random.Generator) -> None:
+    from quantdebug.executors import LocalExecutor
+
+    model = models.all_ops(rng)
+    feeds = [models.input_feed(model, rng) for _ in range(9)]
+    calibration = qd.calibrate(model, dataset(feeds))
+    merged = qd.calibrate(model, dataset(feeds), executor=LocalExecutor(shards=3))
+    assert merged.ranges(qd.QuantConfig()) == calibration.ranges(qd.QuantConfig())
+    for name, stats in calibration.stats.items():
+        assert merged.stats[name] == stats, name
+    single = qd.QuantizationDebugger(model, dataset(feeds), calibration=calibration)
+    single.run()
+    sharded = qd.QuantizationDebugger(model, dataset(feeds), calibration=calibration)
+    sharded.run(executor=LocalExecutor(shards=3))
+    assert sharded.samples_seen == single.samples_seen == 9
+    for tensor, metrics in single.layer_statistics.items():
+        for metric, value in metrics.items():
+            assert sharded.layer_statistics[tensor][metric] == pytest.approx(value, rel=1e-9, abs=1e-15)
+    assert (
+        sharded.statistics().provenance["dataset_fingerprint"] == single.statistics().provenance["dataset_fingerprint"]
+    )

@@ -27,13 +27,21 @@ def calibrate(
     *,
     batch_size: int = 16,
     progress: bool | None = None,
+    executor: Any = None,
 ) -> Calibration:
-    """One streaming pass over ``representative_dataset``; the result serves any later quantization."""
+    """One streaming pass over ``representative_dataset``; the result serves any later quantization.
+
+    ``executor`` (for example ``qd.RayExecutor()``) splits the pass over workers; their
+    statistics merge exactly into the single-process calibration.
+    """
     del config  # every range method comes from the same pass; the config picks one at quantize time
     prepared = prepared_model(float_model)
     dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
-    with progress_bar("calibrating", progress) as advance:
-        calibration = calibrate_model(prepared.model, dataset, batch_size=batch_size, progress=advance)
+    if executor is not None:
+        calibration = executor.run_calibration(prepared.model, dataset, batch_size=batch_size)
+    else:
+        with progress_bar("calibrating", progress) as advance:
+            calibration = calibrate_model(prepared.model, dataset, batch_size=batch_size, progress=advance)
     calibration.fingerprint = prepared.fingerprint
     return calibration
 
