@@ -354,3 +354,23 @@ def test_csv_round_trip_through_pandas(rng: np.random.Generator, tmp_path: Path)
     frame = pd.read_csv(path)
     assert list(frame["tensor_name"]) == list(debugger.layer_statistics)
     assert next(iter(csv.reader(io.StringIO(path.read_text()))))[-1] == "node_name"
+
+
+def test_histograms_of_worst_tensors_match_numpy(rng: np.random.Generator) -> None:
+    model = models.all_ops(rng)
+    feeds = _feeds(model, rng, 5)
+    debugger = qd.QuantizationDebugger(model, dataset(feeds))
+    debugger.run()
+    stats = debugger.statistics(histograms=3)
+    hists = stats.extras["histograms"]
+    worst = sorted(debugger.layer_rows, key=lambda r: -r.rmse_over_scale)[:3]
+    assert list(hists) == [r.tensor_name for r in worst]
+    pairs = reference_pairs(debugger, feeds[:4])
+    for name, h in hists.items():
+        edges = np.asarray(h["edges"])
+        f = np.concatenate([np.asarray(p["float"]).reshape(-1) for p in pairs[name]])
+        q = np.concatenate([np.asarray(p["quantized"]).reshape(-1) for p in pairs[name]])
+        np.testing.assert_array_equal(h["quantized"], np.histogram(q, edges)[0])
+        assert sum(h["float"]) == f.size
+    figures = debugger.plot()
+    assert len(figures) == 2

@@ -324,10 +324,15 @@ class QuantizationDebugger:
 
     def layer_tensors(self, name: str, sample_index: int = 0) -> dict[str, np.ndarray]:
         """Float tensor, quantized tensor (dequantized) and their difference for one layer and sample."""
+        unit = self._unit_named(name)
+        f, q = self._tensors_for([unit.float_tensor], sample_index)[unit.float_tensor]
+        return {"float": f, "quantized": q, "diff": q - f}
+
+    def _tensors_for(self, names: list[str], sample_index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         from .runtime import make_session
 
         assert self._plan is not None
-        unit = self._unit_named(name)
+        units = [self._unit_named(n) for n in names]
         if self._raw_graph is None:
             self._raw_graph = build_debug_model(
                 self._plan.optimized,
@@ -336,18 +341,23 @@ class QuantizationDebugger:
                 whole_model=self._options.verify_mode == "whole_model",
                 raw=True,
             )
+            self._raw_session = make_session(
+                self._raw_graph.model, level=self._options.graph_optimization_level, what="debug model"
+            )
         graph = self._raw_graph
-        k = graph.units.index(unit)
-        _, deq_name, ref_name = graph.raw_outputs[k]
         if sample_index < 0:
             raise ConfigError(f"sample_index must be >= 0; got {sample_index}")
+        index = -1
         for index, feed in enumerate(self._debug):
             if index == sample_index:
-                session = make_session(graph.model, level=self._options.graph_optimization_level, what="debug model")
+                fetch = []
+                for unit in units:
+                    _, deq_name, ref_name = graph.raw_outputs[graph.units.index(unit)]
+                    fetch += [ref_name, deq_name]
                 full = dict(feed)
                 full[ROWS_INPUT] = np.array([1, -1], dtype=np.int64)
-                quantized, reference = session.run([deq_name, ref_name], full)
-                return {"float": reference, "quantized": quantized, "diff": quantized - reference}
+                values = self._raw_session.run(fetch, full)
+                return {u.float_tensor: (values[2 * k], values[2 * k + 1]) for k, u in enumerate(units)}
         raise ConfigError(f"sample_index {sample_index} is past the end of the debug dataset ({index + 1} samples)")
 
     # -- results ------------------------------------------------------------------------------
@@ -364,10 +374,58 @@ class QuantizationDebugger:
         opts = self._options
         return list(DEFAULT_METRICS) + list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
 
-    def statistics(self) -> Statistics:
-        """The results of the last run as a saveable Statistics object."""
+    def histograms(self, top: int = 6, samples: int = 4, bins: int = 64) -> dict[str, dict[str, list[float]]]:
+        """Float and quantized value histograms of the ``top`` worst tensors, from a bounded pass.
+
+        Only the first ``samples`` debug samples are read, and only these tensors are fetched.
+        """
+        rows = sorted(
+            (r for r in self._require_rows() if r.rmse_over_scale == r.rmse_over_scale),
+            key=lambda r: -r.rmse_over_scale,
+        )[:top]
+        collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {r.tensor_name: ([], []) for r in rows}
+        for index in range(samples):
+            try:
+                tensors = self._tensors_for([r.tensor_name for r in rows], index)
+            except ConfigError:
+                break  # fewer debug samples than asked for
+            for name, (f, q) in tensors.items():
+                collected[name][0].append(f.reshape(-1))
+                collected[name][1].append(q.reshape(-1))
+        out: dict[str, dict[str, list[float]]] = {}
+        for name, (fs, qs) in collected.items():
+            if not fs:
+                continue
+            f, q = np.concatenate(fs), np.concatenate(qs)
+            finite = np.concatenate([f[np.isfinite(f)], q[np.isfinite(q)]])
+            if finite.size == 0:
+                continue
+            lo, hi = float(finite.min()), float(finite.max())
+            edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+            out[name] = {
+                "edges": edges.tolist(),
+                "float": np.histogram(f, edges)[0].astype(float).tolist(),
+                "quantized": np.histogram(q, edges)[0].astype(float).tolist(),
+            }
+        return out
+
+    def plot(self) -> list[Any]:
+        """The tutorial's Step 3 plots (range and rmse/scale per layer) as matplotlib figures."""
+        from .report import plot_statistics
+
+        return plot_statistics(Statistics(self._require_rows(), self._metric_columns()))
+
+    def statistics(self, histograms: int = 0) -> Statistics:
+        """The results of the last run as a saveable Statistics object.
+
+        ``histograms=N`` adds float-vs-quantized histograms of the N worst tensors (a short second
+        pass over a few samples) for the HTML report.
+        """
         from ._provenance import provenance
 
+        extras: dict[str, Any] = {}
+        if histograms:
+            extras["histograms"] = self.histograms(top=histograms)
         return Statistics(
             layers=self._require_rows(),
             metric_names=self._metric_columns(),
@@ -375,8 +433,13 @@ class QuantizationDebugger:
             model_statistics=dict(self.model_statistics),
             coverage=self.coverage(),
             provenance=provenance(
-                self._prepared.fingerprint, self.quant_config, self._options, self._debug_fingerprint
+                self._prepared.fingerprint,
+                self.quant_config,
+                self._options,
+                self._debug_fingerprint,
+                graph_name=self._prepared.user_model.graph.name,
             ),
+            extras=extras,
         )
 
     @property

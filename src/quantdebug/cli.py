@@ -523,7 +523,7 @@ def debug(
         )
     _note(f"debugging {len(debugger.layer_names)} layers ...")
     debugger.run()
-    statistics = debugger.statistics()
+    statistics = debugger.statistics(histograms=6)
     folder = statistics.save(output)
     samples = getattr(debugger, "samples_seen", None)
     click.echo(summary(statistics, folder, top=top, threshold=threshold, samples=samples))

@@ -78,7 +78,7 @@ def run_demo(
     t = time.perf_counter()
     debugger.run()
     seconds["debug run"] = time.perf_counter() - t
-    stats = debugger.statistics()
+    stats = debugger.statistics(histograms=6)
     stats.save(out / "stats")
     rows = stats.layers
     suspects = stats.suspects(SUSPECT_THRESHOLD, first=FIRST_LAYERS)
