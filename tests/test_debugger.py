@@ -7,6 +7,7 @@ import io
 import math
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from tests import models
@@ -305,3 +306,40 @@ def test_sharded_runs_merge_to_the_single_process_result(rng: np.random.Generato
     assert (
         sharded.statistics().provenance["dataset_fingerprint"] == single.statistics().provenance["dataset_fingerprint"]
     )
+
+
+def test_nothing_is_written_beside_the_model_or_in_the_working_folder(
+    rng: np.random.Generator, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = tmp_path / "models"
+    work_dir = tmp_path / "work"
+    model_dir.mkdir()
+    work_dir.mkdir()
+    model = models.conv_relu(rng)
+    path = model_dir / "model.onnx"
+    onnx.save(model, str(path))
+    monkeypatch.chdir(work_dir)
+    feeds = [models.input_feed(model, rng) for _ in range(3)]
+    debugger = qd.QuantizationDebugger(str(path), dataset(feeds), quant_config=qd.QuantConfig(per_channel=True))
+    debugger.run()
+    debugger.options = qd.DebugOptions(denylisted_nodes=[debugger.layer_names[0]])
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.onnx"]
+    assert list(work_dir.iterdir()) == []
+    frame = debugger.layer_statistics_frame() if debugger._rows else None
+    assert frame is None or "user_nodes" in frame
+
+
+def test_old_opset_model_is_upgraded_for_per_channel(rng: np.random.Generator) -> None:
+    model = models.conv_relu(rng, opset=13)
+    model.opset_import[0].version = 12  # the same ops in opset 12, as real exports (PaddleOCR's) ship them
+    onnx.checker.check_model(model)
+    feeds = [models.input_feed(model, rng) for _ in range(3)]
+    debugger = qd.QuantizationDebugger(model, dataset(feeds), quant_config=qd.QuantConfig(per_channel=True))
+    debugger.run()
+    quantized = debugger.get_nondebug_quantized_model()
+    assert any(
+        n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute) for n in quantized.graph.node
+    )
+    session(quantized).run(None, feeds[0])
+    for tensor, want in reference_statistics(debugger, feeds).items():
+        assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)

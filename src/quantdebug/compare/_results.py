@@ -105,7 +105,8 @@ class Statistics:
         return buffer.getvalue()
 
     def frame(self) -> Any:
-        """pandas DataFrame: the CSV columns, then 'precision', 'range' and 'rmse/scale'."""
+        """pandas DataFrame: the CSV columns, then 'precision', 'range', 'rmse/scale' and 'user_nodes'
+        (the nodes of the user's model that each row covers, e.g. a Conv and the Relu fused into it)."""
         import pandas as pd
 
         columns = ["op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name"]
@@ -115,8 +116,10 @@ class Statistics:
             rec.update({m: r.metrics[m] for m in self.metric_names})
             rec.update(scale=r.scale, zero_point=r.zero_point, tensor_name=r.tensor_name, node_name=r.node_name)
             rec.update({"precision": r.precision, "range": r.range, "rmse/scale": r.rmse_over_scale})
+            rec["user_nodes"] = ", ".join(r.covers)
             records.append(rec)
-        return pd.DataFrame.from_records(records, columns=[*columns, "precision", "range", "rmse/scale"])
+        extra = ["precision", "range", "rmse/scale", "user_nodes"]
+        return pd.DataFrame.from_records(records, columns=[*columns, *extra])
 
     def suspects(self, threshold: float = 0.7, first: int = 0) -> list[LayerRow]:
         """The tutorial's rule: rows with rmse/scale above ``threshold`` (plus the first ``first`` rows)."""

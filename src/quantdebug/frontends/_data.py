@@ -205,3 +205,46 @@ def check_layout(model: onnx.ModelProto, sample: object) -> None:
         hint = layout_hint(to_numpy(value).shape, spec.shape)
         if hint:
             raise DatasetError(f"input {spec.name!r}: {hint}")
+
+
+# -- for QuantizationDebugger -----------------------------------------------------------------
+def is_framework_dataset(obj: object) -> bool:
+    """True for what only as_seed_dataset understands: an array or tensor, a torch DataLoader, a tf.data.Dataset."""
+    if _is_tensor(obj):
+        return True
+    roots = {c.__module__.split(".")[0] for c in type(obj).__mro__}
+    if "torch" in roots:
+        import torch
+
+        return isinstance(obj, torch.utils.data.DataLoader)
+    if "tensorflow" in roots:
+        import tensorflow as tf
+
+        return isinstance(obj, tf.data.Dataset)
+    return False
+
+
+def adapt_dataset(obj: object) -> object:
+    """``as_seed_dataset(obj)`` for arrays, DataLoaders and tf.data; anything else unchanged.
+
+    Plain lists and callables keep quantdebug's own meaning (each element is one sample), so they
+    pass through: as_seed_dataset would read a list as batches of (inputs, labels).
+    """
+    return as_seed_dataset(obj) if is_framework_dataset(obj) else obj
+
+
+def first_sample(obj: object) -> list[np.ndarray] | dict[str, np.ndarray] | None:
+    """The first sample of a dataset in any form the debugger takes, as numpy arrays; None when it has none."""
+    source = adapt_dataset(obj)
+    if isinstance(source, Iterator):
+        return None  # reading it would consume it; the dataset checks refuse it with a clear message
+    try:
+        items = source() if callable(source) else source
+        sample = next(iter(items))  # type: ignore[arg-type]
+    except (StopIteration, TypeError):
+        return None
+    if isinstance(sample, Mapping):
+        return {str(k): to_numpy(v) for k, v in sample.items()}
+    if isinstance(sample, list | tuple):
+        return [to_numpy(v) for v in sample]
+    return [to_numpy(sample)]
