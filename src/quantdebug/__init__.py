@@ -5,8 +5,18 @@ from ._debugger import QuantizationDebugger
 from .calibration import Calibration
 from .compare._results import LayerRow, Statistics, compare_statistics
 from .config import DebugOptions, QuantConfig
-from .errors import CalibrationError, ConfigError, DatasetError, ModelError, QuantDebugError, RunInterrupted
+from .errors import (
+    CalibrationError,
+    ConfigError,
+    DatasetError,
+    ModelError,
+    ModelTooLargeError,
+    QuantDebugError,
+    RunInterrupted,
+)
+from .executors import LocalExecutor, ShardedDataset
 from .fix import FixInterrupted, FixResult
+from .frontends import from_keras, from_tflite, from_torch
 
 __version__ = "0.1.0"
 
@@ -19,15 +29,21 @@ __all__ = [
     "FixInterrupted",
     "FixResult",
     "LayerRow",
+    "LocalExecutor",
     "ModelError",
+    "ModelTooLargeError",
     "QuantConfig",
     "QuantDebugError",
     "QuantizationDebugger",
     "RunInterrupted",
+    "ShardedDataset",
     "Statistics",
     "__version__",
     "calibrate",
     "compare_statistics",
     "fix",
+    "from_keras",
+    "from_tflite",
+    "from_torch",
     "quantize",
 ]

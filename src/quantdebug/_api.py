@@ -20,6 +20,18 @@ from .fix import LEVERS, FixResult
 from .graph._load import ModelSource
 
 
+def from_framework(model: object, *datasets: object) -> tuple[object, list[object]]:
+    """Turn a PyTorch/Keras/TFLite model and framework datasets (DataLoader, tf.data, arrays) into
+    an ONNX model and seed-style datasets; the conversion is checked on the first sample."""
+    from .frontends import adapt_dataset, convert, first_sample, framework_of
+
+    adapted = [adapt_dataset(d) if d is not None else None for d in datasets]
+    if framework_of(model):
+        source = next((d for d in adapted if d is not None), None)
+        model = convert(model, first_sample(source) if source is not None else None)
+    return model, adapted
+
+
 def calibrate(
     float_model: ModelSource,
     representative_dataset: object,
@@ -35,6 +47,7 @@ def calibrate(
     statistics merge exactly into the single-process calibration.
     """
     del config  # every range method comes from the same pass; the config picks one at quantize time
+    float_model, (representative_dataset,) = from_framework(float_model, representative_dataset)  # type: ignore[assignment]
     prepared = prepared_model(float_model)
     dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
     if executor is not None:
@@ -96,6 +109,9 @@ def fix(
     every evaluation, and ``resume=trace_path`` continues an interrupted search.
     """
     config = quant_config or QuantConfig()
+    float_model, (representative_dataset, debug_dataset) = from_framework(  # type: ignore[assignment]
+        float_model, representative_dataset, debug_dataset
+    )
     levers = tuple(levers)
     if "int16" in levers:
         try:  # 16-bit candidates need the model at opset 21

@@ -46,6 +46,11 @@ class QuantizationDebugger:
     ) -> None:
         if float_model is None:
             raise ConfigError("float_model is required: a path, bytes or onnx.ModelProto of the float model")
+        from ._api import from_framework
+
+        float_model, (representative_dataset, debug_dataset) = from_framework(  # type: ignore[assignment]
+            float_model, representative_dataset, debug_dataset
+        )
         self.quant_config = quant_config or QuantConfig()
         if not isinstance(self.quant_config, QuantConfig):
             raise ConfigError(f"quant_config must be a qd.QuantConfig; got {type(self.quant_config).__name__}")

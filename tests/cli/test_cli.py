@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -108,14 +109,29 @@ def test_version() -> None:
     assert quantdebug.__version__ in ok(run_cli("--version")).stdout
 
 
-@pytest.mark.parametrize("command", ["fix", "demo"])
-def test_not_available_yet(command: str) -> None:
-    assert "not available yet" in one_line_error(run_cli(command, "anything", "--flag"), code=2)
+def test_debug_a_model_quantized_elsewhere(work: Path) -> None:
+    quantized = work / "q_elsewhere.onnx"
+    ok(run_cli("quantize", work / "conv.onnx", "--data", work / "conv.npz", "-o", quantized, "-q"))
+    stats = work / "stats_elsewhere"
+    result = ok(
+        run_cli("debug", work / "conv.onnx", "--data", work / "conv.npz", "--quantized", quantized, "-o", stats, "-q")
+    )
+    header = (stats / "layer_statistics.csv").read_text().splitlines()[0]
+    assert header.startswith("op_name,tensor_idx,num_elements")
+    assert "rmse/scale" in result.stdout
 
 
-def test_debug_quantized_is_not_supported_yet(work: Path) -> None:
-    result = run_cli("debug", work / "conv.onnx", "--data", work / "conv.npz", "--quantized", "q.onnx", "-o", "x")
-    assert "not supported yet" in one_line_error(result, code=2)
+def test_fix_writes_the_model_and_its_record(work: Path) -> None:
+    fixed = work / "fixed.onnx"
+    result = run_cli("fix", work / "conv.onnx", "--data", work / "conv.npz", "--target", "20", "-o", fixed, "-q")
+    assert result.returncode in (0, 3), result.stderr
+    record = json.loads(fixed.with_suffix(".fix.json").read_text())
+    assert {"changes", "trace", "config", "onnxruntime", "evaluations"} <= set(record)
+    assert record["evaluations"] == len(record["trace"])
+    session = ort.InferenceSession(str(fixed), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input"
+    assert record["met_target"] == (result.returncode == 0)
+    assert ("could not be met" in result.stdout) == (result.returncode == 3)
 
 
 def test_quantize_needs_data_or_calibration(work: Path) -> None:

@@ -340,7 +340,8 @@ def test_explorer_node_data(real: Statistics, tmp_path: Path) -> None:
     loaded = json.loads(out.read_text(encoding="utf-8"))
     graph = _check_schema(loaded)
     assert "gradient" in graph and len(graph["results"]) == len(verified)
-    assert list(explorer_node_data(real)) == ["main_graph"]
+    # by default the graph id is the ONNX graph's name, which Model Explorer's ONNX adapter uses
+    assert list(explorer_node_data(real)) == [real.provenance["graph_name"]] == ["all_ops"]
     with pytest.raises(QuantDebugError, match="unknown metric"):
         explorer_node_data(real, "no_such_metric")
 

@@ -27,6 +27,7 @@ from ._stats import TensorStats
 
 FORMAT = "quantdebug.calibration"
 FORMAT_VERSION = 1
+ZERO_WIDTH = 1e-6
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
 
@@ -122,6 +123,10 @@ class Calibration:
             lo, hi = self.tensor_range(name, method, config.percentile, config.symmetric_activations)
             if name in clamps:
                 lo, hi = max(lo, clamps[name][0]), min(hi, clamps[name][1])
+            if lo == hi == 0.0:
+                # a tensor that was always zero (a dead ReLU): a tiny positive width keeps the zero
+                # point at qmin, so the ReLU that onnxruntime folds into it still clamps at zero
+                hi = ZERO_WIDTH
             out[name] = (lo, hi)
         return out
 

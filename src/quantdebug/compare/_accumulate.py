@@ -74,6 +74,8 @@ def default_metrics(stats: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / n
         mse = squares / n
-        # float32 sums: clip the tiny negative variances that rounding can leave
-        stddev = np.sqrt(np.maximum(mse - mean * mean, 0.0))
+        # the sums come from float32 reductions: a variance within their rounding of zero is zero
+        variance = mse - mean * mean
+        noise = 8 * np.finfo(np.float32).eps * mse
+        stddev = np.sqrt(np.where(variance > noise, variance, 0.0))
     return np.stack([n, stddev, mean, peak, mse], axis=-1)

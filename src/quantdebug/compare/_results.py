@@ -167,8 +167,11 @@ class Statistics:
         if out.exists() and not out.is_dir():
             raise QuantDebugError(f"statistics output {str(out)!r} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
-        _io.write_text(out / CSV_NAME, self.csv_text())
-        _io.write_text(out / JSON_NAME, json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default))
+        # render both first: a failure then leaves both old files; the JSON (what load reads) goes last
+        csv_text = self.csv_text()
+        json_text = json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
+        _io.write_text(out / CSV_NAME, csv_text)
+        _io.write_text(out / JSON_NAME, json_text)
         return out
 
     @classmethod

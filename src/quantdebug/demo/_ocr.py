@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
+from quantdebug import _io
 from quantdebug.errors import QuantDebugError
 
 if TYPE_CHECKING:
@@ -141,10 +142,9 @@ def load_rec_model(opset: int = QUANT_OPSET) -> onnx.ModelProto:
 
 def save_rec_model(path: str | Path, opset: int = QUANT_OPSET) -> Path:
     """Write ``load_rec_model(opset)`` to ``path`` (about 11 MB) and return the path."""
-    import onnx
 
     out = Path(path)
-    onnx.save(load_rec_model(opset), str(out))
+    _io.write_bytes(out, load_rec_model(opset).SerializeToString())
     return out
 
 
