@@ -343,3 +343,15 @@ def test_old_opset_model_is_upgraded_for_per_channel(rng: np.random.Generator) -
     session(quantized).run(None, feeds[0])
     for tensor, want in reference_statistics(debugger, feeds).items():
         assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)
+
+
+def test_coverage_says_when_onnxruntime_fuses_a_denylisted_node(rng: np.random.Generator) -> None:
+    debugger, _ = make("add_mul_concat", rng)
+    debugger.options = qd.DebugOptions(denylisted_nodes=["avgpool"])
+    entry = next(c for c in debugger.coverage() if c["node"] == "avgpool")
+    runtime = {n.name: n.op_type for n in debugger._plan.optimized.graph.node}
+    assert entry["status"] == "float"
+    if runtime.get("avgpool") != "AveragePool":
+        assert "fuses it" in entry["reason"], entry
+    else:
+        assert "fuses" not in entry["reason"], entry

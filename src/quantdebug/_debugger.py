@@ -473,6 +473,7 @@ class QuantizationDebugger:
         skipped = {s.runtime_node: s.reason for s in self._plan.skipped}
         out: list[dict[str, str]] = []
         user_of = {pre: users for pre, users in self._pre.covers.items()}
+        runtime_ops = {n.name: n.op_type for n in self._plan.optimized.graph.node}
         for node in self.float_model.graph.node:
             name = node.name
             if name in verified:
@@ -488,6 +489,11 @@ class QuantizationDebugger:
                 status, reason = "float", f"op type {node.op_type} is not quantized by onnxruntime's quantizer"
             elif self._precisions.get(name) == "float":
                 status, reason = "float", "left in float by a denylist or node_precision rule"
+                runtime = runtime_ops.get(name)
+                if runtime is None or runtime != node.op_type:
+                    # e.g. DequantizeLinear -> AveragePool -> QuantizeLinear becomes QLinearAveragePool
+                    became = f"into {runtime}" if runtime else "away"
+                    reason += f", but onnxruntime fuses it {became} when it loads the quantized model"
             elif name in skipped:
                 status, reason = "unverified", skipped[name]
             else:
