@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The debug run of one small model over the same samples in one process and on 1 and 2 Ray workers.
 
-    python benchmarks/ray_scaling.py                 # 2000 samples of tests/models.py's mobilenetv3_block
-    python benchmarks/ray_scaling.py --samples 500 --repeat 1
+python benchmarks/ray_scaling.py                 # 2000 samples of tests/models.py's mobilenetv3_block
+python benchmarks/ray_scaling.py --samples 500 --repeat 1
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from tests import models  # noqa: E402
+
 import quantdebug as qd  # noqa: E402
 from quantdebug.executors import ShardedDataset  # noqa: E402
 from quantdebug.executors._ray import RayExecutor  # noqa: E402
-from tests import models  # noqa: E402
 
 SEED = 3
 SHAPE = (1, 3, 32, 32)
@@ -55,6 +56,40 @@ def samples(n: int) -> Callable[[int, int], Iterator[list[np.ndarray]]]:
     return factory
 
 
+def _spin(_: int) -> float:
+    a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    start = time.perf_counter()
+    for _ in range(1500):
+        a = (a @ a) / np.float32(256.0)
+    return time.perf_counter() - start
+
+
+def machine_ceiling() -> float:
+    """What two processes can gain here at all: 2 x the work in 2 processes vs 1 x in 1 (2.0 on two free cores)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update(dict.fromkeys(saved, "1"))  # one thread per process, as each Ray worker has
+    try:
+        pool = context.Pool(2)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with pool:
+        pool.map(_spin, [0, 1])  # warm both
+        start = time.perf_counter()
+        pool.map(_spin, [0])
+        one = time.perf_counter() - start
+        start = time.perf_counter()
+        pool.map(_spin, [0, 1])
+        two = time.perf_counter() - start
+    return 2 * one / two
+
+
 def timed(fn: Callable[[], object], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -67,23 +102,25 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per row; the best is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; the best is reported")
     args = parser.parse_args()
     import ray
 
     model = models.mobilenetv3_block(np.random.default_rng(SEED))
     factory = samples(args.samples)
     calibration = qd.calibrate(model, lambda: factory(0, 1), progress=False)
-    options = qd.DebugOptions(progress=False)
 
-    def debugger(source: object) -> qd.QuantizationDebugger:
+    def debugger(source: object, threads: int | None = None) -> qd.QuantizationDebugger:
+        options = qd.DebugOptions(progress=False, intra_op_num_threads=threads)
         return qd.QuantizationDebugger(model, debug_dataset=source, calibration=calibration, debug_options=options)
 
     sharded = debugger(ShardedDataset(factory))
     streamed = debugger(lambda: factory(0, 1))  # a plain callable: the driver reads it and sends chunks
     rows: list[tuple[str, int | str, float]] = []
-    rows.append(("in one process (onnxruntime, all cores)", "-", timed(sharded.run, args.repeat)))
+    rows.append(("in one process, onnxruntime default threads", "-", timed(sharded.run, args.repeat)))
     reference = sharded.layer_statistics
+    one_thread = debugger(ShardedDataset(factory), threads=1)
+    rows.append(("in one process, 1 onnxruntime thread", "-", timed(one_thread.run, args.repeat)))
 
     start = time.perf_counter()
     ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
@@ -96,25 +133,34 @@ def main() -> None:
                 executor.map(abs, [0] * workers)  # start the kept workers (imports; sessions come per run)
                 starts[workers] = time.perf_counter() - start
                 for label, run in (("Ray, ShardedDataset", sharded), ("Ray, streamed from the driver", streamed)):
-                    rows.append((label, workers, timed(lambda run=run: run.run(executor=executor), args.repeat)))
+
+                    def spread(run: qd.QuantizationDebugger = run, executor: RayExecutor = executor) -> None:
+                        run.run(executor=executor)
+
+                    rows.append((label, workers, timed(spread, args.repeat)))
                     for tensor, metrics in reference.items():  # the merged statistics are the single run's
                         got = run.layer_statistics[tensor]
                         assert all(abs(got[m] - v) <= 1e-9 * abs(v) + 1e-12 for m, v in metrics.items()), tensor
     finally:
         ray.shutdown()
 
+    ceiling = machine_ceiling()
     one = {label: wall for label, w, wall in rows if w == 1}
     print(
         f"\ndebug run, mobilenetv3_block {SHAPE}, {args.samples} samples, best of {args.repeat}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, ray {ray.__version__}"
     )
-    print(f"{'mode':<42} {'workers':>7} {'wall s':>8} {'samples/s':>10} {'vs 1 worker':>12}")
-    for label, workers, wall in rows:
+    print(f"{'mode':<46} {'workers':>7} {'wall s':>8} {'samples/s':>10} {'vs 1 worker':>12}")
+    for label, count, wall in rows:
         ratio = f"{one[label] / wall:.2f}x" if label in one else ""
-        print(f"{label:<42} {workers!s:>7} {wall:8.2f} {args.samples / wall:10.0f} {ratio:>12}")
+        print(f"{label:<46} {count!s:>7} {wall:8.2f} {args.samples / wall:10.0f} {ratio:>12}")
+    print(
+        f"this machine's ceiling: 2 processes doing 2x a numpy matmul loop get {ceiling:.2f}x the throughput of 1 "
+        "(2.00x on two free cores)"
+    )
     print(
         f"not in the rows: starting the local cluster {cluster_s:.1f} s; starting the workers "
-        + ", ".join(f"{w} worker{'s' * (w > 1)} {s:.1f} s" for w, s in starts.items())
+        + ", ".join(f"{n} worker{'s' * (n > 1)} {took:.1f} s" for n, took in starts.items())
         + " (once per `with RayExecutor(...)` block, or per call outside one)"
     )
     print()

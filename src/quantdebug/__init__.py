@@ -14,7 +14,7 @@ from .errors import (
     QuantDebugError,
     RunInterrupted,
 )
-from .executors import LocalExecutor, ShardedDataset
+from .executors import LocalExecutor, RayExecutor, ShardedDataset
 from .fix import FixInterrupted, FixResult
 from .frontends import from_keras, from_tflite, from_torch
 
@@ -35,6 +35,7 @@ __all__ = [
     "QuantConfig",
     "QuantDebugError",
     "QuantizationDebugger",
+    "RayExecutor",
     "RunInterrupted",
     "ShardedDataset",
     "Statistics",

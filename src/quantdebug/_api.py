@@ -98,6 +98,7 @@ def fix(
     max_samples: int = 32,
     sensitivity_samples: int = 4,
     verbose: bool = False,
+    executor: Any = None,
 ) -> FixResult:
     """Find the fewest named changes (int16, float, per-channel, calibration, clamp) that meet a target.
 
@@ -106,7 +107,9 @@ def fix(
     default target is 30 dB. ``target`` is absolute; ``max_drop`` is relative to the float model.
     Every ``eval_fn`` call, baselines included, counts toward ``max_evals`` (default
     ``2*ceil(log2(L)) + 10`` for L quantized nodes). The trace is saved to ``trace_path`` after
-    every evaluation, and ``resume=trace_path`` continues an interrupted search.
+    every evaluation, and ``resume=trace_path`` continues an interrupted search. ``executor``
+    (for example ``qd.RayExecutor()``) runs the calibration pass and the sensitivity runs on workers;
+    the search, its evaluations and its trace are the same as in one process.
     """
     config = quant_config or QuantConfig()
     float_model, (representative_dataset, debug_dataset) = from_framework(  # type: ignore[assignment]
@@ -126,7 +129,10 @@ def fix(
         if representative_dataset is None:
             raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
         dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
-        calibration = calibrate_model(prepared.model, dataset)
+        if executor is not None:
+            calibration = executor.run_calibration(prepared.model, dataset, batch_size=16)
+        else:
+            calibration = calibrate_model(prepared.model, dataset)
         calibration.fingerprint = prepared.fingerprint
     calibration.check_model(prepared.fingerprint)
     source = debug_dataset if debug_dataset is not None else representative_dataset
@@ -148,6 +154,7 @@ def fix(
         resume=resume,
         sensitivity_samples=sensitivity_samples,
         verbose=verbose,
+        executor=executor,
     )
 
 

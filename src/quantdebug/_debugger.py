@@ -215,7 +215,8 @@ class QuantizationDebugger:
         If the run is interrupted (Ctrl-C or an error in the data), the statistics of the samples
         done so far stay available and ``run(resume=True)`` continues after them. ``executor``
         (for example ``qd.RayExecutor()``) spreads the samples over workers; the merged
-        statistics equal a single-process run's.
+        statistics equal a single-process run's. An interrupted run on an executor keeps the
+        statistics of the work that had finished; it does not resume (``resume`` starts over).
         """
         assert self._plan is not None
         graph = self._graph()
@@ -227,7 +228,13 @@ class QuantizationDebugger:
         job = self._job()
         batch_free = all(s.batch_free for s in self._debug.specs)
         if executor is not None:
-            state = executor.run_debug(job, self._debug, batch_free=batch_free)
+            try:
+                state = executor.run_debug(job, self._debug, batch_free=batch_free)
+            except RunInterrupted as exc:
+                self._state = None  # the finished shards are not a prefix of the data: resume starts over
+                if isinstance(exc.state, RunState) and exc.state.samples:
+                    self._finish(exc.state)
+                raise
             self._state = state
             self._finish(state)
             return

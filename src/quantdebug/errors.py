@@ -27,7 +27,14 @@ class CalibrationError(QuantDebugError, ValueError):
 
 
 class RunInterrupted(QuantDebugError):
-    """A debug run stopped early; the statistics so far are kept and ``run(resume=True)`` continues."""
+    """A debug run stopped early; the statistics so far are kept and ``run(resume=True)`` continues.
+
+    ``state`` is the RunState merged so far when an executor ran it (None for an in-process run).
+    """
+
+    def __init__(self, message: str, state: object | None = None) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class ModelTooLargeError(ModelError):

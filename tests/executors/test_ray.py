@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -19,10 +20,12 @@ from tests import models  # noqa: E402
 from tests.helpers import dataset  # noqa: E402
 
 import quantdebug as qd  # noqa: E402
+import quantdebug.data._dataset  # noqa: E402
 from quantdebug._run import RunState  # noqa: E402
 from quantdebug.executors import LocalExecutor, ShardedDataset  # noqa: E402
 from quantdebug.executors._ray import RayExecutor, ray_dataset_of  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 DRIVER = os.getpid()
 SAMPLES = 24
 
@@ -170,6 +173,24 @@ def test_ray_dataset_is_split_over_the_workers(
     spread.run(executor=executor)
     assert_same_statistics(spread, single)
     assert qd.calibrate(model, ds.iter_rows, executor=executor).stats == calibration.stats
+
+
+@pytest.mark.skipif(
+    not hasattr(quantdebug.data._dataset, "_is_ray_dataset"), reason="Dataset does not take a ray.data.Dataset yet"
+)
+def test_a_ray_dataset_passed_as_it_is(
+    executor: RayExecutor, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], calibration: qd.Calibration
+) -> None:
+    pytest.importorskip("pyarrow")
+    import ray.data
+
+    ds = ray.data.from_items([dict(f) for f in feeds])
+    single = _debugger(model, calibration, dataset(feeds))
+    single.run()
+    for executor_ in (executor, None):
+        direct = _debugger(model, calibration, ds)
+        direct.run(executor=executor_)
+        assert_same_statistics(direct, single)
 
 
 def _dies_once(marker: Path) -> None:
@@ -340,6 +361,35 @@ def test_fresh_workers_per_call_and_giving_up_after_max_retries(
     while ray.available_resources().get("CPU") != 2.0 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU") == 2.0  # the call's workers are gone
+
+
+WIRED_FIX = "executor" in inspect.signature(qd.fix).parameters
+WIRED_STATE = "state" in inspect.signature(qd.RunInterrupted.__init__).parameters
+
+
+@pytest.mark.skipif(not WIRED_FIX, reason="qd.fix(executor=...) is not wired yet")
+def test_fix_on_workers_gives_the_same_result_and_trace(executor: RayExecutor) -> None:
+    model_, _ = models.wide_range_node(np.random.default_rng(5))
+    rng = np.random.default_rng(6)
+    feeds_ = [models.input_feed(model_, rng) for _ in range(8)]
+    local = qd.fix(model_, dataset(feeds_))
+    spread = qd.fix(model_, dataset(feeds_), executor=executor)  # type: ignore[call-arg]
+    assert spread.node_precision == local.node_precision
+    assert [(t.step, t.quality) for t in spread.trace] == [(t.step, t.quality) for t in local.trace]
+
+
+@pytest.mark.skipif(not WIRED_STATE, reason="RunInterrupted.state and debugger.run(executor=...) are not wired yet")
+def test_an_interrupted_run_on_workers_leaves_its_statistics_on_the_debugger(
+    executor: RayExecutor, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], calibration: qd.Calibration
+) -> None:
+    debugger = _debugger(model, calibration, _failing_at(feeds, 13, OSError("disk went away")))
+    with pytest.raises(qd.RunInterrupted) as info:
+        debugger.run(executor=executor)
+    assert info.value.state.samples == debugger.samples_seen == 13  # type: ignore[attr-defined]
+    assert debugger.layer_statistics
+    with pytest.raises(qd.RunInterrupted) as again:
+        debugger.run(resume=True)  # starts over in this process (finished shards are not a prefix): 13 again
+    assert again.value.state is None and debugger.samples_seen == 13  # type: ignore[attr-defined]
 
 
 def test_without_ray_installed_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

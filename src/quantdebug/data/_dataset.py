@@ -62,6 +62,11 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
+def _is_ray_dataset(obj: object) -> bool:
+    """A ``ray.data.Dataset``: iterable by name only (its ``__iter__`` raises), read with ``iter_rows``."""
+    return type(obj).__module__.startswith("ray.data") and hasattr(obj, "iter_rows") and hasattr(obj, "split")
+
+
 def _is_one_shot(obj: object) -> bool:
     return isinstance(obj, Iterator)
 
@@ -81,8 +86,10 @@ class Dataset:
                 "(calibration, then debugging); pass the generator function itself (without calling it) "
                 "or a list of samples"
             )
-        if callable(source):
-            self._factory: Callable[[], Iterable[Any]] = source  # type: ignore[assignment]
+        if _is_ray_dataset(source):  # rows are samples; qd.RayExecutor splits it over its workers
+            self._factory: Callable[[], Iterable[Any]] = source.iter_rows  # type: ignore[attr-defined]
+        elif callable(source):
+            self._factory = source  # type: ignore[assignment]
         elif isinstance(source, cabc.Iterable) and not isinstance(source, str | bytes | Mapping):
             items = source
             self._factory = lambda: items

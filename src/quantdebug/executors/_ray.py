@@ -254,7 +254,8 @@ class _Pool:
         ray = _import_ray()
         self.make = make
         self.actors = [make() for _ in range(size)]
-        pending = [a.ready.remote() for a in self.actors]
+        refs = [a.ready.remote() for a in self.actors]
+        pending = list(refs)
         warned = False
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=READY_WARNING_S)
@@ -266,7 +267,7 @@ class _Pool:
                     stacklevel=4,
                 )
         try:
-            ray.get([a.ready.remote() for a in self.actors])
+            ray.get(refs)
         except Exception as exc:
             self.close()
             raise ConfigError(
@@ -408,6 +409,10 @@ class RayExecutor:
                 self._pool = pool
         try:
             yield pool
+        except BaseException:
+            if self._pool is pool:
+                self._release()  # kept workers may still be busy with cancelled work: start afresh next time
+            raise
         finally:
             if not self._keep:
                 pool.close()

@@ -27,11 +27,12 @@ from ..calibration import Calibration
 from ..compare._weights import weight_statistics
 from ..config import QuantConfig
 from ..errors import ConfigError, ModelError, QuantDebugError
+from ..executors import LocalExecutor
 from ..quantize._quantize import _int16_overrides, _per_channel_overrides
 from ..runtime import make_session
 from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
 from ._result import Candidate, FixResult, TraceEntry
-from ._switch import SwitchRunner, output_sqnr
+from ._switch import SwitchRunner, build_switch_model, output_sqnr
 
 LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
 DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given
@@ -75,6 +76,40 @@ class OutputAgreement:
         return output_sqnr(self.reference, self._outputs(session))
 
 
+Switched = tuple[tuple[int, ...], tuple[int, ...]]  # activation and weight switches left in float
+
+
+class SwitchScores:
+    """Output SQNR of the switchable graph with some activation and weight switches left in float.
+
+    Picklable and cheap to ship: an executor sends it once per worker, and each worker builds one
+    SwitchRunner (session and reference outputs) on its first item and reuses it for the rest.
+    """
+
+    def __init__(self, float_model: onnx.ModelProto, plan: Plan, feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
+        self.float_model = float_model.SerializeToString()
+        self.plan = plan
+        self.feeds = [dict(f) for f in feeds]
+        self._runner: SwitchRunner | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_runner": None}  # sessions are built where the items are scored
+
+    @property
+    def runner(self) -> SwitchRunner:
+        if self._runner is None:
+            self._runner = SwitchRunner(onnx.load_model_from_string(self.float_model), self.plan, self.feeds)
+        return self._runner
+
+    def __call__(self, off: Switched) -> float:
+        runner = self.runner
+        act = np.ones(runner.n_act, np.float32)
+        weights = np.ones(runner.n_w, np.float32)
+        act[list(off[0])] = 0.0
+        weights[list(off[1])] = 0.0
+        return runner.score(act, weights)
+
+
 class Search:
     def __init__(
         self,
@@ -93,6 +128,7 @@ class Search:
         resume: str | os.PathLike[str] | None,
         sensitivity_samples: int,
         echo: Callable[[str], None] | None,
+        executor: Any = None,
     ) -> None:
         unknown = sorted(set(levers) - set(LEVERS))
         if unknown:
@@ -119,6 +155,7 @@ class Search:
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.sensitivity_samples = sensitivity_samples
         self.echo = echo
+        self.executor = executor if executor is not None else LocalExecutor()
         self.models: dict[str, onnx.ModelProto] = {}
         self.failures: list[str] = []
         if resume is not None:
@@ -266,26 +303,28 @@ class Search:
         together), then node by node inside the most harmful groups: O(sqrt(L)) runs of the
         switchable graph instead of L, which matters on models of hundreds of nodes.
         """
-        runner = SwitchRunner(self.prepared.model, plan, self.feeds[: self.sensitivity_samples])
-        nodes = list(runner.switches.nodes)
-        base = runner.score(np.ones(runner.n_act, np.float32), np.ones(runner.n_w, np.float32))
+        scores = SwitchScores(self.prepared.model, plan, self.feeds[: self.sensitivity_samples])
+        _, switches = build_switch_model(self.prepared.model, plan)  # graph surgery only: which switch is which
+        nodes = list(switches.nodes)
 
-        def gain(members: Sequence[int]) -> float:
-            act = np.ones(runner.n_act, np.float32)
-            weights = np.ones(runner.n_w, np.float32)
-            act[list(members)] = 0.0
-            weights[runner.switches.weight_switches_of({nodes[k] for k in members})] = 0.0
-            return runner.score(act, weights) - base
+        def off(members: Sequence[int]) -> Switched:
+            return tuple(members), tuple(switches.weight_switches_of({nodes[k] for k in members}))
 
         size = max(1, math.isqrt(len(nodes)))
         groups = [list(range(i, min(i + size, len(nodes)))) for i in range(0, len(nodes), size)]
+        base: float | None = None
         if len(groups) > 2:
-            group_gain = [gain(g) for g in groups]
+            base, *group_scores = self.executor.map(scores, [off([]), *(off(g) for g in groups)])
+            group_gain = [s - base for s in group_scores]
             order = sorted(range(len(groups)), key=lambda i: -group_gain[i])
             refine = set(order[: max(2, len(groups) // 4)])
         else:
-            group_gain, order, refine = [0.0] * len(groups), list(range(len(groups))), set(range(len(groups)))
-        unit_gain = {k: gain([k]) for i in refine for k in groups[i]}
+            order, refine = list(range(len(groups))), set(range(len(groups)))
+        units = [k for i in refine for k in groups[i]]
+        unit_scores = self.executor.map(scores, ([off([])] if base is None else []) + [off([k]) for k in units])
+        if base is None:
+            base, *unit_scores = unit_scores
+        unit_gain = {k: s - base for k, s in zip(units, unit_scores)}
         ranked: list[int] = sorted(unit_gain, key=lambda k: -unit_gain[k])
         for i in order:  # the rest, by their group's harm, in graph order within a group
             ranked += [k for k in groups[i] if k not in unit_gain]
