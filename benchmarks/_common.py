@@ -105,7 +105,9 @@ def tiny_model(path: Path, blocks: int = 12, channels: int = 16) -> Path:
     nodes, inits = [], []
 
     def weight(name: str, shape: tuple[int, ...], fan_in: int) -> str:
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
+        inits.append(
+            numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name)
+        )
         return name
 
     def conv(name: str, x: str, cin: int, cout: int, k: int = 3) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     CACHE,
     CAL_SEED,
     DEBUG_SEED,
@@ -156,7 +156,9 @@ def task_qd_suite(args: dict[str, Any]) -> dict[str, Any]:
         debug_options=quiet.replace(verify_mode="whole_model"),
     )
     batch = quiet.batch_size
-    times: dict[str, list[float]] = {k: [] for k in ("per_layer", "whole_model", "floor", "floor_b1", "data", "cpu", "floor_cpu")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("per_layer", "whole_model", "floor", "floor_b1", "data", "cpu", "floor_cpu")
+    }
     for r in range(repeats):
         c0 = time.process_time()
         times["per_layer"].append(timed(dbg.run)[0])
@@ -220,7 +222,9 @@ def task_qd_mem(args: dict[str, Any]) -> dict[str, Any]:
     PEAK.phase("imports")
     cal = qd.Calibration.load(_artifacts(model)["calibration"])
     opts = qd.DebugOptions(progress=False, verify_mode=args.get("mode", "per_layer"))
-    t_construct, dbg = timed(lambda: qd.QuantizationDebugger(str(path), debug_dataset=debug, calibration=cal, debug_options=opts))
+    t_construct, dbg = timed(
+        lambda: qd.QuantizationDebugger(str(path), debug_dataset=debug, calibration=cal, debug_options=opts)
+    )
     PEAK.phase("construct")
     t_run, _ = timed(dbg.run)
     PEAK.phase("run")
@@ -255,7 +259,9 @@ def task_tf_suite(args: dict[str, Any]) -> dict[str, Any]:
 
     PEAK.phase("imports")
     out: dict[str, Any] = {"load_before": loadavg(), "tf_version": tf.__version__}
-    t_construct, dbg = timed(lambda: tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=debug))
+    t_construct, dbg = timed(
+        lambda: tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=debug)
+    )
     out["construct_s"] = t_construct
     PEAK.phase("construct")
     runs, cpu = [], []
@@ -286,13 +292,17 @@ def task_tf_suite(args: dict[str, Any]) -> dict[str, Any]:
     for _ in range(repeats):
         t0 = time.perf_counter()
         opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=[deny])
-        selective = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=debug, debug_options=opts)
+        selective = tf.lite.experimental.QuantizationDebugger(
+            converter=converter(), debug_dataset=debug, debug_options=opts
+        )
         selective.get_nondebug_quantized_model()
         requant.append(time.perf_counter() - t0)
         del selective
         gc.collect()
     PEAK.phase("requant")
-    out.update(run_s=median(runs), run_times=runs, requant_s=median(requant), requant_times=requant, load_after=loadavg())
+    out.update(
+        run_s=median(runs), run_times=runs, requant_s=median(requant), requant_times=requant, load_after=loadavg()
+    )
     return out
 
 

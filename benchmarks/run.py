@@ -63,7 +63,7 @@ def ensure_env(argv: list[str]) -> None:
     if rc != 0 or not VENV_PY.is_file():
         print("setup_env.sh failed; continuing in the current environment (missing tools are skipped)", flush=True)
         return
-    os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *argv, "--no-setup"])
+    os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *argv])
 
 
 def has(module: str) -> bool:

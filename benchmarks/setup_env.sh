@@ -25,7 +25,7 @@ if ! "$VENV/bin/python" -c "import tensorflow, tf2onnx" 2>/dev/null; then
         && "${PIP[@]}" flatbuffers requests \
         || echo "setup_env: note: TensorFlow/tf2onnx could not be installed; TensorFlow comparisons are skipped" >&2
 fi
-"$VENV/bin/python" - <<'PY'
+TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - 2>/dev/null <<'PY'
 import importlib
 for name in ("quantdebug", "onnxruntime", "tensorflow", "tf2onnx", "pyinstrument", "psutil"):
     try:
