@@ -41,9 +41,11 @@ def test_custom_layer_and_direct_compare_metrics_match_numpy(rng: np.random.Gene
         mae = np.nanmean([np.mean(np.abs(p["quantized"] - p["float"])) for p in samples])
         corr = np.nanmean([_correlation(p["float"], p["int"], p["scale"], p["zp"]) for p in samples])
         int_max = np.mean([float(np.max(p["int"])) for p in samples])
-        assert got["mean_abs_error"] == pytest.approx(mae, rel=1e-5, abs=1e-9), tensor
+        # the twins in the debug model run with onnxruntime's fusions (Conv+Relu), the reference twins
+        # without: float32 reassociation moves the differences by ~1e-5 relative
+        assert got["mean_abs_error"] == pytest.approx(mae, rel=2e-4, abs=1e-9), tensor
         if not np.isnan(corr):
-            assert got["correlation"] == pytest.approx(corr, rel=1e-5, abs=1e-7), tensor
+            assert got["correlation"] == pytest.approx(corr, rel=2e-4, abs=1e-7), tensor
         assert got["int_max"] == int_max, tensor
     header = debugger.layer_statistics_csv().splitlines()[0].split(",")
     assert header[6:10] == ["mean_squared_error", "mean_abs_error", "correlation", "int_max"]
