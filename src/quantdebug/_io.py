@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -44,3 +45,14 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def read_json_object(path: Path, error: type[Exception], kind: str) -> dict[str, Any]:
+    """The JSON object in ``path``; ``error`` names the file when it is not JSON or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{str(path)!r} is not valid JSON ({exc}); was it truncated?") from exc
+    if not isinstance(data, dict):
+        raise error(f"{str(path)!r} is not a quantdebug {kind}")
+    return data

@@ -159,13 +159,7 @@ class Calibration:
         p = Path(path)
         if not p.is_file():
             raise CalibrationError(f"calibration file {str(p)!r} does not exist")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CalibrationError(f"calibration file {str(p)!r} is not valid JSON ({exc}); was it truncated?") from exc
-        if not isinstance(data, dict):
-            raise CalibrationError(f"calibration file {str(p)!r} is not a quantdebug calibration")
-        return cls.from_dict(data)
+        return cls.from_dict(_io.read_json_object(p, CalibrationError, "calibration"))
 
 
 def _rows_match(batched: Mapping[str, np.ndarray], singles: list[Mapping[str, np.ndarray]]) -> bool:

@@ -181,13 +181,7 @@ class Statistics:
             path = path / JSON_NAME
         if not path.is_file():
             raise QuantDebugError(f"no statistics at {str(folder)!r} (expected a folder with {JSON_NAME})")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise QuantDebugError(f"{str(path)!r} is not valid JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise QuantDebugError(f"{str(path)!r} is not a quantdebug statistics file")
-        return cls.from_dict(data)
+        return cls.from_dict(_io.read_json_object(path, QuantDebugError, "statistics file"))
 
 
 def _json_default(value: object) -> object:
