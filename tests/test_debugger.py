@@ -221,6 +221,49 @@ def test_fidelity_is_checked_during_run(rng: np.random.Generator) -> None:
     assert debugger.fidelity == 0.0
 
 
+def test_fidelity_check_flags_a_debug_path_that_differs_from_the_deployed_model(rng: np.random.Generator) -> None:
+    from quantdebug._run import DebugLoop, RunState
+
+    debugger, feeds = make("conv_relu", rng)
+    other = qd.QuantizationDebugger(
+        debugger.float_model, dataset([{k: v * 3 for k, v in f.items()} for f in feeds])
+    ).get_nondebug_quantized_model()  # calibrated on other data: other scales, other outputs
+    graph = debugger._graph()
+    loop = DebugLoop(graph, debugger.options, session(graph.model), lambda: session(other), None, None)
+    state = RunState.empty(len(graph.units), debugger.options)
+    with pytest.warns(UserWarning, match="differs from the deployed quantized model"):
+        loop.process(iter(feeds), state, batch_free=True, advance=lambda n: None)
+    assert state.fidelity is not None and state.fidelity > 0
+    assert state.samples == len(feeds)
+
+
+def test_later_runs_reuse_the_debug_sessions_until_the_plan_changes(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import quantdebug.runtime
+
+    made: list[str] = []
+    real = quantdebug.runtime.make_session
+
+    def counting(model: object, **kwargs: object) -> ort.InferenceSession:
+        made.append(str(kwargs.get("what")))
+        return real(model, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quantdebug.runtime, "make_session", counting)
+    debugger, feeds = make("mobilenetv3_block", rng, samples=9)
+    debugger.run()
+    first = debugger.layer_statistics
+    assert made == ["debug model", "quantized model"] and debugger.fidelity == 0.0
+    debugger.run()
+    assert made == ["debug model", "quantized model"], "the second run made new sessions"
+    assert debugger.layer_statistics == first
+    debugger.options = qd.DebugOptions(denylisted_nodes=[debugger.layer_names[0]])
+    debugger.run()
+    assert made.count("debug model") == 2, "a new plan needs a new debug session"
+    for tensor, want in reference_statistics(debugger, feeds).items():
+        assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)
+
+
 def test_nan_metric_samples_are_ignored_like_nanmean(rng: np.random.Generator) -> None:
     from quantdebug.compare._accumulate import MeanAccumulator
 

@@ -13,7 +13,7 @@ import onnx
 from ._plan import Plan, build_plan
 from ._prepared import PreparedModel, prepared_model
 from ._progress import progress_bar
-from ._run import DebugJob, RunState, skip
+from ._run import DebugJob, DebugLoop, RunState, skip
 from .calibration import Calibration, calibrate_model
 from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
@@ -88,6 +88,7 @@ class QuantizationDebugger:
         self._plan: Plan | None = None
         self._debug_graph: DebugGraph | None = None
         self._raw_graph: DebugGraph | None = None
+        self._loop: DebugLoop | None = None  # the debug sessions, kept for later runs on the same plan
         self._rows: list[LayerRow] | None = None
         self._state: RunState | None = None
         self.model_statistics: dict[str, float] = {}
@@ -147,6 +148,7 @@ class QuantizationDebugger:
             self._precisions = precisions
         self._debug_graph = None
         self._raw_graph = None
+        self._loop = None
         self._rows = None
         self._state = None
         self.model_statistics = {}
@@ -225,9 +227,9 @@ class QuantizationDebugger:
                 "nothing to verify: no quantized layer runs in this model (all left in float or unmapped); "
                 "see debugger.coverage()"
             )
-        job = self._job()
         batch_free = all(s.batch_free for s in self._debug.specs)
         if executor is not None:
+            job = self._job()
             try:
                 state = executor.run_debug(job, self._debug, batch_free=batch_free)
             except RunInterrupted as exc:
@@ -238,8 +240,10 @@ class QuantizationDebugger:
             self._state = state
             self._finish(state)
             return
-        loop = job.loop()
-        state = self._state if resume and self._state is not None else job.empty_state()
+        if self._loop is None:
+            self._loop = self._job().loop()
+        loop = self._loop
+        state = self._state if resume and self._state is not None else RunState.empty(len(graph.units), self._options)
         feeds = skip(iter(self._debug), state.samples)
         try:
             with progress_bar("debugging", self._options.progress) as advance:

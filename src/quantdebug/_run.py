@@ -91,14 +91,17 @@ class DebugJob:
         threads = opts.intra_op_num_threads
         level = opts.graph_optimization_level
         session = make_session(self.graph.model, level=level, threads=threads, what="debug model")
-        deployed = (
-            make_session(self.deployed, level=level, threads=threads, what="quantized model") if self.deployed else None
-        )
+        deployed_bytes = self.deployed
+
+        def deployed() -> ort.InferenceSession:  # made only when a run checks fidelity (not on resume)
+            assert deployed_bytes is not None
+            return make_session(deployed_bytes, level=level, threads=threads, what="quantized model")
+
         float_session = None
         if self.float_model is not None and opts.model_debug_metrics:
             float_session = make_session(self.float_model, level="all", threads=threads, what="float model")
         custom = self.custom_values if opts.has_raw_tensor_metrics else None
-        return DebugLoop(self.graph, opts, session, deployed, float_session, custom)
+        return DebugLoop(self.graph, opts, session, deployed if deployed_bytes else None, float_session, custom)
 
     def empty_state(self) -> RunState:
         return RunState.empty(len(self.graph.units), self.options)
@@ -127,21 +130,27 @@ class DebugJob:
 
 
 class DebugLoop:
-    """Runs the debug model (and, for model metrics, the float model) over feeds, into a RunState."""
+    """Runs the debug model (and, for model metrics, the float model) over feeds, into a RunState.
+
+    A loop is built once per debug graph and reused by every run on it: its sessions, the deployed
+    model's session for the fidelity check (made on first use) and its verdicts on batching.
+    """
 
     def __init__(
         self,
         graph: DebugGraph,
         options: DebugOptions,
         session: ort.InferenceSession,
-        deployed: ort.InferenceSession | None,
+        deployed: Callable[[], ort.InferenceSession] | None,
         float_session: ort.InferenceSession | None,
         custom_values: Callable[[dict[str, np.ndarray], int], np.ndarray] | None,
     ) -> None:
         self.graph = graph
         self.options = options
         self.session = session
-        self.deployed = deployed
+        self._make_deployed = deployed
+        self._deployed: ort.InferenceSession | None = None
+        self._batching: dict[tuple[Any, ...], bool] = {}
         self.float_session = float_session
         self.custom_values = custom_values
         self.raw_names = [t for trio in graph.raw_outputs for t in trio] if options.has_raw_tensor_metrics else []
@@ -152,17 +161,24 @@ class DebugLoop:
         full[ROWS_INPUT] = np.array([0 if batched else 1, -1], dtype=np.int64)
         return dict(zip(self.fetch, self.session.run(self.fetch, full)))
 
+    @property
+    def checks_fidelity(self) -> bool:
+        return self._make_deployed is not None
+
     def _checked_batching(self, head: list[dict[str, np.ndarray]], batch_free: bool) -> bool:
-        if self.options.batch_size <= 1 or not batch_free:
+        """Whether samples can be stacked: checked once per sample signature, then remembered."""
+        if self.options.batch_size <= 1 or not batch_free or not head:
             return False
+        key = tuple(sorted((k, v.shape, v.dtype.str) for k, v in head[0].items()))
+        if key not in self._batching:
 
-        def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            batched = next(iter(feed.values())).shape[0] > 1
-            return {
-                k: v for k, v in self.run_batch(feed, batched).items() if k != SIZES_OUTPUT and k not in self.raw_names
-            }
+            def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                batched = next(iter(feed.values())).shape[0] > 1
+                out = self.run_batch(feed, batched)
+                return {k: v for k, v in out.items() if k != SIZES_OUTPUT and k not in self.raw_names}
 
-        return batching_is_safe(run, head)
+            self._batching[key] = batching_is_safe(run, head)
+        return self._batching[key]
 
     def process(
         self,
@@ -176,9 +192,12 @@ class DebugLoop:
         guarded = _Guarded(feeds)
         head = [f for _, f in zip(range(2), guarded)]
         can_batch = self._checked_batching(head, batch_free)
+        check = self.checks_fidelity and state.fidelity is None and bool(head)
+        if check and can_batch:  # compare one sample: the batching check vouches for the stacked runs
+            state.fidelity = self._fidelity(head[0], self.run_batch(head[0], False))
         for feed, n in batches(_chain(head, guarded), self.options.batch_size, can_batch):
             out = self.run_batch(feed, n > 1)
-            if self.deployed is not None and state.fidelity is None:
+            if check and state.fidelity is None:
                 state.fidelity = self._fidelity(feed, out)
             layer = default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT])
             custom = self.custom_values(out, n) if self.custom_values is not None else None
@@ -196,9 +215,11 @@ class DebugLoop:
             raise guarded.error
 
     def _fidelity(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> float:
-        assert self.deployed is not None
+        assert self._make_deployed is not None
+        if self._deployed is None:
+            self._deployed = self._make_deployed()
         names = list(self.graph.model_outputs)
-        expected = self.deployed.run(names, feed)
+        expected = self._deployed.run(names, feed)
         fidelity = max(
             (float(np.max(np.abs(a.astype(np.float64) - out[n].astype(np.float64)))) if a.size else 0.0)
             for n, a in zip(names, expected)
@@ -206,7 +227,7 @@ class DebugLoop:
         if fidelity != 0.0:
             warnings.warn(
                 f"the debug model's quantized path differs from the deployed quantized model by up to {fidelity:g} "
-                "on the first batch; statistics describe the debug model's path",
+                "on the first sample; statistics describe the debug model's path",
                 stacklevel=4,
             )
         return fidelity
