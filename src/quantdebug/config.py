@@ -201,7 +201,7 @@ class DebugOptions:
     layer_debug_metrics: Mapping[str, LayerMetric] = dataclasses.field(default_factory=dict)
     layer_direct_compare_metrics: Mapping[str, DirectCompareMetric] = dataclasses.field(default_factory=dict)
     model_debug_metrics: Mapping[str, ModelMetric] = dataclasses.field(default_factory=dict)
-    batch_size: int = 16
+    batch_size: int = 4  # samples stacked per debug run: 16 cost 2.4x the memory for no speed (RESULTS.md, R3)
     intra_op_num_threads: int | None = None
     graph_optimization_level: str = "all"
     progress: bool | None = None
