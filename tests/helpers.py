@@ -116,7 +116,13 @@ def reference_statistics(debugger: object, feeds: Sequence[dict[str, np.ndarray]
 
 
 def assert_metrics_close(got: dict[str, float], want: dict[str, float], where: str) -> None:
+    """Each metric within 0.2% of the reference; the mean error within 0.2% of the error's size.
+
+    A mean error is a sum that cancels: batched runs (another GEMM blocking in onnxruntime) move
+    a small mean by more than 0.2% of itself while moving nothing by more than 1e-4 of the rms error.
+    """
+    rms = float(np.sqrt(want.get("mean_squared_error", 0.0)))
     for metric, value in want.items():
-        scale = max(abs(value), 1e-12)
+        scale = max(abs(value), rms if metric == "mean_error" else 0.0, 1e-12)
         tol = 1e-9 if metric == "num_elements" else 2e-3 * scale + 1e-7
         assert abs(got[metric] - value) <= tol, f"{where} {metric}: got {got[metric]!r}, reference {value!r}"
