@@ -1,14 +1,11 @@
 """Patched copies of quantdebug's debug-graph builder, to measure proposed changes without editing the library.
 
-``install(**flags)`` replaces ``quantdebug._debugger.build_debug_model`` (the name the debugger calls)
+The experiments that were adopted (ReduceMax(Abs), reuse of existing DequantizeLinear nodes) live in
+the library now. ``install(**flags)`` replaces ``quantdebug._debugger.build_debug_model`` (the name the debugger calls)
 with ``build_debug_model`` below; ``uninstall()`` restores the original. The flags:
 
   sumsq="mul"      sum of squares as ReduceSum(Mul(d, d)) instead of ReduceSumSquare (onnxruntime has no
                    vectorised fast path for ReduceSumSquare; ReduceSum has one)
-  peak="absmax"    max |d| as ReduceMax(Abs(d)), packed in both the max and the min column (the metrics only
-                   use max(|max|, |min|)), instead of ReduceMax and ReduceMin
-  dq_reuse=True    reuse a DequantizeLinear the optimized quantized graph already has for the same integer
-                   tensor and parameters instead of adding a second one
   batch_rows=True  reshape each difference to [B, -1] with B read from the model input (not from the
                    tensor's own leading axis), and move the batch axis to the front first where a tensor
                    has it elsewhere ([3, B, ...] after a Transpose), so that models whose tensors do not
@@ -69,20 +66,6 @@ class _PatchedBuilder(dm._Builder):
         self.flags = flags
         self.rows_shape = dm.ROWS_INPUT
         self.axes: dict[str, tuple[int, int]] = {}
-        self.existing_dq: dict[tuple[str, str, str], str] = {}
-        if flags.get("dq_reuse"):
-            # per-tensor activations: (integer tensor, scale, zero point) names identify the dequantization
-            for node in optimized.graph.node:
-                if node.op_type == "DequantizeLinear":
-                    key = (node.input[0], node.input[1], node.input[2] if len(node.input) > 2 else "")
-                    self.existing_dq.setdefault(key, node.output[0])
-
-    def dequantize(self, tensor: str, scale: str, zero_point: str, axis: int | None) -> str:
-        if tensor not in self.dq_cache:
-            hit = self.existing_dq.get((tensor, scale, zero_point or ""))
-            if hit is not None:
-                self.dq_cache[tensor] = hit
-        return super().dequantize(tensor, scale, zero_point, axis)
 
     def batch_rows(self, first_input: str) -> None:
         """rows shape = [B, -1] when the debugger asks for batch rows ([0, -1]), else what it feeds."""
@@ -114,13 +97,8 @@ class _PatchedBuilder(dm._Builder):
             squares = self.reduce("ReduceSum", self.node("Mul", [rows, rows], "sq"), "sumsq")
         else:
             squares = self.reduce("ReduceSumSquare", rows, "sumsq")
-        if self.flags.get("peak") == "absmax":
-            high = self.reduce("ReduceMax", self.node("Abs", [rows], "abs"), "maxabs")
-            low = high
-        else:
-            high = self.reduce("ReduceMax", rows, "max")
-            low = self.reduce("ReduceMin", rows, "min")
-        packed = self.node("Concat", [total, squares, high, low], "stats", axis=1)
+        peak = self.reduce("ReduceMax", self.node("Abs", [rows], "abs"), "maxabs")
+        packed = self.node("Concat", [total, squares, peak], "stats", axis=1)
         size = self.node("Shape", [rows], "shape")
         return packed, diff, size
 
