@@ -243,20 +243,35 @@ def test_later_runs_reuse_the_debug_sessions_until_the_plan_changes(
     import quantdebug.runtime
 
     made: list[str] = []
+    debug_runs: list[int] = []
     real = quantdebug.runtime.make_session
 
-    def counting(model: object, **kwargs: object) -> ort.InferenceSession:
+    class Counted:
+        def __init__(self, inner: ort.InferenceSession) -> None:
+            self.inner = inner
+
+        def run(self, names: object, feed: dict[str, np.ndarray]) -> object:
+            debug_runs.append(next(iter(feed.values())).shape[0])
+            return self.inner.run(names, feed)
+
+    def counting(model: object, **kwargs: object) -> object:
         made.append(str(kwargs.get("what")))
-        return real(model, **kwargs)  # type: ignore[arg-type]
+        made_session = real(model, **kwargs)  # type: ignore[arg-type]
+        return Counted(made_session) if kwargs.get("what") == "debug model" else made_session
 
     monkeypatch.setattr(quantdebug.runtime, "make_session", counting)
     debugger, feeds = make("mobilenetv3_block", rng, samples=9)
     debugger.run()
     first = debugger.layer_statistics
     assert made == ["debug model", "quantized model"] and debugger.fidelity == 0.0
+    # the batching check's two single runs are kept as results: one extra (stacked) run, then batches of 4
+    assert debug_runs == [2, 1, 1, 4, 3]
+    debug_runs.clear()
     debugger.run()
     assert made == ["debug model", "quantized model"], "the second run made new sessions"
-    assert debugger.layer_statistics == first
+    assert debug_runs == [4, 4, 1], "the second run checked batching again"
+    for tensor, metrics in first.items():  # the first run ran its first two samples alone (the batching check)
+        assert debugger.layer_statistics[tensor] == pytest.approx(metrics, rel=1e-4, abs=1e-8), tensor
     debugger.options = qd.DebugOptions(denylisted_nodes=[debugger.layer_names[0]])
     debugger.run()
     assert made.count("debug model") == 2, "a new plan needs a new debug session"

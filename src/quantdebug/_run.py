@@ -165,8 +165,14 @@ class DebugLoop:
     def checks_fidelity(self) -> bool:
         return self._make_deployed is not None
 
-    def _checked_batching(self, head: list[dict[str, np.ndarray]], batch_free: bool) -> bool:
-        """Whether samples can be stacked: checked once per sample signature, then remembered."""
+    def _checked_batching(
+        self, head: list[dict[str, np.ndarray]], batch_free: bool, singles: list[dict[str, np.ndarray]]
+    ) -> bool:
+        """Whether samples can be stacked: checked once per sample signature, then remembered.
+
+        The check's single-sample runs of ``head`` are real results: they land in ``singles``
+        (in order) for the caller to keep, so the check costs one extra (stacked) run.
+        """
         if self.options.batch_size <= 1 or not batch_free or not head:
             return False
         key = tuple(sorted((k, v.shape, v.dtype.str) for k, v in head[0].items()))
@@ -175,6 +181,8 @@ class DebugLoop:
             def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 batched = next(iter(feed.values())).shape[0] > 1
                 out = self.run_batch(feed, batched)
+                if not batched:
+                    singles.append(out)
                 return {k: v for k, v in out.items() if k != SIZES_OUTPUT and k not in self.raw_names}
 
             self._batching[key] = batching_is_safe(run, head)
@@ -191,28 +199,40 @@ class DebugLoop:
         """Stream ``feeds`` into ``state``; the state is consistent after every batch."""
         guarded = _Guarded(feeds)
         head = [f for _, f in zip(range(2), guarded)]
-        can_batch = self._checked_batching(head, batch_free)
-        check = self.checks_fidelity and state.fidelity is None and bool(head)
-        if check and can_batch:  # compare one sample: the batching check vouches for the stacked runs
-            state.fidelity = self._fidelity(head[0], self.run_batch(head[0], False))
-        for feed, n in batches(_chain(head, guarded), self.options.batch_size, can_batch):
-            out = self.run_batch(feed, n > 1)
-            if check and state.fidelity is None:
-                state.fidelity = self._fidelity(feed, out)
-            layer = default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT])
-            custom = self.custom_values(out, n) if self.custom_values is not None else None
-            model = self._model_metrics(feed, out, n)
-            # update everything only once the whole batch is computed, so an interrupt leaves no half batch
-            state.layer.update(layer)
-            if custom is not None and state.custom is not None:
-                state.custom.update(custom)
-            for name, value in model.items():
-                state.model_sums[name] += value
-            state.model_count += n if model else 0
-            state.absorb_digest(feed, n)
-            advance(n)
+        singles: list[dict[str, np.ndarray]] = []
+        can_batch = self._checked_batching(head, batch_free, singles)
+        check = self.checks_fidelity and state.fidelity is None
+        for feed, out in zip(head, singles):
+            self._absorb(state, feed, out, 1, check, advance)
+        rest = _chain(head[len(singles) :], guarded)
+        for feed, n in batches(rest, self.options.batch_size, can_batch):
+            self._absorb(state, feed, self.run_batch(feed, n > 1), n, check, advance)
         if guarded.error is not None:
             raise guarded.error
+
+    def _absorb(
+        self,
+        state: RunState,
+        feed: dict[str, np.ndarray],
+        out: dict[str, np.ndarray],
+        n: int,
+        check: bool,
+        advance: Callable[[int], None],
+    ) -> None:
+        if check and state.fidelity is None:
+            state.fidelity = self._fidelity(feed, out)
+        layer = default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT])
+        custom = self.custom_values(out, n) if self.custom_values is not None else None
+        model = self._model_metrics(feed, out, n)
+        # update everything only once the whole batch is computed, so an interrupt leaves no half batch
+        state.layer.update(layer)
+        if custom is not None and state.custom is not None:
+            state.custom.update(custom)
+        for name, value in model.items():
+            state.model_sums[name] += value
+        state.model_count += n if model else 0
+        state.absorb_digest(feed, n)
+        advance(n)
 
     def _fidelity(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> float:
         assert self._make_deployed is not None
@@ -227,8 +247,8 @@ class DebugLoop:
         if fidelity != 0.0:
             warnings.warn(
                 f"the debug model's quantized path differs from the deployed quantized model by up to {fidelity:g} "
-                "on the first sample; statistics describe the debug model's path",
-                stacklevel=4,
+                "on the first samples; statistics describe the debug model's path",
+                stacklevel=5,
             )
         return fidelity
 
