@@ -115,6 +115,28 @@ def test_one_sample_stddev_identity(rng: np.random.Generator) -> None:
         assert metrics["stddev"] ** 2 == pytest.approx(var, rel=1e-3, abs=1e-9)
 
 
+def test_metrics_of_a_million_element_tensor_stay_accurate(rng: np.random.Generator) -> None:
+    """float32 reductions over 1M elements: the sum of squares must not drift (ReduceSumSquare did, by 5e-4)."""
+    weight = onnx.numpy_helper.from_array((rng.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+        "big",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 256, 256])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 256, 256])],
+        [weight],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = models.IR_VERSION
+    feeds = [{"x": (rng.standard_normal((1, 3, 256, 256)) + 0.5).astype(np.float32)} for _ in range(2)]
+    debugger = qd.QuantizationDebugger(model, dataset(feeds))
+    debugger.run()
+    (want,) = reference_statistics(debugger, feeds).values()
+    got = debugger.layer_statistics["y"]
+    assert got["num_elements"] == want["num_elements"] == 16 * 256 * 256
+    for metric in ("mean_squared_error", "stddev", "max_abs_error"):
+        assert got[metric] == pytest.approx(want[metric], rel=1e-4), metric
+
+
 def test_batched_run_equals_unbatched(rng: np.random.Generator) -> None:
     debugger, _ = make("mobilenetv3_block", rng, samples=7)
     debugger.options = qd.DebugOptions(batch_size=1)
