@@ -157,22 +157,28 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
-        data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            raise ConfigError(
-                f"QuantConfig version {version} is not supported (this quantdebug reads {CONFIG_VERSION})"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown QuantConfig fields {unknown}; valid fields: {sorted(known)}")
+        data = _checked_fields(cls, data)
         for key in ("node_precision", "calibration_overrides", "tensor_clamps"):
             if key in data:
                 data[key] = tuple(tuple(v) for v in data[key])
         if data.get("op_types_to_quantize") is not None:
             data["op_types_to_quantize"] = tuple(data["op_types_to_quantize"])
         return cls(**data)
+
+
+def _checked_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` without its version, once the version is this one and every field is one of ``cls``'s."""
+    data = dict(data)
+    version = data.pop("version", CONFIG_VERSION)
+    if version != CONFIG_VERSION:
+        raise ConfigError(
+            f"{cls.__name__} version {version} is not supported (this quantdebug reads {CONFIG_VERSION})"
+        )
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} fields {unknown}; valid fields: {sorted(known)}")
+    return data
 
 
 def _metric_dict(field: str, value: object) -> dict[str, Callable[..., float]]:
@@ -256,17 +262,8 @@ class DebugOptions:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DebugOptions:
         data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            raise ConfigError(
-                f"DebugOptions version {version} is not supported (this quantdebug reads {CONFIG_VERSION})"
-            )
         for key in ("layer_debug_metrics", "layer_direct_compare_metrics", "model_debug_metrics"):
             names = data.pop(key, [])
             if names:
                 raise ConfigError(f"{key} {list(names)} are functions and cannot be loaded from JSON; pass them again")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown DebugOptions fields {unknown}; valid fields: {sorted(known)}")
-        return cls(**data)
+        return cls(**_checked_fields(cls, data))
