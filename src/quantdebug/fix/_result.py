@@ -137,7 +137,10 @@ class FixResult:
         }
 
     def save_model(self, path: str | os.PathLike[str]) -> None:
-        _io.write_bytes(path, self.model.SerializeToString())
+        """Write the fixed model atomically (weights in ``<file name>.data`` for a model over 2 GB)."""
+        from ..graph._external import write_model
+
+        write_model(self.model, path)
 
     def save_onnxruntime_settings(self, path: str | os.PathLike[str]) -> None:
         """``nodes_to_exclude`` and a ``TensorQuantOverrides`` JSON for onnxruntime's quantize_static."""
