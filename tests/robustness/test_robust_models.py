@@ -483,6 +483,25 @@ def test_interrupted_save_of_a_model_over_the_limit_keeps_the_old_file(
     assert [p.name for p in target.parent.iterdir()] == ["model.int8.onnx"], "no partial data or temp folder left"
 
 
+def test_cli_quantize_writes_a_model_over_the_limit_with_its_data(
+    rng: np.random.Generator, tmp_path: Path, over_limit: Callable[[Path], None]
+) -> None:
+    """In-process, so that the lowered limit applies (the subprocess CLI tests cannot lower it)."""
+    from quantdebug.cli import cli
+
+    model = models.conv_relu(rng)
+    path = hostile.save_external(model, tmp_path / "ext")
+    feeds = feeds_for(model, rng, 4)
+    np.savez(tmp_path / "data.npz", input=np.concatenate([f["input"] for f in feeds]))
+    expected = qd.quantize(model, qd.calibrate(model, dataset(feeds)))
+    over_limit(path)
+    out = tmp_path / "out" / "q.onnx"
+    cli.main(["quantize", str(path), "--data", str(tmp_path / "data.npz"), "-o", str(out), "-q"], standalone_mode=False)
+    assert (out.parent / "q.onnx.data").is_file()
+    for got, want in zip(_outputs(out, feeds[0]), _outputs(expected, feeds[0]), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("given", ["path", "bytes"])
 def test_reference_syntax_in_an_untrusted_model_cannot_read_other_files(
     given: str, rng: np.random.Generator, tmp_path: Path
