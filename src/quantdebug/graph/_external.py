@@ -132,15 +132,14 @@ def adopt(model: onnx.ModelProto, folder: Path) -> None:
     Only graph initializers stay references (onnxruntime takes external initializers only);
     tensors in subgraphs or Constant attributes are read into the model.
     """
-    main = {t.name for t in model.graph.initializer}
+    main = {t.name for t in model.graph.initializer}  # ONNX names are unique across nested graphs
     for tensor in external_data_helper._get_all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL and not is_reference(tensor):
             path = str((folder / _fields(tensor)["location"]).resolve())
             _TRUSTED.add(path)
             _set_location(tensor, PREFIX + path)
-    for tensor in external_data_helper._get_all_tensors(model):
-        if is_reference(tensor) and (tensor.name not in main or tensor not in model.graph.initializer):
-            _read_in(tensor)
+            if tensor.name not in main:
+                _read_in(tensor)
 
 
 def to_array(tensor: onnx.TensorProto) -> np.ndarray:
@@ -162,9 +161,10 @@ def session_initializers(model: onnx.ModelProto) -> tuple[list[str], list[object
     import onnxruntime as ort
 
     main = [t for t in model.graph.initializer if is_reference(t)]
-    others = [t for t in referenced_tensors(model) if t.name not in {m.name for m in main}]
-    if len(main) + len(others) != len(referenced_tensors(model)) or others:
-        where = repr(others[0].name) if others else "a tensor"
+    everywhere = referenced_tensors(model)
+    if len(everywhere) > len(main):
+        names = {t.name for t in main}
+        where = next((repr(t.name) for t in everywhere if t.name not in names), "a tensor")
         raise ModelError(
             f"{where} keeps its data in external data inside a subgraph or a Constant node; quantdebug can "
             "hand onnxruntime the external data of models over 2 GB only for graph initializers"
