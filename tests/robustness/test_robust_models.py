@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,6 +21,7 @@ from quantdebug.errors import ModelTooLargeError
 from quantdebug.graph import _external, _load
 from quantdebug.graph._debug_model import ROWS_INPUT
 from quantdebug.graph._load import load_model
+from quantdebug.runtime import _session, make_session
 
 
 def feeds_for(model: onnx.ModelProto, rng: np.random.Generator, n: int = 3) -> list[dict[str, np.ndarray]]:
@@ -401,6 +403,40 @@ def test_calibration_of_a_model_over_the_limit_matches_the_in_memory_model(
     big = qd.calibrate(path, dataset(feeds))
     assert big.fingerprint == calibration.fingerprint, "the same weights give the same fingerprint"
     debugger(path, feeds, calibration=calibration).run()
+
+
+def test_sessions_of_a_model_over_the_limit_share_the_mapped_weights_or_copy_them(
+    rng: np.random.Generator, tmp_path: Path, over_limit: Callable[[Path], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions run on memory maps of the weight files; where onnxruntime's optimizers need the weights
+    in the model, on a copy; the outputs are the same."""
+    model = models.conv_relu(rng)
+    path = hostile.save_external(model, tmp_path / "ext")
+    feed = feeds_for(model, rng, 1)[0]
+    want = {level: make_session(model, level=level).run(None, feed) for level in ("disabled", "all")}
+    over_limit(path)
+    big = load_model(path)
+    assert _external.has_references(big)
+    shared = []
+    real = _session._shared_weights_session
+
+    def spy(*args: Any) -> Any:
+        shared.append(real(*args))
+        return shared[-1]
+
+    monkeypatch.setattr(_session, "_shared_weights_session", spy)
+    for got, ref in zip(make_session(big, level="disabled").run(None, feed), want["disabled"], strict=True):
+        np.testing.assert_array_equal(got, ref)
+    assert shared, "the session ran on the mapped weights"
+    for got, ref in zip(make_session(big, level="all").run(None, feed), want["all"], strict=True):
+        np.testing.assert_array_equal(got, ref)  # the Conv fusions read the weights: they were copied
+
+    def refuse(*args: Any) -> Any:
+        raise RuntimeError("onnxruntime read an initializer from the model")
+
+    monkeypatch.setattr(_session, "_shared_weights_session", refuse)
+    for got, ref in zip(make_session(big, level="all").run(None, feed), want["all"], strict=True):
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_model_proto_calls_on_a_model_over_the_limit_name_the_save_method(

@@ -250,6 +250,21 @@ def materialize(model: onnx.ModelProto, folder: Path, name: str, needed: set[str
     return target, hidden
 
 
+def write_placeholder_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` with every reference pointing at an empty placeholder file beside it.
+
+    For sessions that get the weights with ``add_initializer``: onnxruntime checks that the
+    file exists but reads nothing from it.
+    """
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    placeholder = path.name + ".placeholder"
+    _io.write_bytes(path.parent / placeholder, b"")
+    for tensor in referenced_tensors(copy):
+        _set_location(tensor, placeholder)
+    _io.write_bytes(path, copy.SerializeToString())
+
+
 def restore(model: onnx.ModelProto, original: onnx.ModelProto, hidden: list[str]) -> None:
     """Turn the graph inputs :func:`materialize` made back into the original references, in place."""
     references = {t.name: t for t in original.graph.initializer if t.name in set(hidden)}

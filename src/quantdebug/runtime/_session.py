@@ -59,7 +59,12 @@ def make_session(
         if isinstance(model, onnx.ModelProto) and _external.has_references(model):
             # weights over protobuf's limit: handed over as read-only memory maps, never serialized
             names, keep = _external.session_initializers(model)
-            options.add_external_initializers(names, keep)
+            if optimized_path is None:
+                try:
+                    return _shared_weights_session(model, names, keep, level, threads)
+                except Exception:  # some optimizers read an initializer's data from the model itself
+                    pass  # they find an empty file and fail, never a wrong value: copy the weights instead
+            options.add_external_initializers(names, keep)  # copied into onnxruntime's own memory
             if optimized_path is not None:
                 options.add_session_config_entry(
                     "session.optimized_model_external_initializers_file_name", optimized_path.name + ".data"
@@ -76,6 +81,27 @@ def make_session(
         raise ModelError(f"onnxruntime cannot load the {what}: {reason}") from exc
     if keep:
         session._quantdebug_external = keep  # type: ignore[attr-defined]  # the maps must outlive the session
+    return session
+
+
+def _shared_weights_session(
+    model: onnx.ModelProto, names: list[str], values: list[object], level: str, threads: int | None
+) -> ort.InferenceSession:
+    """A session that runs on the memory maps themselves (``add_initializer``: no copy of the weights).
+
+    onnxruntime only takes a pre-allocated initializer for one the model declares, and checks that
+    its external-data file exists; so the model is loaded from a private folder where every
+    reference points at an empty placeholder file. An optimizer that reads an initializer from the
+    model instead finds no bytes there and fails the session (the caller then copies the weights).
+    """
+    options = _options(level, threads, None)
+    for name, value in zip(names, values, strict=True):
+        options.add_initializer(name, value)
+    with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        _external.write_placeholder_model(model, path)
+        session = ort.InferenceSession(str(path), options, providers=PROVIDERS)
+    session._quantdebug_external = values  # type: ignore[attr-defined]  # the maps must outlive the session
     return session
 
 
