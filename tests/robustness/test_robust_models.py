@@ -382,8 +382,12 @@ def test_model_over_the_limit_with_external_data_debugs_like_in_memory(
     over_limit(path)
     big = debugger(path, feeds)
     big.run()
-    weights = {t.name for t in _external.referenced_tensors(big.float_model)}
-    assert {"conv1.weight", "conv2.weight"} <= weights, "the weights stayed in external data"
+    weights = {t.name: t for t in _external.referenced_tensors(big.float_model)}
+    assert {"conv1.weight", "conv2.weight"} <= set(weights), "the weights stayed in external data"
+    read_from = {e.value for e in weights["conv1.weight"].external_data if e.key == "location"}
+    assert read_from == {_external.PREFIX + str((tmp_path / "ext" / "weights.bin").resolve())}, (
+        "weights that pre-processing left unchanged are read from the user's file, not from a copy"
+    )
     assert _external.has_references(big._plan.optimized)
     assert big.layer_statistics == in_memory.layer_statistics
     assert big.model_statistics == in_memory.model_statistics

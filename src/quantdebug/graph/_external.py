@@ -88,12 +88,20 @@ def _source(tensor: onnx.TensorProto) -> tuple[Path, int, int]:
     return path, offset, length
 
 
-def _set_location(tensor: onnx.TensorProto, location: str, offset: int | None = None) -> None:
-    for entry in tensor.external_data:
-        if entry.key == "location":
-            entry.value = location
-        elif entry.key == "offset" and offset is not None:
-            entry.value = str(offset)
+def _set_location(
+    tensor: onnx.TensorProto, location: str, offset: int | None = None, length: int | None = None
+) -> None:
+    """Rewrite where the tensor's data is; ``offset``/``length`` entries are added when missing."""
+    fields = _fields(tensor)
+    fields["location"] = location
+    if offset is not None:
+        fields["offset"] = str(offset)
+    if length is not None:
+        fields["length"] = str(length)
+    del tensor.external_data[:]
+    for key, value in fields.items():
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
 
 
 def referenced_bytes(model: onnx.ModelProto) -> int:
@@ -140,6 +148,35 @@ def adopt(model: onnx.ModelProto, folder: Path) -> None:
             _set_location(tensor, PREFIX + path)
             if tensor.name not in main:
                 _read_in(tensor)
+
+
+def share_unchanged(model: onnx.ModelProto, source: onnx.ModelProto, folder: Path) -> None:
+    """Point references of ``model`` whose bytes equal ``source``'s tensor of the same name at that data.
+
+    onnxruntime writes every large initializer of an optimized model again, changed or not; the
+    unchanged ones (most of a big model's weights) are found by comparing bytes, and the files of
+    ``folder`` that nothing references any more are deleted, so each derived model adds to the
+    workspace only what it changed.
+    """
+    originals = {t.name: t for t in source.graph.initializer if is_reference(t)}
+    for tensor in model.graph.initializer:
+        original = originals.get(tensor.name)
+        if (
+            original is None
+            or not is_reference(tensor)
+            or (original.data_type, list(original.dims)) != (tensor.data_type, list(tensor.dims))
+            or _source(original)[2] != _source(tensor)[2]
+        ):
+            continue
+        if all(a == b for a, b in zip(_chunks(*_source(original)), _chunks(*_source(tensor)), strict=True)):
+            path, offset, length = _source(original)
+            _set_location(tensor, PREFIX + str(path), offset, length)
+    used = {_source(t)[0] for t in referenced_tensors(model)}
+    for file in folder.iterdir():
+        if file.resolve() not in used:
+            file.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def to_array(tensor: onnx.TensorProto) -> np.ndarray:
@@ -237,7 +274,7 @@ def materialize(model: onnx.ModelProto, folder: Path, name: str, needed: set[str
                 position = out.tell()
                 for chunk in _chunks(*_source(tensor)):
                     out.write(chunk)  # type: ignore[arg-type]
-                _set_location(tensor, data_name, position)
+                _set_location(tensor, data_name, position, _source(tensor)[2])
                 keep.append(tensor)
             else:
                 hidden.append(tensor.name)
@@ -324,7 +361,7 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
                     out.write(chunk)
                 else:  # zeros (padding, pruned weights): a hole in a sparse file
                     out.seek(len(chunk), os.SEEK_CUR)
-            _set_location(tensor, data_name, position + pad)
+            _set_location(tensor, data_name, position + pad, _source(tensor)[2])
         out.truncate(out.tell())  # a file ending in a hole still has its full length
         try:
             model_file.write(copy.SerializeToString())

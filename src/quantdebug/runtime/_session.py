@@ -123,6 +123,7 @@ def optimized_model(model: onnx.ModelProto, *, level: str = "extended", what: st
         optimized = onnx.load(str(path), load_external_data=False)
         _external.adopt(optimized, folder)
         path.unlink()
+        _external.share_unchanged(optimized, model, folder)
         return optimized
     with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
         path = Path(tmp) / "optimized.onnx"
