@@ -443,6 +443,28 @@ def test_sessions_of_a_model_over_the_limit_share_the_mapped_weights_or_copy_the
         np.testing.assert_array_equal(got, ref)
 
 
+def test_sensitivity_and_fix_of_a_model_over_the_limit_match_the_in_memory_model(
+    rng: np.random.Generator, tmp_path: Path, over_limit: Callable[[Path], None]
+) -> None:
+    model = models.conv_relu(rng)
+    path = hostile.save_external(model, tmp_path / "ext")
+    feeds = feeds_for(model, rng)
+    in_memory = debugger(model, feeds)
+    sensitivity, fixed = in_memory.sensitivity(), in_memory.fix(max_evals=4)
+    over_limit(path)
+    big = debugger(path, feeds)
+    assert big.sensitivity() == sensitivity
+    result = big.fix(max_evals=4)
+    assert result.fixed_quality == fixed.fixed_quality and result.node_precision == fixed.node_precision
+    with pytest.raises(ModelTooLargeError, match=r"FixResult\.save_model"):
+        result.model  # noqa: B018
+    result.save_model(tmp_path / "fixed.onnx")
+    assert (tmp_path / "fixed.onnx.data").is_file()
+    feed = feeds[0]
+    for got, want in zip(_outputs(tmp_path / "fixed.onnx", feed), _outputs(fixed.model, feed), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_model_proto_calls_on_a_model_over_the_limit_name_the_save_method(
     rng: np.random.Generator, tmp_path: Path, over_limit: Callable[[Path], None]
 ) -> None:

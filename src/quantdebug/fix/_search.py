@@ -403,7 +403,7 @@ class Search:
         config = candidate.config(self.base)
         return FixResult(
             candidate=candidate,
-            model=model,
+            quantized=model,
             config=config,
             float_quality=float_q,
             int8_quality=int8_q,

@@ -179,6 +179,21 @@ def share_unchanged(model: onnx.ModelProto, source: onnx.ModelProto, folder: Pat
         folder.rmdir()
 
 
+def tensor_like(array: np.ndarray, name: str, model: onnx.ModelProto) -> onnx.TensorProto:
+    """An initializer for ``array``: a reference to a workspace file when ``model`` keeps its weights
+    in external data (so a model derived from one over 2 GB stays small), else an ordinary tensor."""
+    if array.nbytes < MIN_EXTERNAL_BYTES or not has_references(model):
+        return onnx.numpy_helper.from_array(array, name)
+    tensor = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    path = (new_folder() / "tensor.data").resolve()
+    with _io.atomic_open(path, "wb") as out:
+        out.write(np.ascontiguousarray(array).tobytes())  # type: ignore[arg-type]  # little-endian, as ONNX
+    _TRUSTED.add(str(path))
+    _set_location(tensor, PREFIX + str(path), 0, array.nbytes)
+    return tensor
+
+
 def to_array(tensor: onnx.TensorProto) -> np.ndarray:
     """The tensor's values; a read-only memory map for a reference."""
     if not is_reference(tensor):
