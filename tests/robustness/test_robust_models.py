@@ -465,6 +465,27 @@ def test_sensitivity_and_fix_of_a_model_over_the_limit_match_the_in_memory_model
         np.testing.assert_array_equal(got, want)
 
 
+def test_model_quantized_elsewhere_over_the_limit_debugs_like_in_memory(
+    rng: np.random.Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = models.conv_relu(rng)
+    feeds = feeds_for(model, rng)
+    quantized = debugger(model, feeds).get_nondebug_quantized_model()
+    float_path = hostile.save_external(model, tmp_path / "float")
+    quantized_path = hostile.save_external(quantized, tmp_path / "quantized")
+    in_memory = debugger(model, feeds, quantized_model=quantized)
+    in_memory.run()
+    files = [float_path, quantized_path]
+    limit = min(os.path.getsize(p) + os.path.getsize(p.parent / "weights.bin") for p in files) - 1
+    assert all(os.path.getsize(p) < limit for p in files)
+    monkeypatch.setattr(_load, "PROTOBUF_LIMIT", limit)
+    monkeypatch.setattr(_external, "MIN_EXTERNAL_BYTES", 64)
+    big = debugger(float_path, feeds, quantized_model=quantized_path)
+    assert _external.has_references(big._plan.qdq) and _external.has_references(big._prepared.user_model)
+    big.run()
+    assert big.layer_statistics == in_memory.layer_statistics
+
+
 def test_model_proto_calls_on_a_model_over_the_limit_name_the_save_method(
     rng: np.random.Generator, tmp_path: Path, over_limit: Callable[[Path], None]
 ) -> None:
