@@ -263,6 +263,19 @@ def _workspace() -> Path:
     return folder
 
 
+def release(model: onnx.ModelProto, keep: onnx.ModelProto) -> None:
+    """Delete the workspace folders that only ``model`` references (not ``keep``): a model dropped for good.
+
+    Open sessions keep reading deleted files through their memory maps, as Linux keeps unlinked
+    files that are mapped.
+    """
+    root = _workspace().resolve()
+    kept = {_source(t)[0].parent for t in referenced_tensors(keep)}
+    for folder in {_source(t)[0].parent for t in referenced_tensors(model)} - kept:
+        if folder.parent == root:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def new_folder() -> Path:
     """A fresh folder of this process's workspace (deleted at exit) for a model's external data."""
     return Path(tempfile.mkdtemp(dir=_workspace()))
