@@ -2,11 +2,16 @@
 
 Such a model is kept in memory as a small ``ModelProto`` whose large tensors are references:
 ``external_data`` entries whose ``location`` is ``quantdebug-external:<absolute path>`` (with the
-usual ``offset`` and ``length``). Nothing else reads these references: onnxruntime gets the data
-through ``SessionOptions.add_external_initializers`` (read-only memory maps of the files, so the
-weights are not copied into a protobuf), models that onnxruntime or its quantizer write for
-quantdebug keep their large tensors in files of a private workspace folder, and
-:func:`write_model` copies the data next to a saved model, with relative locations as ONNX wants.
+usual ``offset`` and ``length``), only ever to files ``_load`` checked or quantdebug wrote in this
+process. No ONNX tool reads these references:
+
+- sessions get the weights as read-only memory maps, through ``add_initializer`` (no copy) or,
+  when an optimizer needs them inside the model, ``add_external_initializers`` (a copy);
+- models onnxruntime optimizes or its quantizer writes keep their large tensors in files of a
+  private workspace folder (deleted at exit); unchanged weights point back at their original
+  file, and the fix search deletes each candidate's quantized weights when it moves on;
+- :func:`write_model` copies the data next to a saved model, with relative locations as ONNX
+  wants, and :func:`as_proto` refuses to hand such a model out as a ``ModelProto``.
 
 Models whose size with their weights is under the limit never take this path.
 """
