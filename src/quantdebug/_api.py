@@ -6,7 +6,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import onnx
 
@@ -17,6 +17,7 @@ from .config import QuantConfig
 from .data import as_dataset
 from .errors import ConfigError, ModelError
 from .fix import LEVERS, FixResult
+from .graph import _external
 from .graph._load import ModelSource
 
 
@@ -59,6 +60,7 @@ def calibrate(
     return calibration
 
 
+@overload
 def quantize(
     float_model: ModelSource,
     calibration: Calibration,
@@ -66,8 +68,37 @@ def quantize(
     *,
     denylisted_nodes: Iterable[str] = (),
     denylisted_ops: Iterable[str] = (),
-) -> onnx.ModelProto:
-    """The QDQ model for ``config``, with the denylisted nodes and op types left in float."""
+    output_path: None = None,
+) -> onnx.ModelProto: ...
+
+
+@overload
+def quantize(
+    float_model: ModelSource,
+    calibration: Calibration,
+    config: QuantConfig | None = None,
+    *,
+    denylisted_nodes: Iterable[str] = (),
+    denylisted_ops: Iterable[str] = (),
+    output_path: str | os.PathLike[str],
+) -> None: ...
+
+
+def quantize(
+    float_model: ModelSource,
+    calibration: Calibration,
+    config: QuantConfig | None = None,
+    *,
+    denylisted_nodes: Iterable[str] = (),
+    denylisted_ops: Iterable[str] = (),
+    output_path: str | os.PathLike[str] | None = None,
+) -> onnx.ModelProto | None:
+    """The QDQ model for ``config``, with the denylisted nodes and op types left in float.
+
+    With ``output_path`` the model is written there atomically instead of returned; that is the
+    way for models over protobuf's 2 GB limit (given as a path with external data), whose weights
+    go to ``<file name>.data`` beside it. Without it such a model raises ``ModelTooLargeError``.
+    """
     if not isinstance(calibration, Calibration):
         raise ConfigError(
             "calibration must be a qd.Calibration (from qd.calibrate or Calibration.load); "
@@ -77,7 +108,11 @@ def quantize(
     prepared = prepared_model(float_model, config)
     calibration.check_model(prepared.fingerprint)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
-    return prepared.quantize(calibration, config, precisions)
+    quantized = prepared.quantize(calibration, config, precisions)
+    if output_path is not None:
+        _external.write_model(quantized, output_path)
+        return None
+    return _external.as_proto(quantized, "quantized model", "qd.quantize(..., output_path=...)")
 
 
 def fix(

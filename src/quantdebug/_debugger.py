@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -19,6 +20,7 @@ from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
 from .data._dataset import Dataset, as_dataset
 from .errors import ConfigError, ModelError, QuantDebugError, RunInterrupted, suggest
+from .graph import _external
 from .graph._debug_model import ROWS_INPUT, DebugGraph, build_debug_model
 from .graph._load import ModelSource, load_model
 from .graph._units import topo_index
@@ -161,11 +163,13 @@ class QuantizationDebugger:
 
     # -- models -------------------------------------------------------------------------------
     def get_nondebug_quantized_model(self) -> onnx.ModelProto:
-        """The quantized QDQ model, with denylisted nodes in float; runs in onnxruntime."""
+        """The quantized QDQ model, with denylisted nodes in float; runs in onnxruntime.
+
+        Raises ``ModelTooLargeError`` when the model is over protobuf's 2 GB limit: use
+        ``save_nondebug_quantized_model`` then.
+        """
         assert self._plan is not None
-        out = onnx.ModelProto()
-        out.CopyFrom(self._plan.qdq)
-        return out
+        return _external.as_proto(self._plan.qdq, "quantized model", "save_nondebug_quantized_model")
 
     def _graph(self) -> DebugGraph:
         assert self._plan is not None
@@ -180,10 +184,24 @@ class QuantizationDebugger:
         return self._debug_graph
 
     def get_debug_quantized_model(self) -> onnx.ModelProto:
-        """The debug model: what onnxruntime runs for the quantized model, plus float twins and statistics."""
-        out = onnx.ModelProto()
-        out.CopyFrom(self._graph().model)
-        return out
+        """The debug model: what onnxruntime runs for the quantized model, plus float twins and statistics.
+
+        Raises ``ModelTooLargeError`` when the model is over protobuf's 2 GB limit: use
+        ``save_debug_quantized_model`` then.
+        """
+        return _external.as_proto(self._graph().model, "debug model", "save_debug_quantized_model")
+
+    def save_nondebug_quantized_model(self, path: str | os.PathLike[str]) -> None:
+        """Write the quantized QDQ model to ``path`` atomically.
+
+        A model over protobuf's 2 GB limit gets its weights in ``<file name>.data`` next to it.
+        """
+        assert self._plan is not None
+        _external.write_model(self._plan.qdq, path)
+
+    def save_debug_quantized_model(self, path: str | os.PathLike[str]) -> None:
+        """Write the debug model to ``path`` atomically (weights in ``<file name>.data`` when over 2 GB)."""
+        _external.write_model(self._graph().model, path)
 
     @property
     def layer_names(self) -> list[str]:

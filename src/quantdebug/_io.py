@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,30 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | N
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_model_with_data(path: str | os.PathLike[str], data_name: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """Yield (model, data) handles of temp files in a folder beside ``path``; on success move them into place.
+
+    The data file becomes ``data_name`` beside ``path``, renamed before the model, so the model
+    file at ``path`` is the old one or the new one, never a truncated mix.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        with open(staging / target.name, "wb") as model, open(staging / data_name, "wb") as data:
+            yield model, data
+            for handle in (data, model):
+                handle.flush()
+                os.fsync(handle.fileno())
+        for name in (data_name, target.name):
+            os.chmod(staging / name, 0o644 & ~_umask())
+        os.replace(staging / data_name, target.parent / data_name)
+        os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _umask() -> int:

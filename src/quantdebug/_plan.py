@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from .graph._units import Skipped, Unit, UnitMapper
-from .runtime import optimize_to_file
+from .runtime import optimized_model
 
 _PRECISION_OF = {
     onnx.TensorProto.INT8: "int8",
@@ -44,10 +42,7 @@ class Plan:
 
 def optimize_quantized(qdq: onnx.ModelProto) -> onnx.ModelProto:
     """onnxruntime's own fusions (level 'extended'), saved so that taps cannot change them."""
-    with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
-        path = Path(tmp) / "optimized.onnx"
-        optimize_to_file(qdq, path, level="extended", what="quantized model")
-        return onnx.load(str(path))
+    return optimized_model(qdq, level="extended", what="quantized model")
 
 
 def _row_info(qdq: onnx.ModelProto, tensor: str) -> RowInfo | None:

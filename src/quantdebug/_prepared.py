@@ -9,6 +9,7 @@ import onnx
 from .calibration import Calibration, model_fingerprint
 from .config import QuantConfig
 from .errors import ConfigError
+from .graph import _external
 from .graph._load import ModelSource, load_model
 from .graph._preprocess import Preprocessed, default_opset, preprocess
 from .graph._select import Selector, resolve_precisions
@@ -83,7 +84,9 @@ def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, op
     import hashlib
 
     model = load_model(source, what="float model")
-    digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    h = hashlib.sha256(model.SerializeToString(deterministic=True))
+    h.update(_external.file_stamps(model).encode())  # weights left in external data (models over 2 GB)
+    digest = h.hexdigest()
     key = (digest, 21 if config is not None and needs_16bit(config) else 13, optimize)
     if key not in _CACHE:
         while len(_CACHE) >= _CACHE_SIZE:

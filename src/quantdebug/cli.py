@@ -427,14 +427,14 @@ def quantize(
         data = None
     calibration, _ = _calibration(float_model, data, calibration_path, "quantize")
     config = _config(per_channel, activation_type, weight_type, calibration_method)
-    quantized = qd.quantize(
+    qd.quantize(
         float_model,
         calibration,
         config,
         denylisted_nodes=_split_names(denylist_nodes),
         denylisted_ops=_split_names(denylist_ops),
+        output_path=output,
     )
-    _io.write_bytes(output, quantized.SerializeToString())
     _note(f"wrote {output}")
 
 

@@ -21,6 +21,7 @@ from .. import _io
 from ..config import QuantConfig
 from ..data._dataset import Dataset, batches
 from ..errors import CalibrationError
+from ..graph import _external
 from ..runtime import make_session
 from ._ranges import entropy_range, minmax_range, percentile_range
 from ._stats import TensorStats
@@ -38,7 +39,10 @@ def model_fingerprint(model: onnx.ModelProto) -> str:
         h.update(f"{node.op_type}|{node.name}|{','.join(node.input)}|{','.join(node.output)}\n".encode())
     for init in sorted(model.graph.initializer, key=lambda t: t.name):
         h.update(init.name.encode())
-        h.update(init.raw_data if init.HasField("raw_data") else init.SerializeToString())
+        if _external.is_reference(init):  # weights of a model over 2 GB, still in their file
+            _external.fingerprint_tensor(init, h)
+        else:
+            h.update(init.raw_data if init.HasField("raw_data") else init.SerializeToString())
     return h.hexdigest()[:32]
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..graph import _external
+
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int | None) -> np.ndarray:
     zp = np.zeros_like(scale, dtype=np.int64) if zero_point is None else zero_point.astype(np.int64)
@@ -38,8 +40,8 @@ def weight_statistics(float_model: onnx.ModelProto, qdq: onnx.ModelProto) -> lis
             original = f_node.input[index]
             if original not in f_init:
                 continue
-            w = numpy_helper.to_array(f_init[original]).astype(np.float32)
-            q = numpy_helper.to_array(q_init[dq.input[0]])
+            w = _external.to_array(f_init[original]).astype(np.float32)
+            q = _external.to_array(q_init[dq.input[0]])
             scale = numpy_helper.to_array(q_init[dq.input[1]]).astype(np.float32).reshape(-1)
             zp = numpy_helper.to_array(q_init[dq.input[2]]).reshape(-1) if len(dq.input) > 2 and dq.input[2] else None
             axis = next((int(a.i) for a in dq.attribute if a.name == "axis"), None)

@@ -86,7 +86,7 @@ class FixResult:
     """The outcome of ``qd.fix``: node precisions by name, the model, qualities, evaluations and trace."""
 
     candidate: Candidate
-    model: onnx.ModelProto
+    quantized: onnx.ModelProto = dataclasses.field(repr=False)  # may keep weights in external data: see model
     config: QuantConfig
     float_quality: float
     int8_quality: float
@@ -99,6 +99,13 @@ class FixResult:
     message: str
     quantized_nodes: int
     ort_settings: dict[str, Any]
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The fixed QDQ model; ``ModelTooLargeError`` for a model over 2 GB (use ``save_model``)."""
+        from ..graph._external import as_proto
+
+        return as_proto(self.quantized, "fixed model", "FixResult.save_model")
 
     @property
     def node_precision(self) -> dict[str, str]:
@@ -137,7 +144,10 @@ class FixResult:
         }
 
     def save_model(self, path: str | os.PathLike[str]) -> None:
-        _io.write_bytes(path, self.model.SerializeToString())
+        """Write the fixed model atomically (weights in ``<file name>.data`` for a model over 2 GB)."""
+        from ..graph._external import write_model
+
+        write_model(self.quantized, path)
 
     def save_onnxruntime_settings(self, path: str | os.PathLike[str]) -> None:
         """``nodes_to_exclude`` and a ``TensorQuantOverrides`` JSON for onnxruntime's quantize_static."""

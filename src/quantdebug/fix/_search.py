@@ -28,6 +28,7 @@ from ..compare._weights import weight_statistics
 from ..config import QuantConfig
 from ..errors import ConfigError, ModelError, QuantDebugError
 from ..executors import LocalExecutor
+from ..graph import _external
 from ..quantize._quantize import _int16_overrides, _per_channel_overrides
 from ..runtime import make_session
 from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
@@ -197,6 +198,8 @@ class Search:
         key = candidate.key()
         if key not in self.models:
             config = candidate.config(self.base)
+            for old in self.models.values():  # the weights of a model over 2 GB: gigabytes on disk each
+                _external.release(old, keep=self.prepared.model)
             self.models = {key: self.prepared.quantize(self.calibration, config, self.prepared.precisions(config))}
         return self.models[key]
 
@@ -403,7 +406,7 @@ class Search:
         config = candidate.config(self.base)
         return FixResult(
             candidate=candidate,
-            model=model,
+            quantized=model,
             config=config,
             float_quality=float_q,
             int8_quality=int8_q,

@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .._plan import Plan
+from ..graph import _external
 from ..runtime import make_session
 
 ACT_SWITCHES = "__qd/switch/activations"
@@ -46,7 +47,7 @@ def _qdq_weights(plan: Plan) -> dict[tuple[str, int], np.ndarray]:
             dq = dq_of.get(tensor)
             if dq is None or dq.input[0] not in q_init:
                 continue
-            q = numpy_helper.to_array(q_init[dq.input[0]])
+            q = _external.to_array(q_init[dq.input[0]])
             if q.dtype == np.int32:
                 continue  # biases: their error is negligible next to the weights'
             scale = numpy_helper.to_array(q_init[dq.input[1]]).astype(np.float32).reshape(-1)
@@ -106,7 +107,7 @@ def build_switch_model(float_model: onnx.ModelProto, plan: Plan) -> tuple[onnx.M
         if w_node is None or index >= len(w_node.input) or w_node.input[index] not in f_init:
             continue
         name = w_node.input[index]
-        if numpy_helper.to_array(f_init[name]).shape != deq.shape:
+        if tuple(f_init[name].dims) != deq.shape:
             continue
         per_init.setdefault(name, deq)  # onnxruntime shares one dequantized copy among all readers
         users.setdefault(name, []).append(node_name)
@@ -114,7 +115,7 @@ def build_switch_model(float_model: onnx.ModelProto, plan: Plan) -> tuple[onnx.M
     weight_names = sorted(per_init)
     for j, name in enumerate(weight_names):
         quantized = f"__qd/sww/{j}/wq"
-        g.initializer.append(numpy_helper.from_array(per_init[name], quantized))
+        g.initializer.append(_external.tensor_like(per_init[name], quantized, float_model))
         g.initializer.append(numpy_helper.from_array(np.array(j, dtype=np.int64), f"__qd/sww/{j}/idx"))
         new_nodes += [
             helper.make_node(

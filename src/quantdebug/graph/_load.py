@@ -3,7 +3,9 @@
 Models are untrusted input. Nothing here executes code from the model; external-data files are
 read only from inside the model's own folder (no ``..``, no absolute paths, no symlinks that
 leave the folder); ops from domains onnxruntime does not know are refused by name before any
-session is made; and a model over protobuf's 2 GB limit stops with ``ModelTooLargeError``.
+session is made. A model over protobuf's 2 GB limit is read only from a path with its weights in
+external data, which then stay in their files (see ``_external``); as bytes or a ``ModelProto``
+it stops with ``ModelTooLargeError``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from ..errors import ModelError, ModelTooLargeError
+from . import _external
 
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
 
@@ -34,9 +37,9 @@ def _gb(size: int) -> str:
 
 def _too_large(what: str, size: int, how: str) -> ModelTooLargeError:
     return ModelTooLargeError(
-        f"{what} is {_gb(size)}{how}, over protobuf's 2 GB limit for one ModelProto; quantdebug hands models "
-        "to onnxruntime and the ONNX tools in memory, so models this large cannot be debugged yet "
-        "(keep the weights in external data and split or shrink the model)"
+        f"{what} is {_gb(size)}{how}, over protobuf's 2 GB limit for one ModelProto; a model this large can "
+        "only be read with its weights in external data: save it with onnx.save(model, path, "
+        "save_as_external_data=True) and pass that path"
     )
 
 
@@ -52,7 +55,8 @@ def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [
         t
         for t in external_data_helper._get_all_tensors(model)
-        if external_data_helper.uses_external_data(t) or t.data_location == onnx.TensorProto.EXTERNAL
+        if (external_data_helper.uses_external_data(t) or t.data_location == onnx.TensorProto.EXTERNAL)
+        and not _external.trusted(t)  # quantdebug's own references to weights it already checked
     ]
 
 
@@ -219,10 +223,18 @@ def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
         for info in (*model.graph.input, *model.graph.output)
         if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape")
     ]
-    if not missing:
+    referenced = _external.has_references(model)
+    if not missing and not referenced:
         return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    for tensor in _external.referenced_tensors(copy):
+        # weights left in their files (models over 2 GB) were checked by _check_external_data; the
+        # checker would look for them relative to the working folder, so it sees empty stand-ins
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.dims[:]
+        tensor.dims.append(0)
     for info in (*copy.graph.input, *copy.graph.output):
         if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape"):
             info.type.tensor_type.shape.SetInParent()
@@ -274,8 +286,12 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
         )
     external = _check_external_data(model, base, given)
     if external and model.ByteSize() + external > PROTOBUF_LIMIT:
-        raise _too_large(what, model.ByteSize() + external, " with its external data")
-    if external:
+        # over protobuf's limit with its weights: they stay in their files (see _external)
+        assert base is not None
+        _external.reference_data(model, base)
+        if model.ByteSize() > PROTOBUF_LIMIT:
+            raise _too_large(what, model.ByteSize(), " without its external data")
+    elif external:
         try:
             external_data_helper.load_external_data_for_model(model, str(base))
         except Exception as exc:  # onnx raises ValidationError, OSError or ValueError here

@@ -11,7 +11,6 @@ import importlib.util
 import logging
 import re
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,7 @@ import onnx
 from onnx import version_converter
 
 from ..errors import ModelError
-from ..runtime import optimize_to_file
+from ..runtime import optimized_model
 
 MIN_OPSET = 13  # per-channel DequantizeLinear (its axis attribute) needs opset 13
 _log = logging.getLogger(__name__)
@@ -128,13 +127,10 @@ def preprocess(model: onnx.ModelProto, *, optimize: bool = True, min_opset: int 
             ) from exc
         notes.append(f"upgraded opset {opset} -> {target}")
     if optimize:
-        with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
-            out = Path(tmp) / "basic.onnx"
-            try:
-                optimize_to_file(work, out, level="basic", what="float model")
-            except ModelError as exc:
-                raise ModelError(explain_runtime_failure(work, str(exc))) from exc
-            work = onnx.load(str(out))
+        try:
+            work = optimized_model(work, level="basic", what="float model")
+        except ModelError as exc:
+            raise ModelError(explain_runtime_failure(work, str(exc))) from exc
         canonicalize_names(work)
     work = _infer_shapes(work, notes)
     covers, removed = _relate(user_nodes, work)

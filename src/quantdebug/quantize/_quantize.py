@@ -22,6 +22,7 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from ..config import QuantConfig
 from ..errors import ModelError
+from ..graph import _external
 
 QUANT_TYPES = {
     "int8": QuantType.QInt8,
@@ -157,14 +158,25 @@ def quantize_with_ranges(
     work.CopyFrom(model)
     meta = work.metadata_props.add()
     meta.key, meta.value = "onnx.quant.pre_process", "onnxruntime.quant"
+    big = _external.has_references(work)
     with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
         cache = Path(tmp) / "ranges.json"
-        out = Path(tmp) / "quantized.onnx"
+        # a model over protobuf's limit goes to the quantizer as a file with its weights beside it,
+        # and its quantized weights stay in a data file of quantdebug's workspace
+        folder = _external.new_folder() if big else Path(tmp)
+        out = folder / "quantized.onnx"
+        source: onnx.ModelProto | str = work
+        hidden: list[str] = []
+        if big:
+            quantized_ops = set(op_types)
+            needed = {t for n in work.graph.node if n.op_type in quantized_ops for t in n.input}
+            path, hidden = _external.materialize(work, folder, "float.onnx", needed)
+            source = str(path)
         save_tensors_data(_tensors_data(ranges), cache)
         try:
             with _quiet_root_logger():
                 quantize_static(
-                    work,
+                    source,
                     str(out),
                     None,
                     quant_format=QuantFormat.QDQ,
@@ -177,8 +189,18 @@ def quantize_with_ranges(
                     calibrate_method=CalibrationMethod.MinMax,
                     extra_options=extra,
                     calibration_cache_path=str(cache),
+                    use_external_data_format=big,
                 )
         except Exception as exc:
             raise ModelError(f"onnxruntime's quantizer failed on this model: {exc}") from exc
-        quantized = onnx.load(str(out))
+        finally:
+            if big:
+                for leftover in folder.glob("float.onnx*"):
+                    leftover.unlink()
+        if not big:
+            return onnx.load(str(out))
+        quantized = onnx.load(str(out), load_external_data=False)
+        _external.adopt(quantized, folder)
+        _external.restore(quantized, work, hidden)
+        out.unlink()
     return quantized
