@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .calibration._calibrate import batching_is_safe
+from .calibration._calibrate import batching_is_safe, has_control_flow
 from .compare._accumulate import MeanAccumulator, default_metrics
 from .config import DEFAULT_METRICS, DebugOptions
 from .data._dataset import batches
@@ -151,6 +151,7 @@ class DebugLoop:
         self._make_deployed = deployed
         self._deployed: ort.InferenceSession | None = None
         self._batching: dict[tuple[Any, ...], bool] = {}
+        self._control_flow = has_control_flow(graph.model)
         self.float_session = float_session
         self.custom_values = custom_values
         self.raw_names = [t for trio in graph.raw_outputs for t in trio] if options.has_raw_tensor_metrics else []
@@ -170,10 +171,12 @@ class DebugLoop:
     ) -> bool:
         """Whether samples can be stacked: checked once per sample signature, then remembered.
 
-        The check's single-sample runs of ``head`` are real results: they land in ``singles``
-        (in order) for the caller to keep, so the check costs one extra (stacked) run.
+        The check's single-sample runs of ``head`` land in ``singles`` (in order). When stacking
+        is refused they are the run's results; when it is allowed the head runs again stacked,
+        so that every sample's numbers come from a stacked run whichever worker or shard it is
+        in (onnxruntime's batch-1 kernels differ from its batched ones in the last bits).
         """
-        if self.options.batch_size <= 1 or not batch_free or not head:
+        if self.options.batch_size <= 1 or not batch_free or not head or self._control_flow:
             return False
         key = tuple(sorted((k, v.shape, v.dtype.str) for k, v in head[0].items()))
         if key not in self._batching:
@@ -201,6 +204,8 @@ class DebugLoop:
         head = [f for _, f in zip(range(2), guarded)]
         singles: list[dict[str, np.ndarray]] = []
         can_batch = self._checked_batching(head, batch_free, singles)
+        if can_batch:
+            singles.clear()
         check = self.checks_fidelity and state.fidelity is None
         for feed, out in zip(head, singles):
             self._absorb(state, feed, out, 1, check, advance)

@@ -171,9 +171,7 @@ def _checked_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(data)
     version = data.pop("version", CONFIG_VERSION)
     if version != CONFIG_VERSION:
-        raise ConfigError(
-            f"{cls.__name__} version {version} is not supported (this quantdebug reads {CONFIG_VERSION})"
-        )
+        raise ConfigError(f"{cls.__name__} version {version} is not supported (this quantdebug reads {CONFIG_VERSION})")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -84,18 +84,24 @@ def _job(model_: onnx.ModelProto, calib: qd.Calibration, source: object, options
     return debugger._job(), debugger._debug
 
 
+# A sample's per-layer numbers come from float32 kernels whose last bits depend on the batch the
+# sample ran in (onnxruntime's GEMMs block rows differently for 1-3 rows than for 4): shards and
+# workers stack other samples together than one process does. Merging itself adds float64 sums.
+BATCH_RTOL = 1e-6
+
+
 def assert_same_state(got: RunState, want: RunState) -> None:
-    """Counts and the dataset digest exactly; float64 sums to rounding."""
+    """Counts and the dataset digest exactly; sums to the float32 noise of different batches."""
     assert got.samples == want.samples
     assert got.digest == want.digest
     np.testing.assert_array_equal(got.layer.counts, want.layer.counts)
-    np.testing.assert_allclose(got.layer.sums, want.layer.sums, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(got.layer.sums, want.layer.sums, rtol=BATCH_RTOL, atol=1e-300)
     if want.custom is not None:
         assert got.custom is not None
         np.testing.assert_array_equal(got.custom.counts, want.custom.counts)
-        np.testing.assert_allclose(got.custom.sums, want.custom.sums, rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(got.custom.sums, want.custom.sums, rtol=BATCH_RTOL, atol=1e-300)
     assert got.model_count == want.model_count
-    assert got.model_sums == pytest.approx(want.model_sums, rel=1e-12)
+    assert got.model_sums == pytest.approx(want.model_sums, rel=BATCH_RTOL)
 
 
 def assert_same_statistics(got: qd.QuantizationDebugger, want: qd.QuantizationDebugger) -> None:
@@ -105,7 +111,7 @@ def assert_same_statistics(got: qd.QuantizationDebugger, want: qd.QuantizationDe
             if metric == "num_elements":
                 assert got.layer_statistics[tensor][metric] == value, (tensor, metric)
             else:
-                assert got.layer_statistics[tensor][metric] == pytest.approx(value, rel=1e-12, abs=1e-300)
+                assert got.layer_statistics[tensor][metric] == pytest.approx(value, rel=BATCH_RTOL, abs=1e-300)
     assert got.statistics().provenance["dataset_fingerprint"] == want.statistics().provenance["dataset_fingerprint"]
 
 
@@ -119,7 +125,7 @@ def test_debug_statistics_from_two_workers_equal_one_process(
     spread = _debugger(model, calibration, dataset(feeds), options)
     spread.run(executor=executor)
     assert_same_statistics(spread, single)
-    assert spread.model_statistics == pytest.approx(single.model_statistics, rel=1e-12)
+    assert spread.model_statistics == pytest.approx(single.model_statistics, rel=BATCH_RTOL)
     assert (spread.fidelity is None) == (single.fidelity is None)
     job, data = _job(model, calibration, dataset(feeds), options)
     want = LocalExecutor().run_debug(job, data, batch_free=True)

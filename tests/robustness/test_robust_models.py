@@ -627,6 +627,19 @@ def test_subgraph_bodies_stay_float_and_coverage_says_so(kind: str, rng: np.rand
     assert_matches_reference(dbg, feeds)
 
 
+def test_samples_of_a_branching_model_are_never_stacked(rng: np.random.Generator) -> None:
+    """An If decides once for a stacked batch: the first two samples agree, the third takes the other branch."""
+    model = hostile.with_subgraph(rng, "If")
+    feeds = [{"input": rng.standard_normal((1, 4)).astype(np.float32) + shift} for shift in (3.0, 3.0, -3.0, 3.0)]
+    dbg = debugger(model, feeds, debug_options=qd.DebugOptions(batch_size=4))
+    assert_matches_reference(dbg, feeds)
+    calibration = qd.calibrate(model, dataset(feeds))
+    one_by_one = qd.calibrate(model, dataset(feeds[:1])).merge(qd.calibrate(model, dataset(feeds[1:2])))
+    for more in feeds[2:]:
+        one_by_one = one_by_one.merge(qd.calibrate(model, dataset([more])))
+    assert calibration.stats == one_by_one.stats
+
+
 # -- names -------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +180,19 @@ def _rows_match(batched: Mapping[str, np.ndarray], singles: list[Mapping[str, np
     return True
 
 
+CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+
+
+def has_control_flow(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` branches or loops on data: then samples are never stacked.
+
+    One If condition (or trip count) is computed for a whole stacked batch, so a batch can run
+    a branch that some of its samples would not take. The batching check compares only the first
+    samples, which may agree by chance, so such models run one sample at a time.
+    """
+    return any(n.op_type in CONTROL_FLOW and n.domain in ("", "ai.onnx") for n in model.graph.node)
+
+
 def batching_is_safe(
     run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], feeds: list[dict[str, np.ndarray]]
 ) -> bool:
@@ -196,6 +209,50 @@ def batching_is_safe(
     return _rows_match(batched, [run(f) for f in feeds])
 
 
+class Calibrator:
+    """The calibration pass over one (pre-processed) model, its session built once.
+
+    ``calibrate_model`` uses it for one dataset; a Ray worker keeps one for every task it runs.
+    """
+
+    def __init__(self, model: onnx.ModelProto, *, threads: int | None = None) -> None:
+        names = float_tensors(model)
+        self.fingerprint = model_fingerprint(model)
+        self.control_flow = has_control_flow(model)
+        self.session = make_session(augmented(model, names), level="disabled", threads=threads, what="float model")
+        wanted = set(names)
+        self.outputs = [o.name for o in self.session.get_outputs() if o.name in wanted]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(self.outputs, feed)
+        return {n: v for n, v in zip(self.outputs, values) if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+
+    def run(
+        self,
+        feeds: Iterator[dict[str, np.ndarray]],
+        *,
+        batch_size: int,
+        batch_free: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> Calibration:
+        stats: dict[str, TensorStats] = {}
+        count = 0
+        head = [f for _, f in zip(range(2), feeds)]
+        can_batch = batch_free and not self.control_flow and batching_is_safe(self._run, head)
+        for feed, n in batches(_chain(head, feeds), batch_size, can_batch):
+            values = self._run(feed)
+            for name in self.input_names:
+                if name in feed and feed[name].dtype.kind == "f":
+                    stats.setdefault(name, TensorStats()).update(feed[name])
+            for name, value in values.items():
+                stats.setdefault(name, TensorStats()).update(value)
+            count += n
+            if progress is not None:
+                progress(n)
+        return Calibration(self.fingerprint, stats, count)
+
+
 def calibrate_model(
     model: onnx.ModelProto,
     dataset: Dataset,
@@ -205,35 +262,10 @@ def calibrate_model(
     progress: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Stream ``dataset`` through ``model`` (pre-processed) and return its Calibration."""
-    names = float_tensors(model)
-    session = make_session(augmented(model, names), level="disabled", threads=threads, what="float model")
-    outputs = [o.name for o in session.get_outputs()]
-    wanted = [n for n in outputs if n in set(names)]
-    input_names = [i.name for i in session.get_inputs()]
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = session.run(wanted, feed)
-        return {n: v for n, v in zip(wanted, values) if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
-
-    stats: dict[str, TensorStats] = {}
-    count = 0
-
-    def absorb(feed: dict[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
-        for name in input_names:
-            if name in feed and feed[name].dtype.kind == "f":
-                stats.setdefault(name, TensorStats()).update(feed[name])
-        for name, value in values.items():
-            stats.setdefault(name, TensorStats()).update(value)
-
-    feeds = iter(dataset)
-    head = [f for _, f in zip(range(2), feeds)]
-    can_batch = all(s.batch_free for s in dataset.specs) and batching_is_safe(run, head)
-    for feed, n in batches(_chain(head, feeds), batch_size, can_batch):
-        absorb(feed, run(feed))
-        count += n
-        if progress is not None:
-            progress(n)
-    return Calibration(model_fingerprint(model), stats, count)
+    batch_free = all(s.batch_free for s in dataset.specs)
+    return Calibrator(model, threads=threads).run(
+        iter(dataset), batch_size=batch_size, batch_free=batch_free, progress=progress
+    )
 
 
 def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:

@@ -22,11 +22,9 @@ import onnx
 from .._progress import progress_bar
 from .._run import DebugJob, DebugLoop, RunState
 from ..calibration import Calibration
-from ..calibration._calibrate import augmented, batching_is_safe, float_tensors, model_fingerprint
-from ..calibration._stats import TensorStats
-from ..data._dataset import Dataset, InputSpec, batches
+from ..calibration._calibrate import Calibrator
+from ..data._dataset import Dataset, InputSpec
 from ..errors import ConfigError, DatasetError, QuantDebugError, RunInterrupted
-from ..runtime import make_session
 from ._local import ShardedDataset
 
 T = TypeVar("T")
@@ -167,36 +165,13 @@ class _DebugProgram:
 
 
 class _Calibrator:
-    """``calibrate_model``'s pass with its session built once, for every task of a worker."""
+    """A worker's ``Calibrator``, built once from the model's bytes and run for every task."""
 
     def __init__(self, model_bytes: bytes) -> None:
-        model = onnx.load_model_from_string(model_bytes)
-        self.fingerprint = model_fingerprint(model)
-        names = float_tensors(model)
-        self.session = make_session(augmented(model, names), level="disabled", what="float model")
-        wanted = set(names)
-        self.outputs = [o.name for o in self.session.get_outputs() if o.name in wanted]
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def _run(self, feed: Feed) -> dict[str, np.ndarray]:
-        values = self.session.run(self.outputs, feed)
-        return {n: v for n, v in zip(self.outputs, values) if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+        self.calibrator = Calibrator(onnx.load_model_from_string(model_bytes))
 
     def run(self, work: _Work, batch_size: int, batch_free: bool) -> Calibration:
-        stats: dict[str, TensorStats] = {}
-        count = 0
-        feeds = work.feeds()
-        head = list(itertools.islice(feeds, 2))
-        can_batch = batch_free and batching_is_safe(self._run, head)
-        for feed, n in batches(itertools.chain(head, feeds), batch_size, can_batch):
-            values = self._run(feed)
-            for name in self.input_names:
-                if name in feed and feed[name].dtype.kind == "f":
-                    stats.setdefault(name, TensorStats()).update(feed[name])
-            for name, value in values.items():
-                stats.setdefault(name, TensorStats()).update(value)
-            count += n
-        return Calibration(self.fingerprint, stats, count)
+        return self.calibrator.run(work.feeds(), batch_size=batch_size, batch_free=batch_free)
 
 
 class _Worker:
