@@ -61,6 +61,7 @@ from quantdebug.runtime import make_session  # noqa: E402
 
 GAP_RECOVERED = 0.9  # the criterion: fixed quality recovers at least 90% of the float-to-int8 gap
 MAX_OUT_OF_INT8 = 0.10  # ... with at most 10% of the quantized nodes in int16 or float
+NOTES_MARKER = "<!-- notes: kept when the table above is regenerated -->"
 DET_THRESHOLD = 0.3  # rapidocr's DB binarisation threshold (det_db_thresh)
 
 Dataset = Callable[[], Iterable[Any]]
@@ -393,7 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if changes:
             body.append("  - out of int8: " + ", ".join(changes))
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text("\n".join(body) + "\n", encoding="utf-8")
+    notes = ""  # hand-written analysis below the marker survives a re-run
+    if args.results.is_file():
+        old = args.results.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER) :]
+    args.results.write_text("\n".join(body) + "\n" + notes, encoding="utf-8")
     args.results.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
     return 0
 
