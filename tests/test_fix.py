@@ -259,18 +259,3 @@ def test_fix_finds_nodes_that_break_the_model_redundantly(rng: np.random.Generat
     assert result.evaluations == counter.calls <= _budget(result)
     # the pair ranks first: the first prefix of two ranked nodes already meets the target
     assert any(t.step.endswith("first 2 ranked") and t.meets_target for t in result.trace), result.summary()
-
-
-def test_int16_is_given_up_after_one_evaluation_when_it_cannot_meet_the_target(rng: np.random.Generator) -> None:
-    model, bad = models.wide_range_node(rng)  # 1e6 wider than its neighbours: int16 cannot resolve it
-    feeds = _feeds(model, rng)
-    _, as_int16 = _quality_with(model, feeds, **{bad: "int16"})
-    _, as_float = _quality_with(model, feeds, **{bad: "float"})
-    target = as_float - 1.0
-    assert as_int16 < target, "int16 on the bad node must miss a target float on it meets"
-    counter = Counter(model, feeds)
-    result = qd.fix(model, dataset(feeds), eval_fn=counter, target=target)
-    assert result.met_target and result.node_precision == {bad: "float"}, result.summary()
-    int16_steps = [t.step for t in result.trace if t.step.startswith("int16")]
-    assert len(int16_steps) == 1 and int16_steps[0].startswith("int16: all "), int16_steps
-    assert result.evaluations == counter.calls <= _budget(result)

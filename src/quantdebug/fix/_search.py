@@ -365,22 +365,10 @@ class Search:
             # between the last two; cheap when few nodes are to blame, and robust when changing
             # every node at once fails where changing a few succeeds
             qualities: dict[int, float] = {}
-            if lever == "int16" and "float" in self.levers and len(ranked) > 2:
-                # int16 on every suspect first: when even that misses the target (a model whose
-                # 8-bit weights, or ranges int16 cannot resolve, are to blame), galloping through
-                # int16 prefixes would spend about log2(L) evaluations for nothing. A candidate
-                # the runtime refuses (-inf) says nothing about int16, so the search goes on then.
-                every = self.evaluate(with_prefix(len(ranked)), f"{lever}: all {len(ranked)} ranked")
-                qualities[len(ranked)] = every
-                if self.better(every, best[1]):
-                    best = (with_prefix(len(ranked)), every)
-                if math.isfinite(every) and not self.meets(every):
-                    continue
             lo, k = 0, 1
             while True:
                 k = min(k, len(ranked))
-                if k not in qualities:
-                    qualities[k] = self.evaluate(with_prefix(k), f"{lever}: first {k} ranked")
+                qualities[k] = self.evaluate(with_prefix(k), f"{lever}: first {k} ranked")
                 if self.better(qualities[k], best[1]):
                     best = (with_prefix(k), qualities[k])
                 if self.meets(qualities[k]) or k == len(ranked):
