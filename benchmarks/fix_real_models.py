@@ -361,6 +361,17 @@ def machine() -> str:
     )
 
 
+def revision() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True)
+    except OSError:
+        return "unknown revision"
+    return f"commit {out.stdout.strip() or 'unknown'}" + (" with uncommitted changes in src/" if dirty.stdout else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(DEFAULT_MODELS))
@@ -381,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"Machine: {machine()}",
         "",
+        f"Code: {revision()}",
+        "",
         "Target: 90% of the float-to-int8 gap recovered, measured by the benchmark before fix runs; fix's "
         "own float and int8 baselines are its first two evaluations. Criterion (issue 4): gap recovered "
         ">= 90%, at most 10% of the quantized nodes in int16 or float, evaluations <= 2*ceil(log2 L) + 10.",
@@ -389,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     for r in rows:
-        body.append(f"- {r['model']}: {r['message']}")
+        body.append(f"- {r['model']}: fix says: {r['message']}")
         changes = [f"{n}: int16" for n in r["int16_nodes"]] + [f"{n}: float" for n in r["float_nodes"]]
         if changes:
             body.append("  - out of int8: " + ", ".join(changes))
