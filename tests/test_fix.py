@@ -205,3 +205,57 @@ def test_debugger_fix_and_sensitivity_reuse_calibration(rng: np.random.Generator
     result = debugger.fix(target=alone - 1.0)
     assert result.node_precision == {bad: "float"}
     assert reads["n"] - before <= 3, "fix reads debug samples, but never calibrates again"
+
+
+def _redundant_pair(rng: np.random.Generator) -> tuple[onnx.ModelProto, tuple[str, str]]:
+    """Two nodes in series that each ruin the model alone: leaving either one in float changes nothing.
+
+    conv1 -> relu1 -> up1 (Mul by c) -> up2 (Mul by ones) -> unscale (Div by c) -> conv2 -> relu2 ->
+    head, with c = [1e6, 1, ..., 1] per channel. up1's and up2's outputs both span ~1e6 x the
+    other channels, so per-tensor int8 rounds channels 1..7 to zero at *either* node: whichever
+    one is left in float, the other still zeroes them. Only both together repair the model.
+    """
+    from tests.models import _GraphBuilder  # the same builder as the shared test models
+
+    g = _GraphBuilder(rng, "redundant_pair", 13)
+    x = g.input("input", ["N", 3, 16, 16])
+    x = g.node("Relu", [g.conv(x, "conv1", 3, 8)], "relu1")
+    c = np.ones((1, 8, 1, 1), dtype=np.float32)
+    c[0, 0] = 1e6
+    x = g.node("Mul", [x, g.const("up1.factor", c)], "up1")
+    x = g.node("Mul", [x, g.const("up2.ones", np.ones_like(c))], "up2")
+    x = g.node("Div", [x, g.const("unscale.divisor", c.copy())], "unscale")
+    x = g.node("Relu", [g.conv(x, "conv2", 8, 16)], "relu2")
+    return g.build([g.head(x, 16, 10)]), ("up1", "up2")
+
+
+def test_noise_share_units() -> None:
+    from quantdebug.fix._search import noise_share
+
+    # all quantized: 20 dB. Leaving the node in float gives 10*log10(2) dB more (half the noise
+    # power gone); the node alone gives 30 dB (a tenth of the noise power): its share is 0.5
+    assert noise_share(20.0, 20.0 + 10 * math.log10(2), 30.0) == pytest.approx(0.5)
+    assert noise_share(20.0, 20.0, 30.0) == pytest.approx(0.1)  # removal shows nothing, addition does
+    assert noise_share(20.0, math.inf, math.nan) == pytest.approx(1.0)
+    assert noise_share(math.inf, math.inf, math.inf) == 0.0  # no noise to share
+    assert 0.0 <= noise_share(20.0, 15.0, -math.inf) <= 1.0
+
+
+def test_fix_finds_nodes_that_break_the_model_redundantly(rng: np.random.Generator) -> None:
+    model, pair = _redundant_pair(rng)
+    feeds = _feeds(model, rng)
+    calibration = qd.calibrate(model, dataset(feeds))
+    counter = Counter(model, feeds)
+    int8 = counter(session(qd.quantize(model, calibration)))
+    one = [counter(session(qd.quantize(model, calibration, qd.QuantConfig(node_precision={n: "float"})))) for n in pair]
+    both = counter(
+        session(qd.quantize(model, calibration, qd.QuantConfig(node_precision=dict.fromkeys(pair, "float"))))
+    )
+    assert max(one) < int8 + 3 and both > int8 + 10, "the builder's pair must break the model redundantly"
+    counter = Counter(model, feeds)
+    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), eval_fn=counter, target=both - 1.0)
+    assert result.met_target, result.summary()
+    assert set(result.node_precision) == set(pair), result.summary()
+    assert result.evaluations == counter.calls <= _budget(result)
+    # the pair ranks first: the first prefix of two ranked nodes already meets the target
+    assert any(t.step.endswith("first 2 ranked") and t.meets_target for t in result.trace), result.summary()

@@ -300,37 +300,52 @@ class Search:
         return best
 
     def ranking(self, plan: Plan) -> list[str]:
-        """Quantized nodes, most harmful first: how much leaving each alone in float recovers.
+        """Quantized nodes, most harmful first, by their share of the output noise measured two ways.
 
-        Measured in groups first (about sqrt(L) groups of neighbouring nodes, each left in float
-        together), then node by node inside the most harmful groups: O(sqrt(L)) runs of the
-        switchable graph instead of L, which matters on models of hundreds of nodes.
+        Removal: how much of the fully quantized model's noise goes away when the node alone is
+        left in float. Addition: how much noise the node makes when it alone is quantized. Removal
+        misses harm that several nodes do redundantly (a text detector whose early layers each
+        ruin the output: leaving any one in float changes nothing); addition misses harm that only
+        appears in combination. Both are put in one unit, the fraction of the all-quantized output
+        noise power, and a node ranks by the larger. Measured in groups first (about sqrt(L)
+        groups of neighbouring nodes), then node by node inside the most harmful groups: O(sqrt(L))
+        runs of the switchable graph instead of L, which matters on models of hundreds of nodes.
         """
         scores = SwitchScores(self.prepared.model, plan, self.feeds[: self.sensitivity_samples])
         _, switches = build_switch_model(self.prepared.model, plan)  # graph surgery only: which switch is which
         nodes = list(switches.nodes)
+        everything = range(len(nodes))
 
         def off(members: Sequence[int]) -> Switched:
             return tuple(members), tuple(switches.weight_switches_of({nodes[k] for k in members}))
+
+        def only(members: Sequence[int]) -> Switched:
+            keep = set(members)
+            act = [k for k in everything if k not in keep]
+            on_w = set(switches.weight_switches_of({nodes[k] for k in keep}))
+            return tuple(act), tuple(j for j in range(len(switches.weights)) if j not in on_w)
 
         size = max(1, math.isqrt(len(nodes)))
         groups = [list(range(i, min(i + size, len(nodes)))) for i in range(0, len(nodes), size)]
         base: float | None = None
         if len(groups) > 2:
-            base, *group_scores = self.executor.map(scores, [off([]), *(off(g) for g in groups)])
-            group_gain = [s - base for s in group_scores]
-            order = sorted(range(len(groups)), key=lambda i: -group_gain[i])
+            items = [off([]), *(off(g) for g in groups), *(only(g) for g in groups)]
+            base, *rest = self.executor.map(scores, items)
+            group_share = [noise_share(base, r, a) for r, a in zip(rest[: len(groups)], rest[len(groups) :])]
+            order = sorted(range(len(groups)), key=lambda i: -group_share[i])
             refine = set(order[: max(2, len(groups) // 4)])
         else:
             order, refine = list(range(len(groups))), set(range(len(groups)))
         units = [k for i in refine for k in groups[i]]
-        unit_scores = self.executor.map(scores, ([off([])] if base is None else []) + [off([k]) for k in units])
+        items = ([off([])] if base is None else []) + [off([k]) for k in units] + [only([k]) for k in units]
+        unit_scores = self.executor.map(scores, items)
         if base is None:
             base, *unit_scores = unit_scores
-        unit_gain = {k: s - base for k, s in zip(units, unit_scores)}
-        ranked: list[int] = sorted(unit_gain, key=lambda k: -unit_gain[k])
+        removed, added = unit_scores[: len(units)], unit_scores[len(units) :]
+        unit_share = {k: noise_share(base, r, a) for k, r, a in zip(units, removed, added)}
+        ranked: list[int] = sorted(unit_share, key=lambda k: -unit_share[k])
         for i in order:  # the rest, by their group's harm, in graph order within a group
-            ranked += [k for k in groups[i] if k not in unit_gain]
+            ranked += [k for k in groups[i] if k not in unit_share]
         out = list(dict.fromkeys(nodes[k] for k in ranked))
         return [n for n in out if self.precisions0.get(n, "float") != "float"]
 
@@ -442,6 +457,28 @@ class Search:
             "activation_type": config.activation_type,
             "weight_type": config.weight_type,
         }
+
+
+def noise_share(base_db: float, removed_db: float, alone_db: float) -> float:
+    """A node's share of the all-quantized output noise, from output SQNRs in dB.
+
+    ``base_db``: everything quantized; ``removed_db``: everything but the node; ``alone_db``: the
+    node alone. Noise powers relative to the base are 10**(-dB/10); the share is the larger of
+    the part that leaving the node in float removes and the part the node alone makes, in [0, 1].
+    """
+
+    def power(db: float) -> float:
+        if math.isnan(db):
+            return math.nan
+        return 0.0 if db == math.inf else math.inf if db == -math.inf else 10.0 ** (-db / 10.0)
+
+    total = power(base_db)
+    if not total or math.isnan(total) or math.isinf(total):
+        return 0.0
+    removed = 1.0 - power(removed_db) / total
+    alone = power(alone_db) / total
+    shares = [v for v in (removed, alone) if not math.isnan(v)]
+    return float(min(1.0, max(0.0, *shares))) if shares else 0.0
 
 
 def sensitivity_table(runner: SwitchRunner) -> list[dict[str, Any]]:
