@@ -50,9 +50,6 @@ import onnx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# benchmarks/profile.py would shadow the standard library's profile module (cProfile, which
-# transformers imports, needs it) while this script's folder is first on the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 

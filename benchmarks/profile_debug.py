@@ -2,8 +2,8 @@
 """Where a debug run's time goes: onnxruntime's own profiler on the debug model, attributed by op type
 and by part of the debug graph, plus a pyinstrument profile of ``QuantizationDebugger.run()``.
 
-    python benchmarks/profile.py --model mnv3 --samples 64
-    python benchmarks/profile.py --model ocr --samples 16 --batch 1
+    python benchmarks/profile_debug.py --model mnv3 --samples 64
+    python benchmarks/profile_debug.py --model ocr --samples 16 --batch 1
 
 Needs the artifacts of a run.py run of the same model (the calibration in benchmarks/.cache), or
 calibrates on --cal samples itself. Writes benchmarks/profiles/<model>_*.txt.
