@@ -133,6 +133,7 @@ class QuantizationDebugger:
         )
 
     def _replan(self) -> None:
+        old = getattr(self, "_plan", None)
         if self._external is not None:
             if self._options.denylisted_nodes or self._options.denylisted_ops:
                 raise ConfigError(
@@ -148,6 +149,9 @@ class QuantizationDebugger:
             intended = {n for n, p in precisions.items() if p != "float"}
             self._plan = build_plan(self.float_model, qdq, intended)
             self._precisions = precisions
+        if old is not None:  # a model over 2 GB: the old plan's quantized weights are gigabytes on disk
+            for model in (old.qdq, old.optimized):
+                _external.release(model, keep=self.float_model)
         self._debug_graph = None
         self._raw_graph = None
         self._loop = None

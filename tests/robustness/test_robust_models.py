@@ -443,6 +443,27 @@ def test_sessions_of_a_model_over_the_limit_share_the_mapped_weights_or_copy_the
         np.testing.assert_array_equal(got, ref)
 
 
+def test_new_options_on_a_model_over_the_limit_delete_the_old_quantized_weights(
+    rng: np.random.Generator, tmp_path: Path, over_limit: Callable[[Path], None]
+) -> None:
+    model = models.conv_relu(rng)
+    path = hostile.save_external(model, tmp_path / "ext")
+    feeds = feeds_for(model, rng)
+    over_limit(path)
+    big = debugger(path, feeds)
+    big.run()
+    first = big.layer_statistics
+    nodes = big.layer_names
+    folders = set(_external._workspace().iterdir())
+    grown = []
+    for denied in (nodes[:1], nodes[1:2], []):
+        big.options = qd.DebugOptions(denylisted_nodes=denied)
+        big.run()
+        grown.append(len(set(_external._workspace().iterdir()) - folders))
+    assert grown[0] == grown[1] == grown[2], "each re-quantization's weights replace the previous ones on disk"
+    assert big.layer_statistics == first, "the plan's own weights are still there after the others went"
+
+
 def test_sensitivity_and_fix_of_a_model_over_the_limit_match_the_in_memory_model(
     rng: np.random.Generator, tmp_path: Path, over_limit: Callable[[Path], None]
 ) -> None:
