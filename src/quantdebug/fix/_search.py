@@ -88,8 +88,9 @@ class SwitchScores:
     """
 
     def __init__(self, float_model: onnx.ModelProto, plan: Plan, feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
+        model, self.switches = build_switch_model(float_model, plan)  # once: the ranking reads the switches too
         self.float_model = float_model.SerializeToString()
-        self.plan = plan
+        self.switch_model = model.SerializeToString()
         self.feeds = [dict(f) for f in feeds]
         self._runner: SwitchRunner | None = None
 
@@ -99,7 +100,8 @@ class SwitchScores:
     @property
     def runner(self) -> SwitchRunner:
         if self._runner is None:
-            self._runner = SwitchRunner(onnx.load_model_from_string(self.float_model), self.plan, self.feeds)
+            built = (onnx.load_model_from_string(self.switch_model), self.switches)
+            self._runner = SwitchRunner(onnx.load_model_from_string(self.float_model), None, self.feeds, built=built)
         return self._runner
 
     def __call__(self, off: Switched) -> float:
@@ -312,7 +314,7 @@ class Search:
         runs of the switchable graph instead of L, which matters on models of hundreds of nodes.
         """
         scores = SwitchScores(self.prepared.model, plan, self.feeds[: self.sensitivity_samples])
-        _, switches = build_switch_model(self.prepared.model, plan)  # graph surgery only: which switch is which
+        switches = scores.switches
         nodes = list(switches.nodes)
         everything = range(len(nodes))
 

@@ -173,8 +173,20 @@ def output_sqnr(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
 class SwitchRunner:
     """Runs the switchable model on fixed feeds and scores switch settings by output SQNR."""
 
-    def __init__(self, float_model: onnx.ModelProto, plan: Plan, feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
-        self.model, self.switches = build_switch_model(float_model, plan)
+    def __init__(
+        self,
+        float_model: onnx.ModelProto,
+        plan: Plan | None,
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        *,
+        built: tuple[onnx.ModelProto, Switches] | None = None,
+    ) -> None:
+        """``built``: the switchable model and its switches when the caller has them (no second surgery)."""
+        if built is None:
+            if plan is None:
+                raise ValueError("SwitchRunner needs the plan or the built switchable model")
+            built = build_switch_model(float_model, plan)
+        self.model, self.switches = built
         self.session = make_session(self.model, level="all", what="sensitivity model")
         self.outputs = [o.name for o in float_model.graph.output]
         self.feeds = [dict(f) for f in feeds]
@@ -185,9 +197,9 @@ class SwitchRunner:
 
     def _stack_if_safe(self) -> None:
         """Run all samples as one batch when that gives, row by row, what single runs give."""
-        from ..calibration._calibrate import batching_is_safe
+        from ..calibration._calibrate import batching_is_safe, has_control_flow
 
-        if len(self.feeds) < 2:
+        if len(self.feeds) < 2 or has_control_flow(self.model):
             return
         act = np.zeros(max(len(self.switches.nodes), 1), bool)
         weights = np.zeros(max(len(self.switches.weights), 1), bool)
