@@ -133,7 +133,7 @@ class QuantizationDebugger:
         )
 
     def _replan(self) -> None:
-        old = getattr(self, "_plan", None)
+        old = self._plan
         if self._external is not None:
             if self._options.denylisted_nodes or self._options.denylisted_ops:
                 raise ConfigError(
@@ -363,10 +363,19 @@ class QuantizationDebugger:
     def layer_tensors(self, name: str, sample_index: int = 0) -> dict[str, np.ndarray]:
         """Float tensor, quantized tensor (dequantized) and their difference for one layer and sample."""
         unit = self._unit_named(name)
-        f, q = self._tensors_for([unit.float_tensor], sample_index)[unit.float_tensor]
+        if sample_index < 0:
+            raise ConfigError(f"sample_index must be >= 0; got {sample_index}")
+        found, seen = self._tensors_for([unit.float_tensor], range(sample_index, sample_index + 1))
+        if not found:
+            raise ConfigError(f"sample_index {sample_index} is past the end of the debug dataset ({seen} samples)")
+        f, q = found[0][unit.float_tensor]
         return {"float": f, "quantized": q, "diff": q - f}
 
-    def _tensors_for(self, names: list[str], sample_index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _tensors_for(
+        self, names: list[str], indices: range
+    ) -> tuple[list[dict[str, tuple[np.ndarray, np.ndarray]]], int]:
+        """(float, dequantized) tensors of ``names`` for the debug samples in ``indices``, in one pass over
+        the dataset that stops after the last of them; also how many samples were read."""
         from .runtime import make_session
 
         assert self._plan is not None
@@ -383,20 +392,20 @@ class QuantizationDebugger:
                 self._raw_graph.model, level=self._options.graph_optimization_level, what="debug model"
             )
         graph = self._raw_graph
-        if sample_index < 0:
-            raise ConfigError(f"sample_index must be >= 0; got {sample_index}")
-        index = -1
-        for index, feed in enumerate(self._debug):
-            if index == sample_index:
-                fetch = []
-                for unit in units:
-                    _, deq_name, ref_name = graph.raw_outputs[graph.units.index(unit)]
-                    fetch += [ref_name, deq_name]
+        fetch = []
+        for unit in units:
+            _, deq_name, ref_name = graph.raw_outputs[graph.units.index(unit)]
+            fetch += [ref_name, deq_name]
+        found: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+        seen = 0
+        for index, feed in enumerate(itertools.islice(self._debug, indices.stop)):
+            seen = index + 1
+            if index in indices:
                 full = dict(feed)
                 full[ROWS_INPUT] = np.array([1, -1], dtype=np.int64)
                 values = self._raw_session.run(fetch, full)
-                return {u.float_tensor: (values[2 * k], values[2 * k + 1]) for k, u in enumerate(units)}
-        raise ConfigError(f"sample_index {sample_index} is past the end of the debug dataset ({index + 1} samples)")
+                found.append({u.float_tensor: (values[2 * k], values[2 * k + 1]) for k, u in enumerate(units)})
+        return found, seen
 
     # -- results ------------------------------------------------------------------------------
     def _require_rows(self) -> list[LayerRow]:
@@ -422,11 +431,8 @@ class QuantizationDebugger:
             key=lambda r: -r.rmse_over_scale,
         )[:top]
         collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {r.tensor_name: ([], []) for r in rows}
-        for index in range(samples):
-            try:
-                tensors = self._tensors_for([r.tensor_name for r in rows], index)
-            except ConfigError:
-                break  # fewer debug samples than asked for
+        found, _ = self._tensors_for([r.tensor_name for r in rows], range(samples))  # fewer if the data ends
+        for tensors in found:
             for name, (f, q) in tensors.items():
                 collected[name][0].append(f.reshape(-1))
                 collected[name][1].append(q.reshape(-1))
