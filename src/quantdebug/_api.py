@@ -15,6 +15,7 @@ from ._progress import progress_bar
 from .calibration import Calibration, calibrate_model
 from .config import QuantConfig
 from .data import as_dataset
+from .data._dataset import Dataset
 from .errors import ConfigError, ModelError
 from .fix import LEVERS, FixResult
 from .graph import _external
@@ -51,13 +52,21 @@ def calibrate(
     float_model, (representative_dataset,) = from_framework(float_model, representative_dataset)  # type: ignore[assignment]
     prepared = prepared_model(float_model)
     dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
+    return _calibrate_prepared(prepared, dataset, batch_size=batch_size, progress=progress, executor=executor)
+
+
+def _calibrate_prepared(
+    prepared: PreparedModel, dataset: Dataset, *, batch_size: int, progress: bool | None, executor: Any
+) -> Calibration:
+    """The calibration pass of ``prepared``, on ``executor`` or here, stamped with the user model's fingerprint."""
     if executor is not None:
-        calibration = executor.run_calibration(prepared.model, dataset, batch_size=batch_size)
-    else:
-        with progress_bar("calibrating", progress) as advance:
-            calibration = calibrate_model(prepared.model, dataset, batch_size=batch_size, progress=advance)
-    calibration.fingerprint = prepared.fingerprint
-    return calibration
+        return executor.run_calibration(
+            prepared.model, dataset, batch_size=batch_size, fingerprint=prepared.fingerprint
+        )  # type: ignore[no-any-return]
+    with progress_bar("calibrating", progress) as advance:
+        return calibrate_model(
+            prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=batch_size, progress=advance
+        )
 
 
 @overload
@@ -164,11 +173,7 @@ def fix(
         if representative_dataset is None:
             raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
         dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
-        if executor is not None:
-            calibration = executor.run_calibration(prepared.model, dataset, batch_size=16)
-        else:
-            calibration = calibrate_model(prepared.model, dataset)
-        calibration.fingerprint = prepared.fingerprint
+        calibration = _calibrate_prepared(prepared, dataset, batch_size=16, progress=False, executor=executor)
     calibration.check_model(prepared.fingerprint)
     source = debug_dataset if debug_dataset is not None else representative_dataset
     if source is None:

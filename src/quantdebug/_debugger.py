@@ -85,7 +85,6 @@ class QuantizationDebugger:
             if self._rep is None:
                 raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
             self.calibration = self._calibrate(self._rep)
-            self.calibration.fingerprint = self._fingerprint
         self._tensor_idx = topo_index(self.float_model)
         self._plan: Plan | None = None
         self._debug_graph: DebugGraph | None = None
@@ -102,7 +101,7 @@ class QuantizationDebugger:
     # -- calibration and planning ------------------------------------------------------------
     def _calibrate(self, dataset: Dataset) -> Calibration:
         with progress_bar("calibrating", self._options_progress()) as advance:
-            return calibrate_model(self.float_model, dataset, progress=advance)
+            return calibrate_model(self.float_model, dataset, fingerprint=self._fingerprint, progress=advance)
 
     def _options_progress(self) -> bool | None:
         opts = getattr(self, "_options", None)

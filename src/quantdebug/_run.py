@@ -171,10 +171,10 @@ class DebugLoop:
     ) -> bool:
         """Whether samples can be stacked: checked once per sample signature, then remembered.
 
-        The check's single-sample runs of ``head`` land in ``singles`` (in order). When stacking
-        is refused they are the run's results; when it is allowed the head runs again stacked,
-        so that every sample's numbers come from a stacked run whichever worker or shard it is
-        in (onnxruntime's batch-1 kernels differ from its batched ones in the last bits).
+        When stacking is refused, the check's single-sample runs of ``head`` land in ``singles``
+        (in order) as the run's results. When it is allowed they are dropped and the head runs
+        again stacked, so that every sample's numbers come from a stacked run whichever worker or
+        shard it is in (onnxruntime's batch-1 kernels differ from its batched ones in the last bits).
         """
         if self.options.batch_size <= 1 or not batch_free or not head or self._control_flow:
             return False
@@ -189,6 +189,8 @@ class DebugLoop:
                 return {k: v for k, v in out.items() if k != SIZES_OUTPUT and k not in self.raw_names}
 
             self._batching[key] = batching_is_safe(run, head)
+            if self._batching[key]:
+                singles.clear()
         return self._batching[key]
 
     def process(
@@ -204,8 +206,6 @@ class DebugLoop:
         head = [f for _, f in zip(range(2), guarded)]
         singles: list[dict[str, np.ndarray]] = []
         can_batch = self._checked_batching(head, batch_free, singles)
-        if can_batch:
-            singles.clear()
         check = self.checks_fidelity and state.fidelity is None
         for feed, out in zip(head, singles):
             self._absorb(state, feed, out, 1, check, advance)

@@ -215,9 +215,10 @@ class Calibrator:
     ``calibrate_model`` uses it for one dataset; a Ray worker keeps one for every task it runs.
     """
 
-    def __init__(self, model: onnx.ModelProto, *, threads: int | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, *, fingerprint: str | None = None, threads: int | None = None) -> None:
+        """``fingerprint``: the user model's, when the caller has it (hashing a 2 GB model takes seconds)."""
         names = float_tensors(model)
-        self.fingerprint = model_fingerprint(model)
+        self.fingerprint = fingerprint if fingerprint is not None else model_fingerprint(model)
         self.control_flow = has_control_flow(model)
         self.session = make_session(augmented(model, names), level="disabled", threads=threads, what="float model")
         wanted = set(names)
@@ -257,13 +258,14 @@ def calibrate_model(
     model: onnx.ModelProto,
     dataset: Dataset,
     *,
+    fingerprint: str | None = None,
     batch_size: int = 16,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Stream ``dataset`` through ``model`` (pre-processed) and return its Calibration."""
     batch_free = all(s.batch_free for s in dataset.specs)
-    return Calibrator(model, threads=threads).run(
+    return Calibrator(model, fingerprint=fingerprint, threads=threads).run(
         iter(dataset), batch_size=batch_size, batch_free=batch_free, progress=progress
     )
 

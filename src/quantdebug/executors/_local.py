@@ -12,7 +12,8 @@ from typing import Any, Protocol, TypeVar
 import onnx
 
 from .._run import DebugJob, RunState
-from ..calibration import Calibration, calibrate_model
+from ..calibration import Calibration
+from ..calibration._calibrate import Calibrator
 from ..data._dataset import Dataset
 
 T = TypeVar("T")
@@ -40,7 +41,9 @@ class ShardedDataset:
 class Executor(Protocol):
     def run_debug(self, job: DebugJob, dataset: Dataset, *, batch_free: bool) -> RunState: ...
 
-    def run_calibration(self, model: onnx.ModelProto, dataset: Dataset, *, batch_size: int) -> Calibration: ...
+    def run_calibration(
+        self, model: onnx.ModelProto, dataset: Dataset, *, batch_size: int, fingerprint: str
+    ) -> Calibration: ...
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]: ...
 
@@ -75,10 +78,14 @@ class LocalExecutor:
         assert total is not None
         return total
 
-    def run_calibration(self, model: onnx.ModelProto, dataset: Dataset, *, batch_size: int) -> Calibration:
+    def run_calibration(
+        self, model: onnx.ModelProto, dataset: Dataset, *, batch_size: int, fingerprint: str
+    ) -> Calibration:
+        calibrator = Calibrator(model, fingerprint=fingerprint)  # one session for every shard
+        batch_free = all(s.batch_free for s in dataset.specs)
         total: Calibration | None = None
         for part in self._parts(dataset):
-            calibration = calibrate_model(model, part, batch_size=batch_size)
+            calibration = calibrator.run(iter(part), batch_size=batch_size, batch_free=batch_free)
             total = calibration if total is None else total.merge(calibration)
         assert total is not None
         return total

@@ -167,8 +167,9 @@ class _DebugProgram:
 class _Calibrator:
     """A worker's ``Calibrator``, built once from the model's bytes and run for every task."""
 
-    def __init__(self, model_bytes: bytes) -> None:
-        self.calibrator = Calibrator(onnx.load_model_from_string(model_bytes))
+    def __init__(self, payload: tuple[bytes, str]) -> None:
+        model_bytes, fingerprint = payload
+        self.calibrator = Calibrator(onnx.load_model_from_string(model_bytes), fingerprint=fingerprint)
 
     def run(self, work: _Work, batch_size: int, batch_free: bool) -> Calibration:
         return self.calibrator.run(work.feeds(), batch_size=batch_size, batch_free=batch_free)
@@ -535,12 +536,14 @@ class RayExecutor:
             raise _interrupted(state, error) from error
         return state
 
-    def run_calibration(self, model: onnx.ModelProto, dataset: Dataset, *, batch_size: int) -> Calibration:
+    def run_calibration(
+        self, model: onnx.ModelProto, dataset: Dataset, *, batch_size: int, fingerprint: str
+    ) -> Calibration:
         """Calibration statistics of every shard, merged (exactly: counts, min/max and histograms)."""
         self._ensure_cluster()
         batch_free = all(s.batch_free for s in dataset.specs)
         works, count, _ = self._works(dataset, guard=False)
-        holder = [self._ray.put(model.SerializeToString())]
+        holder = [self._ray.put((model.SerializeToString(), fingerprint))]
         key = f"calibrate:{uuid.uuid4().hex}"
         parts: list[Calibration] = []
         with progress_bar("calibrating") as advance:
