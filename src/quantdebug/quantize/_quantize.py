@@ -147,7 +147,8 @@ def quantize_with_ranges(
     }
     if config.symmetric_weights is not None:
         extra["WeightSymmetric"] = config.symmetric_weights
-    floats = frozenset(plan.exclude) | {n.name for n in model.graph.node if n.op_type not in set(op_types)}
+    quantized_ops = set(op_types)
+    floats = frozenset(plan.exclude) | {n.name for n in model.graph.node if n.op_type not in quantized_ops}
     overrides = _int16_overrides(model, plan.int16, config, floats)
     if not config.per_channel:
         overrides.update(_per_channel_overrides(model, tuple(config.per_channel_nodes)))
@@ -168,7 +169,6 @@ def quantize_with_ranges(
         source: onnx.ModelProto | str = work
         hidden: list[str] = []
         if big:
-            quantized_ops = set(op_types)
             needed = {t for n in work.graph.node if n.op_type in quantized_ops for t in n.input}
             path, hidden = _external.materialize(work, folder, "float.onnx", needed)
             source = str(path)
