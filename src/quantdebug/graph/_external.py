@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import onnx
@@ -304,14 +304,12 @@ def materialize(model: onnx.ModelProto, folder: Path, name: str, needed: set[str
             if not is_reference(tensor):
                 keep.append(tensor)
             elif tensor.name in needed:
-                position = out.tell()
-                for chunk in _chunks(*_source(tensor)):
-                    out.write(chunk)  # type: ignore[arg-type]
-                _set_location(tensor, data_name, position, _source(tensor)[2])
+                _append_data(out, tensor, data_name)  # type: ignore[arg-type]
                 keep.append(tensor)
             else:
                 hidden.append(tensor.name)
                 copy.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        out.truncate(out.tell())  # a file ending in a hole still has its full length
     kept = [onnx.TensorProto.FromString(t.SerializeToString()) for t in keep]
     del copy.graph.initializer[:]
     copy.graph.initializer.extend(kept)
@@ -370,6 +368,23 @@ def as_proto(model: onnx.ModelProto, what: str, save: str) -> onnx.ModelProto:
     return out
 
 
+def _append_data(out: IO[bytes], tensor: onnx.TensorProto, data_name: str) -> None:
+    """Copy a reference's bytes to the end of ``out`` and point it there (``data_name``, relative).
+
+    Page-aligned, as onnx writes external data, so readers can map it; runs of zeros (padding,
+    pruned weights) become holes of a sparse file: the caller truncates ``out`` to its position.
+    """
+    position = out.tell()
+    pad = -position % 4096
+    out.seek(pad, os.SEEK_CUR)
+    for chunk in _chunks(*_source(tensor)):
+        if np.frombuffer(chunk, np.uint8).any():
+            out.write(chunk)
+        else:
+            out.seek(len(chunk), os.SEEK_CUR)
+    _set_location(tensor, data_name, position + pad, _source(tensor)[2])
+
+
 def write_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     """Save ``model`` to ``path`` atomically; references are copied to ``<name>.data`` next to it.
 
@@ -386,15 +401,7 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     copy.CopyFrom(model)
     with _io.atomic_model_with_data(path, data_name) as (model_file, out):
         for tensor in referenced_tensors(copy):
-            position = out.tell()
-            pad = -position % 4096  # page-aligned, as onnx writes it, so readers can map it
-            out.seek(pad, os.SEEK_CUR)
-            for chunk in _chunks(*_source(tensor)):
-                if np.frombuffer(chunk, np.uint8).any():
-                    out.write(chunk)
-                else:  # zeros (padding, pruned weights): a hole in a sparse file
-                    out.seek(len(chunk), os.SEEK_CUR)
-            _set_location(tensor, data_name, position + pad, _source(tensor)[2])
+            _append_data(out, tensor, data_name)
         out.truncate(out.tell())  # a file ending in a hole still has its full length
         try:
             model_file.write(copy.SerializeToString())
