@@ -241,6 +241,22 @@ def test_noise_share_units() -> None:
     assert 0.0 <= noise_share(20.0, 15.0, -math.inf) <= 1.0
 
 
+def test_noise_share_matches_the_noise_power_of_real_signals(rng: np.random.Generator) -> None:
+    """From SQNRs of noisy signals, the share equals the noise-power fractions numpy measures directly."""
+    from quantdebug.fix._search import noise_share
+    from quantdebug.fix._switch import output_sqnr
+
+    for _ in range(20):
+        y = rng.standard_normal(4096)
+        mine = rng.standard_normal(4096) * rng.uniform(0.01, 0.5)  # the node's noise
+        rest = rng.standard_normal(4096) * rng.uniform(0.01, 0.5)  # everything else's
+        base, removed, alone = y + mine + rest, y + rest, y + mine
+        total = np.mean((base - y) ** 2)
+        want = min(1.0, max(0.0, 1 - np.mean(rest**2) / total, np.mean(mine**2) / total))
+        got = noise_share(output_sqnr([y], [base]), output_sqnr([y], [removed]), output_sqnr([y], [alone]))
+        assert got == pytest.approx(want, rel=1e-9)
+
+
 def test_fix_finds_nodes_that_break_the_model_redundantly(rng: np.random.Generator) -> None:
     model, pair = _redundant_pair(rng)
     feeds = _feeds(model, rng)

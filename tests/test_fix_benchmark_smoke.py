@@ -31,6 +31,10 @@ def test_fix_benchmark_tiny_model(tmp_path: Path) -> None:
     assert row["model"] == "tiny" and "scale_up" in row["float_nodes"] + row["int16_nodes"]
     assert row["evaluations"] <= row["budget"]
     assert row["fixed"] >= row["target"] > row["int8"]
+    # the derived columns, recomputed from the raw ones
+    assert row["gap_recovered"] == pytest.approx((row["fixed"] - row["int8"]) / (row["float"] - row["int8"]))
+    changed = len(row["int16_nodes"]) + len(row["float_nodes"])
+    assert row["out_of_int8_fraction"] == pytest.approx(changed / row["quantized_nodes"])
 
 
 @pytest.mark.slow
