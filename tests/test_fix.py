@@ -148,8 +148,10 @@ def test_interrupt_keeps_the_trace(rng: np.random.Generator, tmp_path: Path) -> 
 def test_fix_is_portable(rng: np.random.Generator, tmp_path: Path) -> None:
     model, bad = models.wide_range_node(rng)
     feeds = _feeds(model, rng)
+    _, alone = _quality_with(model, feeds, **{bad: "float"})
     calibration = qd.calibrate(model, dataset(feeds))
-    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds))
+    # a target the one change reaches: the default (30 dB) is out of its reach for some seeds
+    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), target=alone - 1.0)
     again = qd.quantize(model, calibration, result.config)
     feed = models.input_feed(model, rng, batch=2)
     np.testing.assert_array_equal(session(again).run(None, feed)[0], session(result.model).run(None, feed)[0])

@@ -99,6 +99,9 @@ class FixResult:
     message: str
     quantized_nodes: int
     ort_settings: dict[str, Any]
+    # the suspects in the order the search tried them, with the evidence behind each rank:
+    # noise shares from the switchable graph, rmse/scale from both verify modes
+    ranking: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -141,6 +144,7 @@ class FixResult:
             "target": self.target,
             "evaluations": self.evaluations,
             "trace": [t.to_dict() for t in self.trace],
+            "ranking": self.ranking,
         }
 
     def save_model(self, path: str | os.PathLike[str]) -> None:

@@ -31,6 +31,7 @@ from ..executors import LocalExecutor
 from ..graph import _external
 from ..quantize._quantize import _int16_overrides, _per_channel_overrides
 from ..runtime import make_session
+from ._evidence import layer_evidence
 from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
 from ._result import Candidate, FixResult, TraceEntry
 from ._switch import SwitchRunner, build_switch_model, output_sqnr
@@ -39,6 +40,9 @@ LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
 DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given
 DEFAULT_RELATIVE_DROP = 0.01  # with an eval_fn and no target: within 1% of the float model's quality
 TRACE_FORMAT = "quantdebug.fix-trace"
+# a node whose isolated error is this many times plain rounding (the tutorial's rmse/scale > 0.7),
+# or whose accumulated error grows this much at it, is measured on its own in the switchable graph
+SUSPECT_SCORE = 0.7 / (1 / math.sqrt(12))
 
 
 class FixInterrupted(QuantDebugError):
@@ -161,6 +165,7 @@ class Search:
         self.executor = executor if executor is not None else LocalExecutor()
         self.models: dict[str, onnx.ModelProto] = {}
         self.failures: list[str] = []
+        self.suspects: list[dict[str, Any]] = []  # the ranking and the evidence behind it
         if resume is not None:
             self._load_resume(Path(resume))
         self.precisions0 = prepared.precisions(base)
@@ -185,7 +190,13 @@ class Search:
     def _save_trace(self) -> None:
         if self.trace_path is None:
             return
-        data = {"format": TRACE_FORMAT, "version": 1, "target": self.target, "trace": [t.to_dict() for t in self.trace]}
+        data = {
+            "format": TRACE_FORMAT,
+            "version": 1,
+            "target": self.target,
+            "trace": [t.to_dict() for t in self.trace],
+            "ranking": self.suspects,
+        }
         _io.write_text(self.trace_path, json.dumps(data, indent=1, default=str))
 
     def better(self, a: float, b: float) -> bool:
@@ -302,21 +313,31 @@ class Search:
         return best
 
     def ranking(self, plan: Plan) -> list[str]:
-        """Quantized nodes, most harmful first, by their share of the output noise measured two ways.
+        """Quantized nodes, most harmful first, from the switchable graph and both verify modes.
 
-        Removal: how much of the fully quantized model's noise goes away when the node alone is
-        left in float. Addition: how much noise the node makes when it alone is quantized. Removal
-        misses harm that several nodes do redundantly (a text detector whose early layers each
-        ruin the output: leaving any one in float changes nothing); addition misses harm that only
-        appears in combination. Both are put in one unit, the fraction of the all-quantized output
-        noise power, and a node ranks by the larger. Measured in groups first (about sqrt(L)
-        groups of neighbouring nodes), then node by node inside the most harmful groups: O(sqrt(L))
-        runs of the switchable graph instead of L, which matters on models of hundreds of nodes.
+        The switchable graph measures each node's share of the output noise two ways. Removal:
+        how much of the fully quantized model's noise goes away when the node alone is left in
+        float. Addition: how much noise the node makes when it alone is quantized. Removal misses
+        harm that several nodes do redundantly (a text detector whose early layers each ruin the
+        output: leaving any one in float changes nothing); addition misses harm that only appears
+        in combination. Both are put in one unit, the fraction of the all-quantized output noise
+        power, and a node ranks by the larger. Measured in groups first (about sqrt(L) groups of
+        neighbouring nodes), then node by node: O(sqrt(L)) runs of the switchable graph instead of
+        L, which matters on models of hundreds of nodes.
+
+        The debugger's per-layer statistics (both verify modes, on the same few samples) choose
+        which nodes are measured one by one besides those of the most harmful groups: the nodes
+        whose own error is furthest above rounding, or where the accumulated error jumps most, so
+        that a culprit in an otherwise quiet group is not left to its group's rank. They also
+        order nodes of equal share and the unmeasured nodes inside each group.
         """
-        scores = SwitchScores(self.prepared.model, plan, self.feeds[: self.sensitivity_samples])
+        feeds = self.feeds[: self.sensitivity_samples]
+        evidence = layer_evidence(self.prepared.model, plan, feeds)
+        scores = SwitchScores(self.prepared.model, plan, feeds)
         switches = scores.switches
         nodes = list(switches.nodes)
         everything = range(len(nodes))
+        stat = [evidence[n].score if n in evidence else 0.0 for n in nodes]
 
         def off(members: Sequence[int]) -> Switched:
             return tuple(members), tuple(switches.weight_switches_of({nodes[k] for k in members}))
@@ -330,24 +351,43 @@ class Search:
         size = max(1, math.isqrt(len(nodes)))
         groups = [list(range(i, min(i + size, len(nodes)))) for i in range(0, len(nodes), size)]
         base: float | None = None
+        group_share = [math.nan] * len(groups)
         if len(groups) > 2:
             items = [off([]), *(off(g) for g in groups), *(only(g) for g in groups)]
             base, *rest = self.executor.map(scores, items)
             group_share = [noise_share(base, r, a) for r, a in zip(rest[: len(groups)], rest[len(groups) :])]
             order = sorted(range(len(groups)), key=lambda i: -group_share[i])
-            refine = set(order[: max(2, len(groups) // 4)])
+            units = [k for i in order[: max(2, len(groups) // 4)] for k in groups[i]]
+            flagged = sorted((k for k in everything if stat[k] > SUSPECT_SCORE), key=lambda k: -stat[k])
+            index = {n: k for k, n in enumerate(nodes)}
+            extra = (index[n] for k in flagged for n in evidence[nodes[k]].suspects if n in index)
+            units += [k for k in dict.fromkeys(extra) if k not in set(units)][:size]
         else:
-            order, refine = list(range(len(groups))), set(range(len(groups)))
-        units = [k for i in refine for k in groups[i]]
+            order, units = list(range(len(groups))), list(everything)
         items = ([off([])] if base is None else []) + [off([k]) for k in units] + [only([k]) for k in units]
         unit_scores = self.executor.map(scores, items)
         if base is None:
             base, *unit_scores = unit_scores
         removed, added = unit_scores[: len(units)], unit_scores[len(units) :]
         unit_share = {k: noise_share(base, r, a) for k, r, a in zip(units, removed, added)}
-        ranked: list[int] = sorted(unit_share, key=lambda k: -unit_share[k])
-        for i in order:  # the rest, by their group's harm, in graph order within a group
-            ranked += [k for k in groups[i] if k not in unit_share]
+        ranked: list[int] = sorted(unit_share, key=lambda k: (-unit_share[k], -stat[k]))
+        for i in order:  # the rest, by their group's harm, and by their statistics within a group
+            ranked += sorted((k for k in groups[i] if k not in unit_share), key=lambda k: -stat[k])
+        group_of = {k: i for i, g in enumerate(groups) for k in g}
+        self.suspects = []
+        for position, k in enumerate(ranked):
+            ev = evidence.get(nodes[k])
+            self.suspects.append(
+                {
+                    "rank": position + 1,
+                    "node_name": nodes[k],
+                    "noise_share": unit_share.get(k, math.nan),
+                    "group_noise_share": group_share[group_of[k]],
+                    "per_layer_rmse/scale": ev.per_layer if ev else math.nan,
+                    "whole_model_rmse/scale": ev.whole_model if ev else math.nan,
+                    "statistics_score": stat[k],
+                }
+            )
         out = list(dict.fromkeys(nodes[k] for k in ranked))
         return [n for n in out if self.precisions0.get(n, "float") != "float"]
 
@@ -436,6 +476,7 @@ class Search:
             message=message,
             quantized_nodes=self.quantized_nodes,
             ort_settings=self.ort_settings(candidate, config),
+            ranking=self.suspects,
         )
 
     def ort_settings(self, candidate: Candidate, config: QuantConfig) -> dict[str, Any]:
