@@ -277,3 +277,30 @@ def test_fix_finds_nodes_that_break_the_model_redundantly(rng: np.random.Generat
     assert result.evaluations == counter.calls <= _budget(result)
     # the pair ranks first: the first prefix of two ranked nodes already meets the target
     assert any(t.step.endswith("first 2 ranked") and t.meets_target for t in result.trace), result.summary()
+
+
+def test_a_search_cut_short_returns_the_best_it_evaluated(rng: np.random.Generator) -> None:
+    """Whatever step the budget ends in (galloping, bisection, pruning), nothing evaluated is lost."""
+    model, bad = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    calibration = qd.calibrate(model, dataset(feeds))
+    _, alone = _quality_with(model, feeds, **{bad: "float"})
+    for target in (1e9, alone - 1.0):  # out of reach; reached by one node in float
+        for budget in range(3, 12):
+            counter = Counter(model, feeds)
+            result = qd.fix(
+                model,
+                calibration=calibration,
+                debug_dataset=dataset(feeds),
+                eval_fn=counter,
+                target=target,
+                max_evals=budget,
+            )
+            tried = [t for t in result.trace if t.step != "float"]
+            met = [t for t in tried if t.meets_target]
+            assert result.met_target == bool(met), (target, budget, result.summary())
+            if met:
+                assert result.candidate.non_int8 == min(t.non_int8_nodes for t in met)
+            else:
+                assert result.fixed_quality == max(t.quality for t in tried), (target, budget)
+            assert counter(session(result.model)) == pytest.approx(result.fixed_quality, abs=1e-9)

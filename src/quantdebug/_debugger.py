@@ -335,13 +335,16 @@ class QuantizationDebugger:
 
     def sensitivity(self, samples: int = 4) -> list[dict[str, Any]]:
         """Per quantized node: output SQNR (dB) when it alone is quantized, and when it alone stays float,
-        separately for its activation and its weights, measured on one switchable graph."""
+        separately for its activation and its weights, measured on one switchable graph; and its
+        rmse/scale in both verify modes on the same samples (what ``fix`` ranks suspects by)."""
+        from .fix._evidence import layer_evidence
         from .fix._search import sensitivity_table
         from .fix._switch import SwitchRunner
 
         assert self._plan is not None
         feeds = list(itertools.islice(iter(self._debug), samples))
-        return sensitivity_table(SwitchRunner(self.float_model, self._plan, feeds))
+        evidence = layer_evidence(self.float_model, self._plan, feeds)
+        return sensitivity_table(SwitchRunner(self.float_model, self._plan, feeds), evidence)
 
     # -- drill-down ---------------------------------------------------------------------------
     def weight_statistics(self) -> list[dict[str, Any]]:

@@ -5,8 +5,7 @@ what the node itself adds. Whole-model verify runs the quantized model end to en
 what has accumulated by that node. Both are read as rmse/scale, the error in quantization steps of
 the node's output, where plain rounding gives 1/sqrt(12) (about 0.29). A node whose isolated error
 is several times the rounding floor, or whose accumulated error is several times its inputs', is
-a suspect whatever its neighbours do; the switchable graph then says how much each suspect
-matters at the outputs.
+more suspect than its neighbours; the switchable graph says how much each matters at the outputs.
 """
 
 from __future__ import annotations
@@ -37,13 +36,6 @@ class LayerEvidence:
     whole_model: float  # rmse/scale with the quantized model's inputs: the error accumulated here
     inputs_whole_model: float  # the largest whole-model rmse/scale among the units feeding it
     feeding: tuple[str, ...] = ()  # the verified nodes whose outputs it reads
-
-    @property
-    def suspects(self) -> tuple[str, ...]:
-        """Who to measure when the statistics flag this node: itself, and when its error comes from
-        the jump at its inputs (a tensor whose steps are too coarse for most of its values shows
-        little error in its own steps, and the loss shows at its readers), the nodes feeding it."""
-        return (self.node, *self.feeding) if self.growth >= self.added else (self.node,)
 
     @property
     def added(self) -> float:

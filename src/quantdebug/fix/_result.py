@@ -30,6 +30,10 @@ class Candidate:
     def non_int8(self) -> int:
         return len(self.precision)
 
+    @property
+    def float_nodes(self) -> tuple[str, ...]:
+        return tuple(n for n, p in self.precision if p == "float")
+
     def merged(self, **changes: Any) -> Candidate:
         return dataclasses.replace(self, **changes)
 

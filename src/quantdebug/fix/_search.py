@@ -31,7 +31,7 @@ from ..executors import LocalExecutor
 from ..graph import _external
 from ..quantize._quantize import _int16_overrides, _per_channel_overrides
 from ..runtime import make_session
-from ._evidence import layer_evidence
+from ._evidence import LayerEvidence, layer_evidence
 from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
 from ._result import Candidate, FixResult, TraceEntry
 from ._switch import SwitchRunner, build_switch_model, output_sqnr
@@ -40,9 +40,6 @@ LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
 DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given
 DEFAULT_RELATIVE_DROP = 0.01  # with an eval_fn and no target: within 1% of the float model's quality
 TRACE_FORMAT = "quantdebug.fix-trace"
-# a node whose isolated error is this many times plain rounding (the tutorial's rmse/scale > 0.7),
-# or whose accumulated error grows this much at it, is measured on its own in the switchable graph
-SUSPECT_SCORE = 0.7 / (1 / math.sqrt(12))
 
 
 class FixInterrupted(QuantDebugError):
@@ -275,7 +272,18 @@ class Search:
                     best = self._precision_search(best, plan)
         except _BudgetSpent:
             message = f"the evaluation budget (max_evals={self.max_evals}) ran out; "
+            best = self._best_evaluated(best)  # the search step that ran out held its own best
         return self._result(best, float_q, int8_q, message)
+
+    def _best_evaluated(self, best: tuple[Candidate, float]) -> tuple[Candidate, float]:
+        """Among every candidate evaluated: the one meeting the target with the fewest nodes out of
+        int8 (fewest in float next, then the best quality), or the best quality if none meets it."""
+        seen = [(e.candidate, e.quality) for e in self.trace if e.step != "float"] + [best]
+        met = [(c, q) for c, q in seen if self.meets(q)]
+        if met:
+            sign = -1.0 if self.higher else 1.0
+            return min(met, key=lambda cq: (cq[0].non_int8, len(cq[0].float_nodes), sign * cq[1]))
+        return max(seen, key=lambda cq: cq[1]) if self.higher else min(seen, key=lambda cq: cq[1])
 
     def _set_target(self, float_q: float) -> None:
         if self.requested_target is not None:
@@ -325,11 +333,12 @@ class Search:
         neighbouring nodes), then node by node: O(sqrt(L)) runs of the switchable graph instead of
         L, which matters on models of hundreds of nodes.
 
-        The debugger's per-layer statistics (both verify modes, on the same few samples) choose
-        which nodes are measured one by one besides those of the most harmful groups: the nodes
-        whose own error is furthest above rounding, or where the accumulated error jumps most, so
-        that a culprit in an otherwise quiet group is not left to its group's rank. They also
-        order nodes of equal share and the unmeasured nodes inside each group.
+        The debugger's per-layer statistics (both verify modes, on the same few samples) order the
+        nodes the switchable graph did not measure one by one, inside each group (the group keeps
+        its rank), and break ties between measured nodes: a node whose own error is furthest above
+        rounding, or where the accumulated error jumps most, goes first. Measuring the nodes they
+        flag one by one as well was tried and measured worse on the real models (FIX_RESULTS.md):
+        their output noise share is large, but their effect on a task metric is not.
         """
         feeds = self.feeds[: self.sensitivity_samples]
         evidence = layer_evidence(self.prepared.model, plan, feeds)
@@ -358,10 +367,6 @@ class Search:
             group_share = [noise_share(base, r, a) for r, a in zip(rest[: len(groups)], rest[len(groups) :])]
             order = sorted(range(len(groups)), key=lambda i: -group_share[i])
             units = [k for i in order[: max(2, len(groups) // 4)] for k in groups[i]]
-            flagged = sorted((k for k in everything if stat[k] > SUSPECT_SCORE), key=lambda k: -stat[k])
-            index = {n: k for k, n in enumerate(nodes)}
-            extra = (index[n] for k in flagged for n in evidence[nodes[k]].suspects if n in index)
-            units += [k for k in dict.fromkeys(extra) if k not in set(units)][:size]
         else:
             order, units = list(range(len(groups))), list(everything)
         items = ([off([])] if base is None else []) + [off([k]) for k in units] + [only([k]) for k in units]
@@ -524,8 +529,14 @@ def noise_share(base_db: float, removed_db: float, alone_db: float) -> float:
     return float(min(1.0, max(0.0, *shares))) if shares else 0.0
 
 
-def sensitivity_table(runner: SwitchRunner) -> list[dict[str, Any]]:
-    """Per quantized node: output SQNR with it quantized alone, and with it alone left in float."""
+def sensitivity_table(
+    runner: SwitchRunner, evidence: Mapping[str, LayerEvidence] | None = None
+) -> list[dict[str, Any]]:
+    """Per quantized node: output SQNR with it quantized alone, and with it alone left in float.
+
+    With ``evidence``, each row also has the node's rmse/scale from both verify modes: the rest of
+    what the fix ranking reads.
+    """
     n_act, n_w = runner.n_act, runner.n_w
     zeros_a, zeros_w = np.zeros(n_act, np.float32), np.zeros(n_w, np.float32)
     ones_a, ones_w = np.ones(n_act, np.float32), np.ones(n_w, np.float32)
@@ -553,5 +564,9 @@ def sensitivity_table(runner: SwitchRunner) -> list[dict[str, Any]]:
         else:
             row["weights_quantized_alone_sqnr_db"] = math.nan
             row["weights_float_alone_sqnr_db"] = math.nan
+        if evidence is not None:
+            ev = evidence.get(node)
+            row["per_layer_rmse/scale"] = ev.per_layer if ev is not None else math.nan
+            row["whole_model_rmse/scale"] = ev.whole_model if ev is not None else math.nan
         rows.append(row)
     return rows
