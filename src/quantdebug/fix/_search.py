@@ -382,17 +382,15 @@ class Search:
         self.suspects = []
         for position, k in enumerate(ranked):
             ev = evidence.get(nodes[k])
-            self.suspects.append(
-                {
-                    "rank": position + 1,
-                    "node_name": nodes[k],
-                    "noise_share": unit_share.get(k, math.nan),
-                    "group_noise_share": group_share[group_of[k]],
-                    "per_layer_rmse/scale": ev.per_layer if ev else math.nan,
-                    "whole_model_rmse/scale": ev.whole_model if ev else math.nan,
-                    "statistics_score": stat[k],
-                }
-            )
+            values = {  # None where not measured: the rows go into strict JSON (statistics files)
+                "noise_share": unit_share.get(k),
+                "group_noise_share": group_share[group_of[k]],
+                "per_layer_rmse/scale": ev.per_layer if ev else None,
+                "whole_model_rmse/scale": ev.whole_model if ev else None,
+                "statistics_score": stat[k],
+            }
+            finite = {key: v if v is not None and math.isfinite(v) else None for key, v in values.items()}
+            self.suspects.append({"rank": position + 1, "node_name": nodes[k], **finite})
         out = list(dict.fromkeys(nodes[k] for k in ranked))
         return [n for n in out if self.precisions0.get(n, "float") != "float"]
 
