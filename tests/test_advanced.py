@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,53 @@ def test_calibration_of_another_model_is_rejected(rng: np.random.Generator) -> N
         qd.quantize(b, calibration)
     with pytest.raises(qd.CalibrationError, match="another model"):
         qd.QuantizationDebugger(b, dataset(_feeds(b, rng, 2)), calibration=calibration)
+
+
+def _with_attribute(model: onnx.ModelProto, op_type: str, name: str, value: object) -> onnx.ModelProto:
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    node = next(n for n in changed.graph.node if n.op_type == op_type)
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend([*kept, onnx.helper.make_attribute(name, value)])
+    return changed
+
+
+def test_calibration_of_a_model_changed_only_in_an_attribute_is_rejected(rng: np.random.Generator) -> None:
+    model = models.conv_relu(rng)
+    calibration = qd.calibrate(model, dataset(_feeds(model, rng, 2)))
+    # same names, inputs, outputs and weights; the Conv's strides differ, and so do its outputs
+    changed = _with_attribute(model, "Conv", "strides", [2, 2])
+    feed = models.input_feed(model, rng)
+    assert not np.allclose(session(changed).run(None, feed)[0], session(model).run(None, feed)[0])
+    with pytest.raises(qd.CalibrationError, match="another model"):
+        qd.quantize(changed, calibration)
+
+
+def test_a_calibration_saved_by_the_previous_release_is_still_accepted(
+    rng: np.random.Generator, tmp_path: Path
+) -> None:
+    """Format 1 files carry the fingerprint that ignored attributes: accepted with a warning, checked as far
+    as that fingerprint goes (weights, structure), and never mistaken for a newer kind."""
+    from quantdebug.calibration import model_fingerprint
+
+    model = models.conv_relu(rng)
+    calibration = qd.calibrate(model, dataset(_feeds(model, rng, 2)))
+    data = calibration.to_dict()
+    assert data["version"] == 2 and data["fingerprint"] == model_fingerprint(model)
+    old = {k: v for k, v in data.items() if k != "fingerprint_version"}
+    old.update(version=1, fingerprint=model_fingerprint(model, version=1))
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    loaded = qd.Calibration.load(path)
+    with pytest.warns(UserWarning, match="earlier quantdebug"):
+        quantized = qd.quantize(model, loaded)
+    feed = models.input_feed(model, rng)
+    want = session(qd.quantize(model, calibration)).run(None, feed)[0]
+    np.testing.assert_array_equal(session(quantized).run(None, feed)[0], want)
+    with pytest.raises(qd.CalibrationError, match="another model"):
+        qd.quantize(models.conv_relu(rng), loaded)  # other weights: the old fingerprint sees that
+    assert model_fingerprint(model, version=1) != model_fingerprint(model)
 
 
 def test_truncated_calibration_file_is_a_clear_error(rng: np.random.Generator, tmp_path: Path) -> None:

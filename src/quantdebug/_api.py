@@ -115,7 +115,7 @@ def quantize(
         )
     config = config or QuantConfig()
     prepared = prepared_model(float_model, config)
-    calibration.check_model(prepared.fingerprint)
+    calibration.check_model(prepared.fingerprint, prepared.user_model)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
     quantized = prepared.quantize(calibration, config, precisions)
     if output_path is not None:
@@ -174,7 +174,7 @@ def fix(
             raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
         dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
         calibration = _calibrate_prepared(prepared, dataset, batch_size=16, progress=False, executor=executor)
-    calibration.check_model(prepared.fingerprint)
+    calibration.check_model(prepared.fingerprint, prepared.user_model)
     source = debug_dataset if debug_dataset is not None else representative_dataset
     if source is None:
         raise ConfigError("fix needs a debug_dataset (or a representative_dataset to use for both)")

@@ -79,7 +79,7 @@ class QuantizationDebugger:
         self._debug = as_dataset(debug_source, self.float_model, what="debug_dataset")
         self.calibration: Calibration | None = None
         if calibration is not None:
-            calibration.check_model(self._fingerprint)
+            calibration.check_model(self._fingerprint, self._prepared.user_model)
             self.calibration = calibration
         elif self._external is None:
             if self._rep is None:

@@ -57,7 +57,7 @@ class PreparedModel:
         }
 
     def quantize(self, calibration: Calibration, config: QuantConfig, precisions: Mapping[str, str]) -> onnx.ModelProto:
-        calibration.check_model(self.fingerprint)
+        calibration.check_model(self.fingerprint, self.user_model)
         wide_default = config.activation_type in _WIDE
         plan = PlannedPrecision(
             exclude=tuple(n for n, p in precisions.items() if p == "float"),

@@ -56,6 +56,7 @@ def provenance(
     import onnxruntime
 
     from . import __version__
+    from .calibration._calibrate import FINGERPRINT_VERSION
 
     return {
         "quantdebug": __version__,
@@ -68,6 +69,7 @@ def provenance(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "graph_name": graph_name,
         "model_fingerprint": model_fingerprint,
+        "model_fingerprint_version": FINGERPRINT_VERSION,
         "dataset_fingerprint": dataset_fingerprint,
         "quant_config": config.to_dict(),
         "debug_options": options.to_dict(),

@@ -707,7 +707,8 @@ def compare(stats_a: str, stats_b: str, top: int) -> None:
     b = qd.Statistics.load(stats_b)
     lines = [_describe_run("A", stats_a, a), _describe_run("B", stats_b, b)]
     fa, fb = a.provenance.get("model_fingerprint"), b.provenance.get("model_fingerprint")
-    if fa and fb and fa != fb:
+    same_kind = a.provenance.get("model_fingerprint_version", 1) == b.provenance.get("model_fingerprint_version", 1)
+    if fa and fb and fa != fb and same_kind:  # fingerprints of two releases' kinds differ for one model
         lines.append("note: A and B come from different models; only tensors with the same name are compared")
     da, db = a.provenance.get("dataset_fingerprint"), b.provenance.get("dataset_fingerprint")
     if da and db and da != db:

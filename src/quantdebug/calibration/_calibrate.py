@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,31 @@ from ._ranges import entropy_range, minmax_range, percentile_range
 from ._stats import TensorStats
 
 FORMAT = "quantdebug.calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model fingerprint covers node attributes, domains and opsets
+FINGERPRINT_VERSION = 2
 ZERO_WIDTH = 1e-6
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
 
-def model_fingerprint(model: onnx.ModelProto) -> str:
-    """A digest of the graph's structure and weights: what a calibration must belong to."""
+def model_fingerprint(model: onnx.ModelProto, version: int = FINGERPRINT_VERSION) -> str:
+    """A digest of the graph's structure and weights: what a calibration must belong to.
+
+    Version 2 (the default) also hashes each node's domain and attributes (a Conv's strides, a
+    LeakyRelu's alpha, an If's branches) and the opsets; version 1, which calibrations saved by
+    earlier releases carry, hashed only op types, names, inputs, outputs and initializers.
+    """
+    if version not in (1, 2):
+        raise CalibrationError(f"unknown model fingerprint version {version}")
     h = hashlib.sha256()
+    if version >= 2:
+        for opset in sorted((o.domain, o.version) for o in model.opset_import):
+            h.update(f"opset|{opset[0]}|{opset[1]}\n".encode())
     for node in model.graph.node:
         h.update(f"{node.op_type}|{node.name}|{','.join(node.input)}|{','.join(node.output)}\n".encode())
+        if version >= 2:
+            h.update(f"domain|{node.domain}\n".encode())
+            for attr in sorted(node.attribute, key=lambda a: a.name):
+                h.update(attr.SerializeToString(deterministic=True))
     for init in sorted(model.graph.initializer, key=lambda t: t.name):
         h.update(init.name.encode())
         if _external.is_reference(init):  # weights of a model over 2 GB, still in their file
@@ -76,8 +92,17 @@ def augmented(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto
 class Calibration:
     """Per-tensor statistics of a float model on a representative dataset (serializable, mergeable)."""
 
-    def __init__(self, fingerprint: str, stats: Mapping[str, TensorStats], num_samples: int) -> None:
+    def __init__(
+        self,
+        fingerprint: str,
+        stats: Mapping[str, TensorStats],
+        num_samples: int,
+        *,
+        fingerprint_version: int = FINGERPRINT_VERSION,
+    ) -> None:
         self.fingerprint = fingerprint
+        self.fingerprint_version = fingerprint_version  # 1: loaded from a file an earlier release saved
+        self._accepted: set[str] = set()  # current fingerprints already checked against a version 1 one
         self.stats = dict(stats)
         self.num_samples = num_samples
 
@@ -85,16 +110,40 @@ class Calibration:
         return f"Calibration({len(self.stats)} tensors, {self.num_samples} samples, model {self.fingerprint[:8]})"
 
     def merge(self, other: Calibration) -> Calibration:
-        if other.fingerprint != self.fingerprint:
+        if (other.fingerprint, other.fingerprint_version) != (self.fingerprint, self.fingerprint_version):
             raise CalibrationError("cannot merge calibrations of two different models")
         names = list(dict.fromkeys([*self.stats, *other.stats]))
         merged = {}
         for name in names:
             a, b = self.stats.get(name), other.stats.get(name)
             merged[name] = a.merge(b) if a is not None and b is not None else (a or b)
-        return Calibration(self.fingerprint, merged, self.num_samples + other.num_samples)  # type: ignore[arg-type]
+        return Calibration(
+            self.fingerprint,
+            merged,  # type: ignore[arg-type]
+            self.num_samples + other.num_samples,
+            fingerprint_version=self.fingerprint_version,
+        )
 
-    def check_model(self, fingerprint: str) -> None:
+    def check_model(self, fingerprint: str, model: onnx.ModelProto | None = None) -> None:
+        """Refuse a model this calibration was not made for.
+
+        ``fingerprint`` is the model's current fingerprint. A calibration saved by an earlier
+        release carries the version 1 fingerprint, which ignored node attributes: with ``model``
+        it is checked against that, and accepted with a warning that says how to get the stricter
+        check.
+        """
+        if fingerprint in self._accepted:
+            return
+        if self.fingerprint_version != FINGERPRINT_VERSION and model is not None:
+            current, fingerprint = fingerprint, model_fingerprint(model, version=self.fingerprint_version)
+            if fingerprint == self.fingerprint:
+                self._accepted.add(current)  # hashing a big model's weights again per re-quantization costs seconds
+                warnings.warn(
+                    "this Calibration was saved by an earlier quantdebug, whose model check ignored node "
+                    "attributes (a model changed only in, say, a Conv's strides would pass); re-calibrate "
+                    "with qd.calibrate(...) and save it again for the full check",
+                    stacklevel=3,
+                )
         if fingerprint != self.fingerprint:
             raise CalibrationError(
                 f"this Calibration belongs to another model (fingerprint {self.fingerprint[:12]}, model "
@@ -139,6 +188,7 @@ class Calibration:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
+            "fingerprint_version": self.fingerprint_version,
             "num_samples": self.num_samples,
             "tensors": {name: s.to_dict() for name, s in self.stats.items()},
         }
@@ -147,12 +197,15 @@ class Calibration:
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
         if data.get("format") != FORMAT:
             raise CalibrationError("this file is not a quantdebug calibration")
-        if data.get("version") != FORMAT_VERSION:
+        version = data.get("version")
+        if version not in (1, FORMAT_VERSION):
             raise CalibrationError(
-                f"calibration format version {data.get('version')} is not supported (expected {FORMAT_VERSION})"
+                f"calibration format version {version} is not supported (expected 1 to {FORMAT_VERSION}); "
+                "was it written by a newer quantdebug?"
             )
         stats = {name: TensorStats.from_dict(s) for name, s in data["tensors"].items()}
-        return cls(str(data["fingerprint"]), stats, int(data["num_samples"]))
+        fingerprint_version = 1 if version == 1 else int(data.get("fingerprint_version", FINGERPRINT_VERSION))
+        return cls(str(data["fingerprint"]), stats, int(data["num_samples"]), fingerprint_version=fingerprint_version)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the calibration as JSON, atomically."""
