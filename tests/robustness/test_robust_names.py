@@ -86,7 +86,9 @@ def test_html_report_escapes_hostile_names(run: tuple[qd.QuantizationDebugger, d
 
 
 _NAME_GUARD_CASES = [(name, False) for name in hostile.HOSTILE_NAMES] + [
-    (name, True) for name in hostile.HOSTILE_NAMES if name[0] in FORMULA_CHARS  # only these are guarded in CSV
+    (name, True)
+    for name in hostile.HOSTILE_NAMES
+    if name[0] in FORMULA_CHARS  # only these are guarded in CSV
 ]
 
 
