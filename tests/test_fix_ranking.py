@@ -115,3 +115,19 @@ def test_ranking_rows_carry_both_verify_modes_and_flagged_nodes_are_measured() -
     # unmeasured values are None, not NaN: the rows go into statistics files, which are strict JSON
     json.dumps(ranking, allow_nan=False)
     assert {r["noise_share"] is None for r in ranking} == {True, False}
+
+
+def test_fix_goes_on_when_the_statistics_cannot_be_measured(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantdebug.errors import ModelError
+
+    def broken(*args: object) -> object:
+        raise ModelError("onnxruntime refused the debug model (simulated)")
+
+    monkeypatch.setattr(_search, "layer_evidence", broken)
+    model, _ = models.wide_range_node(rng)
+    feeds = [models.input_feed(model, rng) for _ in range(8)]
+    with pytest.warns(UserWarning, match="without the per-layer statistics: onnxruntime refused"):
+        result = qd.fix(model, dataset(feeds), levers=("float",), target=1e3, max_evals=4)
+    assert result.ranking and all(r["per_layer_rmse/scale"] is None for r in result.ranking)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -341,7 +342,11 @@ class Search:
         their output noise share is large, but their effect on a task metric is not.
         """
         feeds = self.feeds[: self.sensitivity_samples]
-        evidence = layer_evidence(self.prepared.model, plan, feeds)
+        try:
+            evidence = layer_evidence(self.prepared.model, plan, feeds)
+        except QuantDebugError as exc:  # the statistics only order ties: the search goes on without them
+            warnings.warn(f"fix ranks without the per-layer statistics: {exc}", stacklevel=2)
+            evidence = {}
         scores = SwitchScores(self.prepared.model, plan, feeds)
         switches = scores.switches
         nodes = list(switches.nodes)
