@@ -10,7 +10,7 @@ from typing import Any, overload
 
 import onnx
 
-from ._prepared import PreparedModel, prepared_model
+from ._prepared import PreparedModel, needs_16bit, prepared_model
 from ._progress import progress_bar
 from .calibration import Calibration, calibrate_model
 from .config import QuantConfig
@@ -160,15 +160,18 @@ def fix(
         float_model, representative_dataset, debug_dataset
     )
     levers = tuple(levers)
+    # candidates are quantized as qd.quantize would for their config: at the base opset, and at
+    # opset 21 (which 16-bit QDQ needs) only when they have 16-bit nodes
+    prepared = PreparedModel(float_model, config)
+    wide: PreparedModel | None = None
     if "int16" in levers:
-        try:  # 16-bit candidates need the model at opset 21
-            prepared = PreparedModel(float_model, config.replace(activation_type="int16"))
+        try:
+            wide = (
+                prepared if needs_16bit(config) else PreparedModel(float_model, config.replace(activation_type="int16"))
+            )
         except ModelError as exc:
             warnings.warn(f"int16 is not available as a lever: {exc}", stacklevel=2)
             levers = tuple(lever for lever in levers if lever != "int16")
-            prepared = PreparedModel(float_model, config)
-    else:
-        prepared = PreparedModel(float_model, config)
     if calibration is None:
         if representative_dataset is None:
             raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
@@ -195,6 +198,7 @@ def fix(
         sensitivity_samples=sensitivity_samples,
         verbose=verbose,
         executor=executor,
+        wide=wide,
     )
 
 

@@ -23,7 +23,7 @@ import onnxruntime as ort
 
 from .. import _io
 from .._plan import Plan, build_plan
-from .._prepared import PreparedModel
+from .._prepared import PreparedModel, needs_16bit
 from ..calibration import Calibration
 from ..compare._weights import weight_statistics
 from ..config import QuantConfig
@@ -134,7 +134,12 @@ class Search:
         sensitivity_samples: int,
         echo: Callable[[str], None] | None,
         executor: Any = None,
+        wide: PreparedModel | None = None,
     ) -> None:
+        """``prepared``: the model as ``qd.quantize`` prepares it for the base config; ``wide``: the same
+        model prepared at opset 21 for candidates with 16-bit nodes (None: no int16 lever). Each
+        candidate is quantized from the one ``qd.quantize`` would use for its QuantConfig, so the
+        int8 baseline is ``qd.quantize``'s and the returned config reproduces the model exactly."""
         unknown = sorted(set(levers) - set(LEVERS))
         if unknown:
             raise ConfigError(f"unknown levers {unknown}; choose from {list(LEVERS)}")
@@ -143,6 +148,7 @@ class Search:
         if max_drop is not None and max_drop < 0:
             raise ConfigError(f"max_drop must be >= 0; got {max_drop}")
         self.prepared = prepared
+        self.wide = wide
         self.calibration = calibration
         self.base = base
         self.feeds = list(feeds)
@@ -209,10 +215,16 @@ class Search:
         key = candidate.key()
         if key not in self.models:
             config = candidate.config(self.base)
+            prepared = self.prepared_for(config)
+            kept = [p.model for p in (self.prepared, self.wide) if p is not None]
             for old in self.models.values():  # the weights of a model over 2 GB: gigabytes on disk each
-                _external.release(old, keep=self.prepared.model)
-            self.models = {key: self.prepared.quantize(self.calibration, config, self.prepared.precisions(config))}
+                _external.release(old, keep=kept)
+            self.models = {key: prepared.quantize(self.calibration, config, prepared.precisions(config))}
         return self.models[key]
+
+    def prepared_for(self, config: QuantConfig) -> PreparedModel:
+        """The prepared model ``qd.quantize`` would quantize for ``config``: opset 21 only for 16 bits."""
+        return self.wide if self.wide is not None and needs_16bit(config) else self.prepared
 
     def _quality(self, session_model: onnx.ModelProto | None, cache_key: str) -> tuple[float, bool]:
         """Quality of a model; evaluations replayed from a resumed trace count as they did the first time."""
@@ -489,7 +501,7 @@ class Search:
 
     def ort_settings(self, candidate: Candidate, config: QuantConfig) -> dict[str, Any]:
         """The fix as plain onnxruntime quantize_static settings, for users with their own pipeline."""
-        model = self.prepared.model
+        model = self.prepared_for(config).model
         int16 = tuple(n for n, p in candidate.precision if p == "int16")
         overrides: dict[str, list[dict[str, Any]]] = {}
         floats = frozenset(n for n, p in self.prepared.precisions(config).items() if p == "float")

@@ -23,7 +23,7 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -268,14 +268,15 @@ def _workspace() -> Path:
     return folder
 
 
-def release(model: onnx.ModelProto, keep: onnx.ModelProto) -> None:
+def release(model: onnx.ModelProto, keep: onnx.ModelProto | Sequence[onnx.ModelProto]) -> None:
     """Delete the workspace folders that only ``model`` references (not ``keep``): a model dropped for good.
 
     Open sessions keep reading deleted files through their memory maps, as Linux keeps unlinked
     files that are mapped.
     """
     root = _workspace().resolve()
-    kept = {_source(t)[0].parent for t in referenced_tensors(keep)}
+    kept_models = [keep] if isinstance(keep, onnx.ModelProto) else list(keep)
+    kept = {_source(t)[0].parent for m in kept_models for t in referenced_tensors(m)}
     for folder in {_source(t)[0].parent for t in referenced_tensors(model)} - kept:
         if folder.parent == root:
             shutil.rmtree(folder, ignore_errors=True)
