@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from .calibration._calibrate import batching_is_safe, has_control_flow
 from .compare._accumulate import MeanAccumulator, default_metrics
 from .config import DEFAULT_METRICS, DebugOptions
 from .data._dataset import batches
+from .errors import ModelError
 from .graph._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph
 
 
@@ -71,6 +73,26 @@ class RunState:
         return hashlib.sha256(self.digest + self.samples.to_bytes(8, "little")).hexdigest()[:32]
 
 
+# onnxruntime's QDQ propagation, pushing a twin's DequantizeLinear through a data-movement op (a
+# Slice) at opset 21, writes a QuantizeLinear whose output type contradicts the uint8 zero point its
+# s8->u8 conversion gave the tensor, and the session fails to load. Without that transformer the
+# twins stay float, as they should; the deployed part was propagated when its graph was saved, and
+# the fidelity check compares its outputs with the deployed model's.
+_PROPAGATION_BUG = "does not match y_zero_point"
+_PROPAGATION = ("QDQPropagationTransformer",)
+
+
+def debug_session(model: onnx.ModelProto, *, level: str, threads: int | None) -> ort.InferenceSession:
+    from .runtime import make_session
+
+    try:
+        return make_session(model, level=level, threads=threads, what="debug model")
+    except ModelError as exc:
+        if _PROPAGATION_BUG not in str(exc):
+            raise
+        return make_session(model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION)
+
+
 @dataclasses.dataclass
 class DebugJob:
     """Everything a process needs to run the debug loop: models as bytes, options, units' parameters.
@@ -90,7 +112,7 @@ class DebugJob:
         opts = self.options
         threads = opts.intra_op_num_threads
         level = opts.graph_optimization_level
-        session = make_session(self.graph.model, level=level, threads=threads, what="debug model")
+        session = debug_session(self.graph.model, level=level, threads=threads)
         deployed_bytes = self.deployed
 
         def deployed() -> ort.InferenceSession:  # made only when a run checks fidelity (not on resume)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -42,8 +43,13 @@ def make_session(
     threads: int | None = None,
     optimized_path: Path | None = None,
     what: str = "model",
+    disabled_optimizers: Sequence[str] = (),
 ) -> ort.InferenceSession:
-    """Create a CPU session; errors name ``what`` (the model's role) and onnxruntime's reason."""
+    """Create a CPU session; errors name ``what`` (the model's role) and onnxruntime's reason.
+
+    ``disabled_optimizers``: onnxruntime graph transformers to leave out (by their class name).
+    """
+    disabled = list(disabled_optimizers)
     payload: bytes | str
     if isinstance(model, bytes) and _external.payload_has_references(model):
         model = onnx.load_from_string(model)
@@ -61,7 +67,7 @@ def make_session(
             names, keep = _external.session_initializers(model)
             if optimized_path is None:
                 try:
-                    return _shared_weights_session(model, names, keep, level, threads)
+                    return _shared_weights_session(model, names, keep, level, threads, disabled)
                 except Exception:  # some optimizers read an initializer's data from the model itself
                     pass  # they find an empty file and fail, never a wrong value: copy the weights instead
             options.add_external_initializers(names, keep)  # copied into onnxruntime's own memory
@@ -73,7 +79,7 @@ def make_session(
                     "session.optimized_model_external_initializers_min_size_in_bytes",
                     str(_external.MIN_EXTERNAL_BYTES),
                 )
-        session = ort.InferenceSession(payload, options, providers=PROVIDERS)
+        session = ort.InferenceSession(payload, options, providers=PROVIDERS, disabled_optimizers=disabled or None)
     except ModelError:
         raise
     except Exception as exc:  # onnxruntime raises several unrelated exception types
@@ -85,7 +91,12 @@ def make_session(
 
 
 def _shared_weights_session(
-    model: onnx.ModelProto, names: list[str], values: list[object], level: str, threads: int | None
+    model: onnx.ModelProto,
+    names: list[str],
+    values: list[object],
+    level: str,
+    threads: int | None,
+    disabled: list[str],
 ) -> ort.InferenceSession:
     """A session that runs on the memory maps themselves (``add_initializer``: no copy of the weights).
 
@@ -100,7 +111,7 @@ def _shared_weights_session(
     with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
         path = Path(tmp) / "model.onnx"
         _external.write_placeholder_model(model, path)
-        session = ort.InferenceSession(str(path), options, providers=PROVIDERS)
+        session = ort.InferenceSession(str(path), options, providers=PROVIDERS, disabled_optimizers=disabled or None)
     session._quantdebug_external = values  # type: ignore[attr-defined]  # the maps must outlive the session
     return session
 
