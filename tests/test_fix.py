@@ -29,6 +29,8 @@ def _sqnr(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
     for r, g in zip(reference, got):
         noise = float(np.sum((g.astype(np.float64) - r) ** 2))
         signal = float(np.sum(r.astype(np.float64) ** 2))
+        if not math.isfinite(noise):  # NaN output: the worst, not (as min() would keep) the best
+            return -math.inf
         worst = min(worst, math.inf if noise == 0 else 10 * math.log10(signal / noise))
     return worst
 
@@ -311,3 +313,79 @@ def test_a_search_cut_short_returns_the_best_it_evaluated(rng: np.random.Generat
             else:
                 assert result.fixed_quality == max(t.quality for t in tried), (target, budget)
             assert counter(session(result.model)) == pytest.approx(result.fixed_quality, abs=1e-9)
+
+
+def test_a_model_that_cannot_go_to_opset_21_loses_only_the_int16_lever(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import quantdebug._api as api
+    from quantdebug.errors import ModelError
+
+    model, bad = models.wide_range_node(rng, factor=1e3)  # int16 would do; float must do instead
+    feeds = _feeds(model, rng)
+    _, alone = _quality_with(model, feeds, **{bad: "float"})
+    real = api.PreparedModel
+    prepared: list[str] = []
+
+    def refusing(source: object, config: qd.QuantConfig | None = None, **kw: object) -> object:
+        prepared.append(config.activation_type if config is not None else "")
+        if config is not None and config.activation_type == "int16":
+            raise ModelError("the version converter cannot take this model to opset 21 (simulated)")
+        return real(source, config, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api, "PreparedModel", refusing)
+    with pytest.warns(UserWarning, match="int16 is not available as a lever: the version converter"):
+        result = qd.fix(model, dataset(feeds), target=alone - 1.0)
+    assert result.met_target and result.node_precision == {bad: "float"}, result.summary()
+    assert not any(t.candidate.precision and "int16" in dict(t.candidate.precision).values() for t in result.trace)
+    assert prepared.count("int16") == 1, "tried once, when the first 16-bit candidate came up"
+
+
+def test_the_opset_21_copy_is_made_only_when_a_16_bit_candidate_is_tried(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import quantdebug._api as api
+
+    model = models.conv_relu(rng)
+    feeds = _feeds(model, rng, 4)
+    real = api.PreparedModel
+    kinds: list[str] = []
+
+    def counting(source: object, config: qd.QuantConfig | None = None, **kw: object) -> object:
+        kinds.append(config.activation_type if config is not None else "")
+        return real(source, config, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api, "PreparedModel", counting)
+    result = qd.fix(model, dataset(feeds), target=-1e9)  # met by the fully quantized model
+    assert result.met_target and "int16" not in kinds
+
+
+def test_nan_outputs_score_worst_not_perfect() -> None:
+    from quantdebug.fix._switch import output_sqnr
+
+    reference = [np.array([1.0, -2.0, 3.0], np.float32)]
+    assert output_sqnr(reference, [np.array([1.0, -2.0, 3.0])]) == math.inf
+    assert output_sqnr(reference, [np.array([1.0, np.nan, 3.0])]) == -math.inf
+    assert output_sqnr(reference, [np.array([np.inf, -2.0, 3.0])]) == -math.inf
+    assert output_sqnr([*reference, reference[0]], [reference[0], np.full(3, np.nan)]) == -math.inf
+
+
+def test_a_candidate_whose_outputs_are_nan_is_never_chosen() -> None:
+    """Seed 55 of the redundant pair: leaving conv2, gap and fc in float makes onnxruntime's model output
+    NaN (0/0 through the Div), which the default quality once scored +inf and fix returned as perfect."""
+    rng = np.random.default_rng(55)
+    model, pair = _redundant_pair(rng)
+    feeds = _feeds(model, rng)
+    calibration = qd.calibrate(model, dataset(feeds))
+    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), target=30.0)
+    outputs = [session(result.model).run(None, f)[0] for f in feeds]
+    assert all(np.isfinite(o).all() for o in outputs), result.summary()
+    assert set(result.node_precision) == set(pair), result.summary()
+    for entry in result.trace:
+        if entry.step != "float":
+            got = [
+                session(qd.quantize(model, calibration, entry.candidate.config(qd.QuantConfig()))).run(None, f)[0]
+                for f in feeds[:2]
+            ]
+            if not all(np.isfinite(o).all() for o in got):
+                assert entry.quality == -math.inf, entry.step

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, overload
 
@@ -16,7 +15,7 @@ from .calibration import Calibration, calibrate_model
 from .config import QuantConfig
 from .data import as_dataset
 from .data._dataset import Dataset
-from .errors import ConfigError, ModelError
+from .errors import ConfigError
 from .fix import LEVERS, FixResult
 from .graph import _external
 from .graph._load import ModelSource
@@ -163,15 +162,10 @@ def fix(
     # candidates are quantized as qd.quantize would for their config: at the base opset, and at
     # opset 21 (which 16-bit QDQ needs) only when they have 16-bit nodes
     prepared = PreparedModel(float_model, config)
-    wide: PreparedModel | None = None
-    if "int16" in levers:
-        try:
-            wide = (
-                prepared if needs_16bit(config) else PreparedModel(float_model, config.replace(activation_type="int16"))
-            )
-        except ModelError as exc:
-            warnings.warn(f"int16 is not available as a lever: {exc}", stacklevel=2)
-            levers = tuple(lever for lever in levers if lever != "int16")
+
+    def wide() -> PreparedModel:  # made on the first 16-bit candidate: seconds, or gigabytes over 2 GB
+        return prepared if needs_16bit(config) else PreparedModel(float_model, config.replace(activation_type="int16"))
+
     if calibration is None:
         if representative_dataset is None:
             raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")

@@ -134,12 +134,12 @@ class Search:
         sensitivity_samples: int,
         echo: Callable[[str], None] | None,
         executor: Any = None,
-        wide: PreparedModel | None = None,
+        wide: Callable[[], PreparedModel] | None = None,
     ) -> None:
-        """``prepared``: the model as ``qd.quantize`` prepares it for the base config; ``wide``: the same
-        model prepared at opset 21 for candidates with 16-bit nodes (None: no int16 lever). Each
-        candidate is quantized from the one ``qd.quantize`` would use for its QuantConfig, so the
-        int8 baseline is ``qd.quantize``'s and the returned config reproduces the model exactly."""
+        """``prepared``: the model as ``qd.quantize`` prepares it for the base config; ``wide`` makes the
+        same model prepared at opset 21, for candidates with 16-bit nodes, when the first is tried.
+        Each candidate is quantized from the one ``qd.quantize`` would use for its QuantConfig, so
+        the int8 baseline is ``qd.quantize``'s and the returned config reproduces the model exactly."""
         unknown = sorted(set(levers) - set(LEVERS))
         if unknown:
             raise ConfigError(f"unknown levers {unknown}; choose from {list(LEVERS)}")
@@ -148,7 +148,8 @@ class Search:
         if max_drop is not None and max_drop < 0:
             raise ConfigError(f"max_drop must be >= 0; got {max_drop}")
         self.prepared = prepared
-        self.wide = wide
+        self.make_wide = wide
+        self.wide: PreparedModel | None = None
         self.calibration = calibration
         self.base = base
         self.feeds = list(feeds)
@@ -224,7 +225,21 @@ class Search:
 
     def prepared_for(self, config: QuantConfig) -> PreparedModel:
         """The prepared model ``qd.quantize`` would quantize for ``config``: opset 21 only for 16 bits."""
-        return self.wide if self.wide is not None and needs_16bit(config) else self.prepared
+        if needs_16bit(config) and self._wide_available():
+            assert self.wide is not None
+            return self.wide
+        return self.prepared
+
+    def _wide_available(self) -> bool:
+        """Prepare the opset 21 copy on first use; a model that cannot be converted loses the int16 lever."""
+        if self.wide is None and self.make_wide is not None:
+            try:
+                self.wide = self.make_wide()
+            except ModelError as exc:
+                warnings.warn(f"int16 is not available as a lever: {exc}", stacklevel=2)
+                self.levers = tuple(lever for lever in self.levers if lever != "int16")
+            self.make_wide = None
+        return self.wide is not None
 
     def _quality(self, session_model: onnx.ModelProto | None, cache_key: str) -> tuple[float, bool]:
         """Quality of a model; evaluations replayed from a resumed trace count as they did the first time."""
@@ -420,6 +435,8 @@ class Search:
         if not ranked:
             return best
         for lever in ("int16", "float"):
+            if lever == "int16" and "int16" in self.levers:
+                self._wide_available()  # drops the lever when the model cannot be prepared at opset 21
             if lever not in self.levers:
                 continue
 

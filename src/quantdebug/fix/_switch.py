@@ -10,6 +10,7 @@ re-quantization and one new session per candidate.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -159,13 +160,20 @@ def build_switch_model(float_model: onnx.ModelProto, plan: Plan) -> tuple[onnx.M
 
 
 def output_sqnr(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> float:
-    """Signal-to-quantization-noise ratio in dB of ``candidate`` against ``reference``, pooled, worst output."""
+    """Signal-to-quantization-noise ratio in dB of ``candidate`` against ``reference``, pooled, worst output.
+
+    An output with NaN or infinity where the reference has finite values scores -inf, the worst:
+    NaN compares false with everything, and a plain ``min`` would have kept +inf, a perfect score.
+    """
     worst = np.inf
     for ref, got in zip(reference, candidate):
         r = np.asarray(ref, np.float64)
         noise = float(np.sum((np.asarray(got, np.float64) - r) ** 2))
         signal = float(np.sum(r**2))
-        value = np.inf if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else -np.inf)
+        if not math.isfinite(noise):
+            value = -np.inf
+        else:
+            value = np.inf if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else -np.inf)
         worst = min(worst, value)
     return float(worst)
 
