@@ -389,3 +389,20 @@ def test_a_candidate_whose_outputs_are_nan_is_never_chosen() -> None:
             ]
             if not all(np.isfinite(o).all() for o in got):
                 assert entry.quality == -math.inf, entry.step
+
+
+def test_an_eval_fn_that_returns_nan_never_wins(rng: np.random.Generator) -> None:
+    model, _ = models.wide_range_node(rng)
+    feeds = _feeds(model, rng)
+    counter = Counter(model, feeds)
+
+    def sometimes_nan(candidate: object) -> float:
+        quality = counter(candidate)
+        return math.nan if counter.calls % 2 == 1 and counter.calls > 2 else quality
+
+    for budget in (5, 8, 12):
+        counter.calls = 0
+        result = qd.fix(model, dataset(feeds), eval_fn=sometimes_nan, target=1e9, max_evals=budget)
+        finite = [t.quality for t in result.trace if t.step != "float" and not math.isnan(t.quality)]
+        assert not math.isnan(result.fixed_quality)
+        assert result.fixed_quality == max(finite), budget

@@ -306,7 +306,8 @@ class Search:
     def _best_evaluated(self, best: tuple[Candidate, float]) -> tuple[Candidate, float]:
         """Among every candidate evaluated: the one meeting the target with the fewest nodes out of
         int8 (fewest in float next, then the best quality), or the best quality if none meets it."""
-        seen = [(e.candidate, e.quality) for e in self.trace if e.step != "float"] + [best]
+        seen = [(e.candidate, e.quality) for e in self.trace if e.step != "float" and not math.isnan(e.quality)]
+        seen.append(best)
         met = [(c, q) for c, q in seen if self.meets(q)]
         if met:
             sign = -1.0 if self.higher else 1.0
