@@ -113,7 +113,32 @@ def hostile(st: Statistics) -> Statistics:
         provenance={**st.provenance, "note": SCRIPT, "cpu_flags": [*st.provenance.get("cpu_flags", []), ATTR_BREAK]},
         extras={
             "histograms": hists,
-            "fix": {"trace": trace, "float_quality": 0.95, "int8_quality": 0.8, "fixed_quality": 0.94},
+            "fix": {
+                "trace": trace,
+                "float_quality": 0.95,
+                "int8_quality": 0.8,
+                "fixed_quality": 0.94,
+                "ranking": [
+                    {
+                        "rank": 1,
+                        "node_name": SCRIPT,
+                        "noise_share": 0.75,
+                        "group_noise_share": 0.8,
+                        "per_layer_rmse/scale": 1.25,
+                        "whole_model_rmse/scale": 3.5,
+                        "statistics_score": 4.3,
+                    },
+                    {
+                        "rank": 2,
+                        "node_name": "quiet",
+                        "noise_share": None,
+                        "group_noise_share": 0.1,
+                        "per_layer_rmse/scale": None,
+                        "whole_model_rmse/scale": "bad",
+                    },
+                    "not a row",
+                ],
+            },
         },
     )
 
@@ -132,6 +157,10 @@ def test_every_chart_is_present(mode: str, real: Statistics, real_whole: Statist
     # bars: one per layer in each bar chart, each with a tooltip naming its node
     assert page.count('<rect class="bar') == 2 * len(st.layers)
     assert "0.289 ideal" in page and "0.7 suspect" in page
+    # the fix ranking's suspects, with the evidence behind each rank; unmeasured values show as —
+    assert "Suspects, in the order the search tried them" in page
+    assert f'<span class="name">{_esc(SCRIPT)}</span>' in page and ">0.75<" in page and ">3.5<" in page
+    assert "<td class='n'><span class=\"name\">quiet</span></td><td class='num'>—</td>" in page
     for r in st.layers:
         assert f"{_esc(r.node_name)} ({_esc(r.op_name)})" in page
 

@@ -524,6 +524,47 @@ def _full_table(statistics: Statistics) -> str:
     )
 
 
+RANKING_ROWS = 15  # suspects shown in the report; the trace file has them all
+
+
+def _ranking_table(ranking: object) -> str:
+    """The first suspects of the fix ranking with the evidence behind each rank (empty when absent)."""
+    if not isinstance(ranking, Sequence) or not ranking:
+        return ""
+    cols = [
+        ("rank", "rank"),
+        ("node", "node_name"),
+        ("noise share", "noise_share"),
+        ("group share", "group_noise_share"),
+        ("per-layer rmse/scale", "per_layer_rmse/scale"),
+        ("whole-model rmse/scale", "whole_model_rmse/scale"),
+    ]
+    body = []
+    for row in ranking[:RANKING_ROWS]:
+        if not isinstance(row, Mapping):
+            continue
+        cells = []
+        for _, key in cols:
+            value = row.get(key)
+            if key == "node_name":
+                cells.append(f"<td class='n'>{_name(str(value or ''))}</td>")
+            else:
+                number = float(value) if isinstance(value, (int, float)) else _NAN
+                cells.append(f"<td class='num'>{esc(_fmt(number, 3))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    if not body:
+        return ""
+    head = "".join(f"<th>{esc(label)}</th>" for label, _ in cols)
+    return (
+        "<h3>Suspects, in the order the search tried them</h3>"
+        "<p class='note'>Noise share: the part of the fully quantized model's output noise the node accounts for "
+        "in the switchable graph (— where only its group was measured). The two rmse/scale columns are the "
+        "debugger's statistics in both verify modes; they order the nodes of a group not measured one by one.</p>"
+        f'<div class="scroll"><table class="data"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
 def _kv_table(items: Mapping[str, Any], cls: str = "kv") -> str:
     rows = []
     for key, value in items.items():
@@ -780,7 +821,7 @@ def render_html(statistics: Statistics, *, title: str | None = None) -> str:
                 _section(
                     "fix",
                     "Fix search trace",
-                    f'<div class="fig">{chart}</div>',
+                    f'<div class="fig">{chart}</div>' + _ranking_table(fix.get("ranking")),
                     "<p class='note'>Each dot is one configuration tried by <code>fix</code>: filled dots were "
                     "accepted, hollow ones rejected; the line follows the accepted path.</p>",
                 )
