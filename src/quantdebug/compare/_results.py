@@ -32,6 +32,11 @@ def csv_safe(text: str) -> str:
     return "'" + text if text[:1] in FORMULA_CHARS else text
 
 
+def rmse_over_scale(mse: float, scale: float) -> float:
+    """A layer's root-mean-square error in quantization steps (NaN without a scale or an MSE)."""
+    return math.sqrt(mse) / scale if scale > 0 and mse >= 0 else math.nan
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerRow:
     """One verified quantized tensor and its statistics."""
@@ -50,8 +55,7 @@ class LayerRow:
 
     @property
     def rmse_over_scale(self) -> float:
-        mse = self.metrics.get("mean_squared_error", math.nan)
-        return math.sqrt(mse) / self.scale if self.scale > 0 and mse >= 0 else math.nan
+        return rmse_over_scale(self.metrics.get("mean_squared_error", math.nan), self.scale)
 
     @property
     def range(self) -> float:

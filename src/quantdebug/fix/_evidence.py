@@ -19,6 +19,7 @@ import onnx
 
 from .._plan import Plan
 from .._run import DebugJob
+from ..compare._results import rmse_over_scale
 from ..config import DEFAULT_METRICS, DebugOptions
 from ..graph._debug_model import build_debug_model
 from ..graph._units import Unit
@@ -35,7 +36,6 @@ class LayerEvidence:
     per_layer: float  # rmse/scale with float-derived inputs: the error the node adds
     whole_model: float  # rmse/scale with the quantized model's inputs: the error accumulated here
     inputs_whole_model: float  # the largest whole-model rmse/scale among the units feeding it
-    feeding: tuple[str, ...] = ()  # the verified nodes whose outputs it reads
 
     @property
     def added(self) -> float:
@@ -54,15 +54,6 @@ class LayerEvidence:
         return max(values) if values else 0.0
 
 
-def _rmse_over_scale(plan: Plan, graph_units: Sequence[Unit], means: np.ndarray) -> list[float]:
-    out = []
-    for k, unit in enumerate(graph_units):
-        scale = plan.info[unit.output].scale
-        mse = float(means[k, _MSE])
-        out.append(math.sqrt(max(mse, 0.0)) / scale if scale > 0 else math.nan)
-    return out
-
-
 def _verify(
     float_model: onnx.ModelProto, plan: Plan, feeds: Sequence[Mapping[str, np.ndarray]], mode: str
 ) -> dict[str, float]:
@@ -73,8 +64,10 @@ def _verify(
     state = job.empty_state()
     # a few samples, one at a time: no batching check, no stacking of samples whose shapes may differ
     job.loop().process(iter([dict(f) for f in feeds]), state, batch_free=False, advance=lambda n: None)
-    ratios = _rmse_over_scale(plan, graph.units, state.layer.means())
-    return {unit.output: r for unit, r in zip(graph.units, ratios)}
+    means = state.layer.means()
+    return {
+        u.output: rmse_over_scale(float(means[k, _MSE]), plan.info[u.output].scale) for k, u in enumerate(graph.units)
+    }
 
 
 def layer_evidence(
@@ -114,7 +107,6 @@ def layer_evidence(
             per_layer.get(unit.output, math.nan),
             whole.get(unit.output, math.nan),
             max(inputs, default=0.0),
-            tuple(dict.fromkeys(u.node for u in feeding if u is not unit)),
         )
         previous = out.get(unit.node)
         if previous is None or evidence.score > previous.score:  # a node with several integer outputs

@@ -124,7 +124,7 @@ class FixResult:
 
     @property
     def float_nodes(self) -> list[str]:
-        return [n for n, p in self.candidate.precision if p == "float"]
+        return list(self.candidate.float_nodes)
 
     @property
     def changes(self) -> list[str]:

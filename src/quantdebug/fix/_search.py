@@ -519,10 +519,11 @@ class Search:
 
     def ort_settings(self, candidate: Candidate, config: QuantConfig) -> dict[str, Any]:
         """The fix as plain onnxruntime quantize_static settings, for users with their own pipeline."""
-        model = self.prepared_for(config).model
+        prepared = self.prepared_for(config)
+        model = prepared.model
         int16 = tuple(n for n, p in candidate.precision if p == "int16")
         overrides: dict[str, list[dict[str, Any]]] = {}
-        floats = frozenset(n for n, p in self.prepared.precisions(config).items() if p == "float")
+        floats = frozenset(n for n, p in prepared.precisions(config).items() if p == "float")
         sources = (_int16_overrides(model, int16, config, floats), _per_channel_overrides(model, candidate.per_channel))
         for source in sources:
             for tensor, entries in source.items():
