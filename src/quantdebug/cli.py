@@ -304,7 +304,7 @@ def _load_model(path: str) -> onnx.ModelProto:
 
 def _open_dataset(data: DataArgs, model: onnx.ModelProto) -> Dataset:
     specs = input_specs(model)
-    source = open_data(data.spec, inputs=specs, image=data.image, max_samples=data.max_samples)
+    source = open_data(data.spec, inputs=specs, image=data.image, max_samples=data.max_samples, what="--data")
     if source.count is not None:
         _note(f"data: {source.description}")
     return Dataset(source, specs, what=f"data {data.spec!r}")
@@ -724,7 +724,7 @@ def compare(stats_a: str, stats_b: str, top: int) -> None:
 def _eval_function(spec: str | None) -> Any:
     if spec is None:
         return None
-    return load_callable(spec)
+    return load_callable(spec, what="--eval")
 
 
 @cli.command(short_help="Find the fewest changes (int16, float, ...) that meet a target.")
@@ -782,6 +782,7 @@ def fix(
     """
     if data is None:
         _fail("fix needs --data (debug samples; also used to calibrate unless --calibration is given)", code=2)
+    eval_fn = _eval_function(eval_spec)  # before any work: a typo in --eval must not wait for calibration
     float_model = _load_model(model)
     calibration, dataset = _calibration(float_model, data, calibration_path, "fix")
     if dataset is None:
@@ -792,7 +793,7 @@ def fix(
         calibration=calibration,
         debug_dataset=dataset,
         quant_config=config,
-        eval_fn=_eval_function(eval_spec),
+        eval_fn=eval_fn,
         higher_is_better=not lower_is_better,
         target=target,
         max_drop=max_drop,
