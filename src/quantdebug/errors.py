@@ -30,6 +30,19 @@ class EvalFunctionError(QuantDebugError):
     """The user's ``eval_fn`` raised on a fix candidate; the user's exception is chained as ``__cause__``."""
 
 
+class MissingExtraError(QuantDebugError, ImportError):
+    """A feature needs a package of one of quantdebug's optional extras, and it is not installed."""
+
+
+def missing_extra(what: str, package: str, extra: str, exc: BaseException) -> MissingExtraError:
+    """The error for ``what`` needing ``package``, naming the extra that installs it."""
+    verb = "are" if "," in package or " and " in package else "is"
+    return MissingExtraError(
+        f"{what} needs {package}, which {verb} not installed ({exc}); "
+        f'install it with: pip install "quantdebug[{extra}]"'
+    )
+
+
 class RunInterrupted(QuantDebugError):
     """A debug run stopped early; the statistics so far are kept and ``run(resume=True)`` continues.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError, mismatch, suggest
+from ..errors import ConfigError, DatasetError, mismatch, missing_extra, suggest
 from ._dataset import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -406,7 +406,10 @@ def _image_plan(spec: InputSpec | None, options: ImageOptions) -> _ImagePlan:
 def _open_image_folder(
     folder: Path, files: list[Path], inputs: list[InputSpec] | None, options: ImageOptions
 ) -> DataSource:
-    from PIL import Image, UnidentifiedImageError
+    try:  # an optional dependency: the images extra
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:
+        raise missing_extra("reading a folder of images", "Pillow", "images", exc) from exc
 
     where = repr(str(folder))
     if inputs is not None and len(inputs) != 1:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..compare._results import LayerRow, Statistics
+from ..errors import missing_extra
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -64,8 +65,11 @@ def plot_statistics(statistics: Statistics) -> list[Figure]:
     Bars follow graph order and are coloured by severity; the figures are not shown, so display
     them (a notebook shows a returned figure) or ``fig.savefig(path)``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:  # an optional dependency: the plots extra
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise missing_extra("plot_statistics (debugger.plot())", "matplotlib", "plots", exc) from exc
 
     rows = graph_order(statistics.layers)
     labels = [r.node_name or r.tensor_name for r in rows]
