@@ -340,6 +340,24 @@ def duplicate_names(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, bat
     return model
 
 
+LONG_NAME = "encoder.stage_0.block_0.depthwise_separable.pointwise_conv"
+
+
+def variable_width(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """input[1,3,8,W] -> conv (named LONG_NAME) -> relu1 -> pad (W+2) -> pool (2x2) -> conv2 -> relu2 -> head.
+
+    W is free, so a layer's element count varies across samples of different widths; Pad, MaxPool and
+    Flatten move int8 values without arithmetic, so their error is exactly zero on every CPU.
+    """
+    g = _GraphBuilder(rng, "variable_width", opset)
+    x = g.input("input", [1, 3, 8, "W"])
+    x = g.node("Relu", [g.conv(x, LONG_NAME, 3, 8)], "relu1")
+    x = g.node("Pad", [x, g.const("pad.pads", np.array([0, 0, 0, 1, 0, 0, 0, 1], np.int64))], "pad")
+    x = g.node("MaxPool", [x], "pool", kernel_shape=[2, 2], strides=[2, 2])
+    x = g.node("Relu", [g.conv(x, "conv2", 8, 8)], "relu2")
+    return g.build([g.head(x, 8, 4)])
+
+
 def causal_mask(seq_len: int, sentinel: float = FLOAT32_MIN) -> np.ndarray:
     """[seq_len, seq_len] float32 additive mask: 0 on/below the diagonal, ``sentinel`` above."""
     upper = np.triu(np.ones((seq_len, seq_len), dtype=bool), k=1)

@@ -81,18 +81,31 @@ def test_statistics_order_the_nodes_of_a_group_the_switchable_graph_did_not_meas
     feeds = [{"input": rng.normal(0, 1, (1, 8, 8, 8)).astype(np.float32)} for _ in range(8)]
     ranking = _ranking(model, feeds)
     names = [str(r["node_name"]) for r in ranking]
-    group = [r for r in ranking if r["group_noise_share"] == ranking[names.index("culprit")]["group_noise_share"]]
-    assert all(r["noise_share"] is None for r in group), "the culprit's group is not refined"
-    scores = [float(r["statistics_score"]) for r in group]  # type: ignore[arg-type]
-    assert scores == sorted(scores, reverse=True)
-    assert group[0]["node_name"] == "culprit"
+    # Which groups the switchable graph refines depends on their noise shares, which the CPU's int8
+    # kernels move a little (AVX-512 VNNI rounds differently): the rule is checked on every group
+    # left unrefined, and the culprit (score ~4x its neighbours') is checked wherever it lands.
+    groups: dict[object, list[dict[str, object]]] = {}
+    for r in ranking:
+        groups.setdefault(r["group_noise_share"], []).append(r)
+    unrefined = [g for g in groups.values() if all(r["noise_share"] is None for r in g)]
+    assert unrefined, "some group is ordered by the statistics alone"
+    for group in unrefined:
+        scores = [float(r["statistics_score"]) for r in group]  # type: ignore[arg-type]
+        assert scores == sorted(scores, reverse=True)
+    culprit_group = groups[ranking[names.index("culprit")]["group_noise_share"]]
+    best = max(culprit_group, key=lambda r: float(r["statistics_score"]))  # type: ignore[arg-type]
+    assert best["node_name"] == "culprit"
+    if culprit_group in unrefined:
+        assert culprit_group[0]["node_name"] == "culprit"
 
     monkeypatch.setattr(_search, "layer_evidence", lambda *args: {})  # without statistics: graph order
     plain = [str(r["node_name"]) for r in _ranking(model, feeds)]
-    members = [str(r["node_name"]) for r in group]
     graph_order = [n.name for n in model.graph.node]
-    assert [n for n in plain if n in members] == sorted(members, key=graph_order.index)
-    assert plain.index("culprit") > names.index("culprit")
+    for group in unrefined:
+        members = [str(r["node_name"]) for r in group]
+        assert [n for n in plain if n in members] == sorted(members, key=graph_order.index)
+    if culprit_group in unrefined:
+        assert plain.index("culprit") > names.index("culprit")
 
 
 def test_ranking_rows_carry_both_verify_modes_and_flagged_nodes_are_measured() -> None:

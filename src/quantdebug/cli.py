@@ -26,6 +26,7 @@ from .data import Dataset, input_specs
 from .data._formats import ImageOptions, load_callable, open_data
 from .errors import QuantDebugError
 from .fix import LEVERS
+from .report import has_mean_elements
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -304,7 +305,7 @@ def _load_model(path: str) -> onnx.ModelProto:
 
 def _open_dataset(data: DataArgs, model: onnx.ModelProto) -> Dataset:
     specs = input_specs(model)
-    source = open_data(data.spec, inputs=specs, image=data.image, max_samples=data.max_samples)
+    source = open_data(data.spec, inputs=specs, image=data.image, max_samples=data.max_samples, what="--data")
     if source.count is not None:
         _note(f"data: {source.description}")
     return Dataset(source, specs, what=f"data {data.spec!r}")
@@ -540,6 +541,16 @@ def _fit(text: str, width: int) -> str:
     return text[:head] + ".." + text[-tail:]
 
 
+def _named_row(name: str, width: int, before: str, after: str) -> list[str]:
+    """``before + name + after`` with the name padded to ``width``; a longer name goes, whole, on lines of its
+    own (wrapped at WIDTH) above the row: a name cut in the middle cannot be read or pasted into a denylist."""
+    if len(name) <= width:
+        return [f"{before}{name:<{width}} {after}".rstrip()]
+    piece = WIDTH - 2
+    pieces = [f"  {name[i : i + piece]}" for i in range(0, len(name), piece)]
+    return [*pieces, f"{before}{'':<{width}} {after}".rstrip()]
+
+
 def _num(value: float, spec: str) -> str:
     return "nan" if math.isnan(value) else format(value, spec)
 
@@ -548,10 +559,9 @@ def _layer_table(rows: list[LayerRow]) -> list[str]:
     lines = [f"  {'op type':<17} {'node':<25} {'rmse/scale':>10} {'mean sq err':>11} {'range':>9}"]
     for r in rows:
         mse = r.metrics.get("mean_squared_error", math.nan)
-        lines.append(
-            f"  {_fit(r.op_name, 17):<17} {_fit(r.node_name, 25):<25} {_num(r.rmse_over_scale, '10.4g')} "
-            f"{_num(mse, '11.3e')} {_num(r.range, '9.4g')}"
-        )
+        numbers = f"{_num(r.rmse_over_scale, '10.4g')} {_num(mse, '11.3e')} {_num(r.range, '9.4g')}"
+        op = _fit(r.op_name, 17)
+        lines += _named_row(r.node_name, 25, f"  {op:<17} ", numbers)
     return lines
 
 
@@ -588,6 +598,11 @@ def summary(
     lines = [head]
     if statistics.coverage:
         lines.append("nodes: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
+        if counts["verified"] != len(rows):  # the two counts differ: say what each counts
+            lines.append("  (a layer: one quantized output, one CSV row; its nodes count fused ones too)")
+    varying = [r for r in rows if has_mean_elements(r)]
+    if varying:  # TFLite's CSV keeps the mean; say why it is not a whole number
+        lines.append(f"note: num_elements of {len(varying)} layers is a mean over samples of different sizes")
     lines.append(f"wrote {CSV_NAME} and {JSON_NAME} to {folder}")
     limit = len(rows) if top == 0 else top
 
@@ -672,7 +687,8 @@ def compare_table(a: Statistics, b: Statistics, *, top: int = 20) -> list[str]:
             delta = "-"
         va = "-" if status == "only in B" else _num(rec["rmse/scale A"], "12.4g")
         vb = "-" if status == "only in A" else _num(rec["rmse/scale B"], "12.4g")
-        lines.append(f"  {_fit(rec['node_name'], 28):<28} {va:>12} {vb:>12} {delta:>9}  {note}".rstrip())
+        cells = f"{va:>12} {vb:>12} {delta:>9}  {note}".rstrip()
+        lines += _named_row(rec["node_name"], 28, "  ", cells)
     if len(shown) < len(ordered):
         lines.append(f"  ... {len(ordered) - len(shown)} more rows (--top 0 shows all)")
     both = [rec for rec in records if rec["status"] == "both"]
@@ -724,7 +740,7 @@ def compare(stats_a: str, stats_b: str, top: int) -> None:
 def _eval_function(spec: str | None) -> Any:
     if spec is None:
         return None
-    return load_callable(spec)
+    return load_callable(spec, what="--eval")
 
 
 @cli.command(short_help="Find the fewest changes (int16, float, ...) that meet a target.")
@@ -782,6 +798,7 @@ def fix(
     """
     if data is None:
         _fail("fix needs --data (debug samples; also used to calibrate unless --calibration is given)", code=2)
+    eval_fn = _eval_function(eval_spec)  # before any work: a typo in --eval must not wait for calibration
     float_model = _load_model(model)
     calibration, dataset = _calibration(float_model, data, calibration_path, "fix")
     if dataset is None:
@@ -792,7 +809,7 @@ def fix(
         calibration=calibration,
         debug_dataset=dataset,
         quant_config=config,
-        eval_fn=_eval_function(eval_spec),
+        eval_fn=eval_fn,
         higher_is_better=not lower_is_better,
         target=target,
         max_drop=max_drop,

@@ -26,6 +26,23 @@ class CalibrationError(QuantDebugError, ValueError):
     """A calibration is missing, broken or belongs to another model."""
 
 
+class EvalFunctionError(QuantDebugError):
+    """The user's ``eval_fn`` raised on a fix candidate; the user's exception is chained as ``__cause__``."""
+
+
+class MissingExtraError(QuantDebugError, ImportError):
+    """A feature needs a package of one of quantdebug's optional extras, and it is not installed."""
+
+
+def missing_extra(what: str, package: str, extra: str, exc: BaseException) -> MissingExtraError:
+    """The error for ``what`` needing ``package``, naming the extra that installs it."""
+    verb = "are" if "," in package or " and " in package else "is"
+    return MissingExtraError(
+        f"{what} needs {package}, which {verb} not installed ({exc}); "
+        f'install it with: pip install "quantdebug[{extra}]"'
+    )
+
+
 class RunInterrupted(QuantDebugError):
     """A debug run stopped early; the statistics so far are kept and ``run(resume=True)`` continues.
 
@@ -43,7 +60,14 @@ class ModelTooLargeError(ModelError):
 
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return a ' did you mean ...?' suffix naming the closest valid choices, or ''."""
-    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    # a node and its output tensor often share a name: each name is suggested once
+    close = difflib.get_close_matches(name, list(dict.fromkeys(choices)), n=n, cutoff=0.5)
     if not close:
         return ""
     return " did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def mismatch(unknown: list[str], missing: list[str]) -> str:
+    """``unknown [...], missing [...]`` leaving out an empty side."""
+    parts = [f"{label} {names}" for label, names in (("unknown", unknown), ("missing", missing)) if names]
+    return ", ".join(parts)

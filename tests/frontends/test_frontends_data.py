@@ -107,9 +107,9 @@ def test_seed_dataset_feeds_the_debugger(rng: np.random.Generator) -> None:
 
 def test_layout_hint_recognises_nhwc_for_nchw_and_back() -> None:
     hint = layout_hint([1, 224, 224, 3], [1, 3, 224, 224])
-    assert "NHWC" in hint and "transpose(0, 3, 1, 2)" in hint
-    assert "transpose(0, 2, 3, 1)" in layout_hint([1, 3, 192, 192], ["batch", 192, 192, 3])
-    assert "transpose(2, 0, 1)" in layout_hint([32, 32, 3], [3, 32, 32])
+    assert "NHWC" in hint and "np.transpose(x, (0, 3, 1, 2))" in hint
+    assert "np.transpose(x, (0, 2, 3, 1))" in layout_hint([1, 3, 192, 192], ["batch", 192, 192, 3])
+    assert "np.transpose(x, (2, 0, 1))" in layout_hint([32, 32, 3], [3, 32, 32])
     assert layout_hint([1, 3, 224, 224], [1, 3, 224, 224]) == ""
     assert layout_hint([1, 5, 224, 224], [1, 3, 224, 224]) == ""  # not a layout problem
     assert layout_hint([1, 3], [1, 4]) == ""
@@ -123,7 +123,7 @@ def test_check_layout_raises_dataset_error() -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
     )
     model = helper.make_model(graph)
-    with pytest.raises(qd.DatasetError, match=r"input 'image'.*NHWC.*transpose\(0, 3, 1, 2\)"):
+    with pytest.raises(qd.DatasetError, match=r"input 'image'.*NHWC.*np\.transpose\(x, \(0, 3, 1, 2\)\)"):
         check_layout(model, np.zeros((1, 8, 8, 3), np.float32))
     check_layout(model, [np.zeros((1, 3, 8, 8), np.float32)])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import warnings
 from typing import Any
 
@@ -182,3 +183,75 @@ def test_convert_takes_one_array_or_a_dict(cnn: Any, images: np.ndarray) -> None
 def test_map_style_dataset_gets_a_dataloader_hint() -> None:
     with pytest.raises(qd.DatasetError, match="DataLoader"):
         as_seed_dataset(torch.utils.data.TensorDataset(torch.zeros(3, 2)))
+
+
+Detections = collections.namedtuple("Detections", ["boxes", "scores"])
+
+
+class NamedOutputs(torch.nn.Module):  # type: ignore[misc]
+    """Returns a namedtuple whose second field is a dict: names nest as ``outer.inner``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 4)
+
+    def forward(self, x: Any) -> Any:
+        h = self.fc(x)
+        return Detections(boxes=h, scores={"face": torch.sigmoid(h[:, :1]), "eyes": torch.tanh(h[:, 1:3])})
+
+
+def _module_outputs(module: Any, x: np.ndarray) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    return [out.boxes.numpy(), out.scores["face"].numpy(), out.scores["eyes"].numpy()]
+
+
+def test_output_names_follow_namedtuple_fields_and_dict_keys(rng: np.random.Generator) -> None:
+    torch.manual_seed(3)
+    module = NamedOutputs().eval()
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    model = from_torch(module, x[:1])
+    assert [o.name for o in model.graph.output] == ["boxes", "scores.face", "scores.eyes"]
+    got = run_onnx(model, {"x": x})  # the names are on the right tensors: checked against the module
+    for g, want in zip(got, _module_outputs(module, x)):
+        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5)
+
+
+def test_input_and_output_names_can_be_given(rng: np.random.Generator) -> None:
+    torch.manual_seed(4)
+    module = NamedOutputs().eval()
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    model = from_torch(module, x[:1], input_names=["features"], output_names=["b", "face", "eyes"])
+    assert [i.name for i in model.graph.input] == ["features"]
+    assert [o.name for o in model.graph.output] == ["b", "face", "eyes"]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (face,) = session.run(["face"], {"features": x})
+    np.testing.assert_allclose(face, _module_outputs(module, x)[1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(qd.ConfigError, match="output_names has 2 names for 3 tensors"):
+        from_torch(module, x[:1], output_names=["b", "face"])
+    with pytest.raises(qd.ConfigError, match="distinct"):
+        from_torch(module, x[:1], output_names=["b", "b", "eyes"])
+
+
+def test_hugging_face_model_output_keys_name_the_outputs(rng: np.random.Generator) -> None:
+    outputs = pytest.importorskip("transformers.modeling_outputs")
+
+    class Encoder(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 5)
+
+        def forward(self, x: Any) -> Any:
+            h = self.fc(x)  # hidden_states and attentions stay None: not outputs
+            return outputs.BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=h.mean(1))
+
+    torch.manual_seed(5)
+    module = Encoder().eval()
+    x = rng.standard_normal((1, 3, 5)).astype(np.float32)
+    model = from_torch(module, x)
+    assert [o.name for o in model.graph.output] == ["last_hidden_state", "pooler_output"]
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))
+    hidden, pooled = run_onnx(model, {"x": x})
+    np.testing.assert_allclose(pooled, want.pooler_output.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hidden, want.last_hidden_state.numpy(), rtol=1e-4, atol=1e-5)

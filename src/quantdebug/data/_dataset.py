@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from ..errors import DatasetError
+from ..errors import DatasetError, mismatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Dataset:
             )
         self.specs = specs
         self.what = what
+        self._cast_noted: set[tuple[str, str]] = set()  # (from, to) dtypes already warned about
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield validated feeds, one per sample; errors name the sample index and the input."""
@@ -139,7 +141,7 @@ class Dataset:
             if unknown or missing:
                 raise DatasetError(
                     f"{self.what} sample {index}: input names do not match the model "
-                    f"(unknown {unknown}, missing {missing}); the model's inputs are {names}"
+                    f"({mismatch(unknown, missing)}); the model's inputs are {names}"
                 )
             values = [sample[n] for n in names]
         elif isinstance(sample, list | tuple):
@@ -172,6 +174,7 @@ class Dataset:
             raise DatasetError(f"{where}: holds Python objects, not numbers; expected {spec.dtype}")
         if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
             raise DatasetError(f"{where}: {_non_finite(array)}; clean the data before quantizing")
+        array_dtype = array.dtype
         if array.dtype != spec.dtype:
             same_kind = array.dtype.kind == spec.dtype.kind or (array.dtype.kind in "iu" and spec.dtype.kind in "iu")
             if not same_kind:
@@ -180,6 +183,7 @@ class Dataset:
                     f"(for example array.astype(np.{spec.dtype}))"
                 )
             array = _cast(array, spec.dtype, where)
+            self._note_cast(array_dtype, spec)
         if spec.shape is not None:
             if array.ndim != len(spec.shape):
                 raise DatasetError(
@@ -189,14 +193,66 @@ class Dataset:
                 )
             for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
                 if isinstance(want, int) and want > 0 and got != want:
+                    hint = layout_hint(array.shape, spec.shape)
                     raise DatasetError(
                         f"{where}: shape {list(array.shape)} differs from the model's {spec.describe()} at axis {axis}"
+                        + (f"; {hint}" if hint else "")
                     )
         if array.size == 0 and not (spec.shape and any(d == 0 for d in spec.shape)):
             raise DatasetError(
                 f"{where}: is empty (shape {list(array.shape)}); every sample needs at least one element per input"
             )
         return np.ascontiguousarray(array)
+
+    def _note_cast(self, got: np.dtype[Any], spec: InputSpec) -> None:
+        """Warn once per dataset and dtype pair that samples are cast (float64 data is common and harmless)."""
+        key = (str(got), str(spec.dtype))
+        if key in self._cast_noted:
+            return
+        self._cast_noted.add(key)
+        warnings.warn(
+            f"{self.what}: input {spec.name!r} samples are {got}, cast to the model's {spec.dtype} "
+            "(noted once per dataset)",
+            stacklevel=4,
+        )
+
+
+# -- layout ---------------------------------------------------------------------------------------
+_IMAGE_FOLDERS = " (an image folder on the command line: --layout {})"
+
+
+def layout_hint(got: Sequence[int], expected: Sequence[int | str | None]) -> str:
+    """A hint when ``got`` is ``expected`` in the other image layout (NHWC vs NCHW), else ''.
+
+    Rank-4 shapes with a batch axis and rank-3 shapes without one are recognised; free (symbolic)
+    dimensions of ``expected`` match anything.
+    """
+    got = tuple(int(d) for d in got)
+    exp = tuple(expected)
+    if len(got) != len(exp) or len(got) not in (3, 4) or _fits(got, exp):
+        return ""
+    lead = 1 if len(got) == 4 else 0
+    to_nchw = (0, 3, 1, 2) if lead else (2, 0, 1)
+    to_nhwc = (0, 2, 3, 1) if lead else (1, 2, 0)
+    if _fits(tuple(got[i] for i in to_nchw), exp):
+        return (
+            f"the data looks channels-last (NHWC) {list(got)} but the model expects channels-first (NCHW) "
+            f"{_show(exp)}; transpose it: np.transpose(x, {to_nchw}){_IMAGE_FOLDERS.format('NCHW')}"
+        )
+    if _fits(tuple(got[i] for i in to_nhwc), exp):
+        return (
+            f"the data looks channels-first (NCHW) {list(got)} but the model expects channels-last (NHWC) "
+            f"{_show(exp)}; transpose it: np.transpose(x, {to_nhwc}){_IMAGE_FOLDERS.format('NHWC')}"
+        )
+    return ""
+
+
+def _fits(shape: tuple[int, ...], expected: tuple[int | str | None, ...]) -> bool:
+    return all(not isinstance(e, int) or e <= 0 or e == g for g, e in zip(shape, expected))
+
+
+def _show(shape: tuple[int | str | None, ...]) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape) + "]"
 
 
 def _non_finite(array: np.ndarray) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError, suggest
+from ..errors import ConfigError, DatasetError, mismatch, missing_extra, suggest
 from ._dataset import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -84,6 +84,7 @@ def open_data(
     inputs: Sequence[InputSpec] | None = None,
     image: ImageOptions | None = None,
     max_samples: int | None = None,
+    what: str = "data",
 ) -> DataSource:
     """Open ``spec`` as a dataset for a model with ``inputs`` (names and shapes are checked where known).
 
@@ -102,14 +103,14 @@ def open_data(
     """
     if max_samples is not None and max_samples < 1:
         raise DatasetError(f"max_samples must be a positive integer; got {max_samples}")
-    source = _open(spec, list(inputs) if inputs is not None else None, image or ImageOptions())
+    source = _open(spec, list(inputs) if inputs is not None else None, image or ImageOptions(), what)
     source.max_samples = max_samples
     if max_samples is not None and source.count is not None:
         source.count = min(source.count, max_samples)
     return source
 
 
-def _open(spec: str, inputs: list[InputSpec] | None, image: ImageOptions) -> DataSource:
+def _open(spec: str, inputs: list[InputSpec] | None, image: ImageOptions, what: str) -> DataSource:
     if not spec:
         raise DatasetError("the data path is empty")
     path = Path(spec)
@@ -130,7 +131,7 @@ def _open(spec: str, inputs: list[InputSpec] | None, image: ImageOptions) -> Dat
     if ":" in spec and not path.exists():
         target, _, attr = spec.rpartition(":")
         if target and attr and not target.endswith(("/", "\\")):
-            return _open_python(target, attr, spec)
+            return _open_python(target, attr, spec, what)
     if path.exists():
         raise DatasetError(f"data path {spec!r} is neither a file nor a folder")
     raise DatasetError(f"data path {spec!r} does not exist")
@@ -179,7 +180,7 @@ def _match_keys(keys: list[str], inputs: list[InputSpec] | None, what: str) -> d
     unknown = [k for k in keys if k not in names]
     missing = [n for n in names if n not in keys]
     hint = suggest(unknown[0], missing) if unknown and missing else ""
-    message = f"{what} names {keys} do not match the model's inputs {names} (unknown {unknown}, missing {missing})"
+    message = f"{what} names {keys} do not match the model's inputs {names} ({mismatch(unknown, missing)})"
     raise DatasetError(message + (f";{hint}" if hint else ""))
 
 
@@ -405,7 +406,10 @@ def _image_plan(spec: InputSpec | None, options: ImageOptions) -> _ImagePlan:
 def _open_image_folder(
     folder: Path, files: list[Path], inputs: list[InputSpec] | None, options: ImageOptions
 ) -> DataSource:
-    from PIL import Image, UnidentifiedImageError
+    try:  # an optional dependency: the images extra
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:
+        raise missing_extra("reading a folder of images", "Pillow", "images", exc) from exc
 
     where = repr(str(folder))
     if inputs is not None and len(inputs) != 1:
@@ -459,16 +463,17 @@ def _open_image_folder(
 # -- Python code --------------------------------------------------------------------------------------
 
 
-def _import_target(target: str, spec: str) -> Any:
+def _import_target(target: str, spec: str, what: str = "data") -> Any:
+    """Import ``target`` (a module or a .py file); errors start with ``what`` and ``spec`` (the option's name)."""
     is_file = target.endswith(".py") or "/" in target or os.sep in target
     if is_file:
         path = Path(target)
         if not path.is_file():
-            raise DatasetError(f"data {spec!r}: Python file {target!r} does not exist")
+            raise DatasetError(f"{what} {spec!r}: Python file {target!r} does not exist")
         name = f"_quantdebug_data_{abs(hash(str(path.resolve())))}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
-            raise DatasetError(f"data {spec!r}: cannot import {target!r} as a Python file")
+            raise DatasetError(f"{what} {spec!r}: cannot import {target!r} as a Python file")
         module = importlib.util.module_from_spec(module_spec)
         folder = str(path.resolve().parent)
         if folder not in sys.path:
@@ -478,7 +483,7 @@ def _import_target(target: str, spec: str) -> Any:
             module_spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(name, None)
-            raise DatasetError(f"data {spec!r}: running {target!r} raised {type(exc).__name__}: {exc}") from exc
+            raise DatasetError(f"{what} {spec!r}: running {target!r} raised {type(exc).__name__}: {exc}") from exc
         return module
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
@@ -487,21 +492,27 @@ def _import_target(target: str, spec: str) -> Any:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name and target.startswith(exc.name):
-            raise DatasetError(f"data {spec!r}: no data path and no Python module named {target!r}") from exc
-        raise DatasetError(f"data {spec!r}: importing {target!r} raised {type(exc).__name__}: {exc}") from exc
+            neither = "no data path and " if what.endswith("data") else ""  # a data spec may be a path too
+            raise DatasetError(f"{what} {spec!r}: {neither}no Python module named {target!r}") from exc
+        raise DatasetError(f"{what} {spec!r}: importing {target!r} raised {type(exc).__name__}: {exc}") from exc
     except Exception as exc:
-        raise DatasetError(f"data {spec!r}: importing {target!r} raised {type(exc).__name__}: {exc}") from exc
+        raise DatasetError(f"{what} {spec!r}: importing {target!r} raised {type(exc).__name__}: {exc}") from exc
 
 
-def _open_python(target: str, attr: str, spec: str) -> DataSource:
-    module = _import_target(target, spec)
-    obj: Any = module
+def _python_object(target: str, attr: str, spec: str, what: str) -> Any:
+    """``target``'s attribute ``attr`` (dotted); a missing one is named with the closest public names."""
+    obj: Any = _import_target(target, spec, what)
     for part in attr.split("."):
         if not hasattr(obj, part):
             public = [n for n in dir(obj) if not n.startswith("_") and not inspect.ismodule(getattr(obj, n, None))]
             hint = suggest(part, public)
-            raise DatasetError(f"data {spec!r}: {target!r} has no attribute {part!r};{hint}".rstrip(";"))
+            raise DatasetError(f"{what} {spec!r}: {target!r} has no attribute {part!r};{hint}".rstrip(";"))
         obj = getattr(obj, part)
+    return obj
+
+
+def _open_python(target: str, attr: str, spec: str, what: str) -> DataSource:
+    obj = _python_object(target, attr, spec, what)
     where = f"{spec}"
     if inspect.isgeneratorfunction(obj):
         return DataSource(obj, f"samples from {where}", None)
@@ -509,7 +520,7 @@ def _open_python(target: str, attr: str, spec: str) -> DataSource:
         try:
             result = obj()
         except Exception as exc:
-            raise DatasetError(f"data {spec!r}: calling {attr}() raised {type(exc).__name__}: {exc}") from exc
+            raise DatasetError(f"{what} {spec!r}: calling {attr}() raised {type(exc).__name__}: {exc}") from exc
         if isinstance(result, Iterator):
             factory: Callable[[], Iterable[Any]] = obj  # the function itself returns fresh iterators
             return DataSource(factory, f"samples from {where}", None)
@@ -521,21 +532,23 @@ def _open_python(target: str, attr: str, spec: str) -> DataSource:
         count = len(items) if isinstance(items, Sized) else None
         return DataSource(lambda: items, f"{count if count is not None else 'the'} samples from {where}", count)
     raise DatasetError(
-        f"data {spec!r} gave a {type(obj).__name__}; it must be a dataset function (returning an iterable of samples), "
-        "a generator function, or a list of samples"
+        f"{what} {spec!r} gave a {type(obj).__name__}; it must be a dataset function (returning an iterable of "
+        "samples), a generator function, or a list of samples"
     )
 
 
-def load_callable(spec: str) -> Callable[..., Any]:
-    """``module:function`` or ``path/file.py:function`` -> the function (for ``fix --eval``)."""
+def load_callable(spec: str, what: str = "eval function") -> Callable[..., Any]:
+    """``module:function`` or ``path/file.py:function`` -> the function (for ``fix --eval``).
+
+    Errors are ConfigErrors starting with ``what`` (the command line passes ``--eval``).
+    """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise DatasetError(f"{spec!r} is not module:function or file.py:function")
-    obj: Any = _import_target(target, spec)
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise DatasetError(f"{spec!r}: {target!r} has no attribute {part!r}")
-        obj = getattr(obj, part)
+        raise ConfigError(f"{what} {spec!r} is not module:function or file.py:function")
+    try:
+        obj = _python_object(target, attr, spec, what)
+    except DatasetError as exc:  # the eval function is not data: a ConfigError, with the same message
+        raise ConfigError(str(exc)) from exc.__cause__
     if not callable(obj):
-        raise DatasetError(f"{spec!r} is not callable")
+        raise ConfigError(f"{what} {spec!r} is not callable (it is a {type(obj).__name__})")
     return obj  # type: ignore[no-any-return]

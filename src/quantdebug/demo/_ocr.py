@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantdebug import _io
-from quantdebug.errors import QuantDebugError
+from quantdebug.errors import QuantDebugError, missing_extra
 
 if TYPE_CHECKING:
     import onnx
@@ -50,6 +50,7 @@ __all__ = [
     "save_rec_model",
 ]
 
+DEMO = "the OCR demo"  # how missing-package errors name what needed the package
 REC_MODEL_NAME = "ch_PP-OCRv4_rec_infer.onnx"
 # Evaluation and calibration use different seeds so calibration never sees the evaluation lines.
 EVAL_SEED = 0
@@ -84,12 +85,38 @@ class DemoDataError(QuantDebugError, RuntimeError):
     """A resource the OCR demo needs (model, font) is not installed."""
 
 
+# module -> package: what the demo extra installs (rapidocr-onnxruntime brings OpenCV)
+DEMO_PACKAGES = {
+    "rapidocr_onnxruntime": "rapidocr-onnxruntime",
+    "cv2": "OpenCV",
+    "PIL": "Pillow",
+    "matplotlib": "matplotlib",
+}
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (rapidocr's __init__ is slow)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked install is as good as none
+        return False
+
+
+def require_demo_packages() -> None:
+    """Raise MissingExtraError naming every package of the demo extra that is missing, before any work."""
+    missing = [package for module, package in DEMO_PACKAGES.items() if not _installed(module)]
+    if missing:
+        raise missing_extra(DEMO, ", ".join(missing), "demo", ModuleNotFoundError(", ".join(missing)))
+
+
 def rec_model_path() -> Path:
     """Path of the PP-OCRv4 recogniser ONNX model inside the installed ``rapidocr_onnxruntime``."""
     # find_spec locates the package without importing it: its __init__ pulls in cv2, yaml, ...
+    if not _installed("rapidocr_onnxruntime"):
+        raise missing_extra(DEMO, "rapidocr-onnxruntime", "demo", ModuleNotFoundError("rapidocr_onnxruntime"))
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
     if spec is None or not spec.submodule_search_locations:
-        raise DemoDataError("the OCR demo needs the rapidocr-onnxruntime package: pip install rapidocr-onnxruntime")
+        raise DemoDataError('rapidocr_onnxruntime is not a package; reinstall it: pip install "quantdebug[demo]"')
     for location in spec.submodule_search_locations:
         path = Path(location) / "models" / REC_MODEL_NAME
         if path.is_file():
@@ -102,10 +129,10 @@ def rec_model_path() -> Path:
 
 def font_path() -> Path:
     """Path of the DejaVu Sans font shipped with matplotlib."""
-    try:
+    try:  # an optional dependency: the demo extra (matplotlib ships the font)
         import matplotlib
     except ImportError as exc:
-        raise DemoDataError("the OCR demo needs matplotlib for its font: pip install matplotlib") from exc
+        raise missing_extra(f"{DEMO} (its font)", "matplotlib", "demo", exc) from exc
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     if not path.is_file():
         raise DemoDataError(f"DejaVuSans.ttf not found at {path}; reinstall matplotlib")
@@ -192,8 +219,10 @@ def ocr_labels(n: int, seed: int = EVAL_SEED) -> list[str]:
 
 @functools.cache
 def _font(size: int) -> ImageFont.FreeTypeFont:
-    from PIL import ImageFont
-
+    try:  # an optional dependency: the demo extra
+        from PIL import ImageFont
+    except ImportError as exc:
+        raise missing_extra(DEMO, "Pillow", "demo", exc) from exc
     return ImageFont.truetype(str(font_path()), size)
 
 
@@ -210,8 +239,11 @@ def render_line(
     ``seed=None`` gives a plain rendering (32 px black on white); a seed jitters font size (28-36 px),
     margins, baseline offset and grey levels deterministically.
     """
-    import cv2
-    from PIL import Image, ImageDraw
+    try:  # optional dependencies: the demo extra (rapidocr-onnxruntime brings OpenCV)
+        import cv2
+        from PIL import Image, ImageDraw
+    except ImportError as exc:
+        raise missing_extra(DEMO, "OpenCV and Pillow", "demo", exc) from exc
 
     if seed is None:
         size, margin_x, margin_y, dy, bg, fg = 32, 8, 7, 0, 255, 0

@@ -15,7 +15,7 @@ from .. import _io
 from .._debugger import QuantizationDebugger
 from ..config import DebugOptions, QuantConfig
 from ..runtime import make_session
-from ._ocr import CALIB_SEED, make_eval_fn, ocr_dataset, rec_model_path
+from ._ocr import CALIB_SEED, make_eval_fn, ocr_dataset, rec_model_path, require_demo_packages
 
 DEBUG_SEED = 2
 SUSPECT_THRESHOLD = 0.7  # the tutorial's rmse/scale cut-off
@@ -48,6 +48,7 @@ def run_demo(
     with_fix: bool = True,
 ) -> DemoResult:
     """Run the whole story and return its numbers; ``echo`` receives the printed summary."""
+    require_demo_packages()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}

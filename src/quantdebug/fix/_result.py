@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -133,12 +134,16 @@ class FixResult:
     def summary(self) -> str:
         lines = [
             self.message,
-            f"quality: float {self.float_quality:.4g}, int8 {self.int8_quality:.4g}, fixed {self.fixed_quality:.4g} "
-            f"(target {self.target:.4g}); {self.evaluations} evaluations",
+            f"quality: float {self._q(self.float_quality)}, int8 {self._q(self.int8_quality)}, "
+            f"fixed {self._q(self.fixed_quality)} (target {self.target:.4g}); {self.evaluations} evaluations",
             f"{self.candidate.non_int8} of {self.quantized_nodes} quantized nodes out of int8",
         ]
         lines += ["  " + c for c in self.changes]
         return "\n".join(lines)
+
+    def _q(self, quality: float) -> str:
+        """A quality for the summary; the default SQNR's inf dB says what it means (outputs equal to float's)."""
+        return "inf (identical to float)" if self.higher_is_better and quality == math.inf else f"{quality:.4g}"
 
     def trace_dict(self) -> dict[str, Any]:
         return {

@@ -27,7 +27,7 @@ from .._prepared import PreparedModel, needs_16bit
 from ..calibration import Calibration
 from ..compare._weights import weight_statistics
 from ..config import QuantConfig
-from ..errors import ConfigError, ModelError, QuantDebugError
+from ..errors import ConfigError, EvalFunctionError, ModelError, QuantDebugError
 from ..executors import LocalExecutor
 from ..graph import _external
 from ..quantize._quantize import _int16_overrides, _per_channel_overrides
@@ -241,8 +241,13 @@ class Search:
             self.make_wide = None
         return self.wide is not None
 
-    def _quality(self, session_model: onnx.ModelProto | None, cache_key: str) -> tuple[float, bool]:
-        """Quality of a model; evaluations replayed from a resumed trace count as they did the first time."""
+    def _quality(
+        self, session_model: onnx.ModelProto | None, cache_key: str, what: str = "'float' (the float model)"
+    ) -> tuple[float, bool]:
+        """Quality of a model; evaluations replayed from a resumed trace count as they did the first time.
+
+        ``what`` names the candidate in the error raised when the user's eval function fails on it.
+        """
         if self.evaluations >= self.max_evals:
             raise _BudgetSpent
         self.evaluations += 1
@@ -256,12 +261,20 @@ class Search:
             # precisions; such a candidate fails, and the search goes on
             self.failures.append(f"{cache_key}: {exc}")
             return (-math.inf if self.higher else math.inf), False
-        return float(self.eval_fn(session)), False
+        if self.default_quality:
+            return float(self.eval_fn(session)), False
+        try:
+            return float(self.eval_fn(session)), False
+        except Exception as exc:  # the user's code: say so, name the candidate, keep its traceback chained
+            raise EvalFunctionError(
+                f"the eval function raised {type(exc).__name__}: {exc} (evaluation {self.evaluations}, "
+                f"on candidate {what}); its traceback is chained to this error (on the command line: --debug)"
+            ) from exc
 
     def evaluate(self, candidate: Candidate, step: str) -> float:
         key = candidate.key()
         model = None if key in self.cache else self.model_for(candidate)
-        quality, cached = self._quality(model, key)
+        quality, cached = self._quality(model, key, f"{step!r} ({'; '.join(candidate.describe()) or 'all int8'})")
         size = len(model.SerializeToString()) if model is not None else 0
         entry = TraceEntry(step, candidate, quality, candidate.non_int8, size, self.meets(quality), cached)
         self.trace.append(entry)

@@ -7,17 +7,9 @@ from collections.abc import Mapping
 
 import onnx
 
-from ..errors import QuantDebugError
+from ..errors import MissingExtraError, missing_extra
 
-
-class MissingExtraError(QuantDebugError, ImportError):
-    """A frontend needs a framework that is not installed (an optional extra of quantdebug)."""
-
-
-def missing_extra(what: str, package: str, extra: str, exc: BaseException) -> MissingExtraError:
-    return MissingExtraError(
-        f"{what} needs {package}, which is not installed ({exc}); install it with: pip install 'quantdebug[{extra}]'"
-    )
+__all__ = ["MissingExtraError", "missing_extra", "rename_values", "safe_name", "set_metadata"]
 
 
 def safe_name(name: str, taken: set[str], fallback: str) -> str:

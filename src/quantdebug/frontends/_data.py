@@ -5,12 +5,13 @@ Every batch (a torch DataLoader's, a tf.data.Dataset's, a numpy array's) is spli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 
+from ..data import layout_hint
 from ..errors import DatasetError
 from ._verify import to_numpy
 
@@ -154,40 +155,6 @@ def _passthrough(samples: Iterable[Any]) -> Iterator[Any]:
 
 
 # -- layout -----------------------------------------------------------------------------------
-def layout_hint(got: Sequence[int], expected: Sequence[int | str | None]) -> str:
-    """A hint when ``got`` is ``expected`` in the other image layout (NHWC vs NCHW), else ''.
-
-    Rank-4 shapes with a batch axis and rank-3 shapes without one are recognised; free (symbolic)
-    dimensions of ``expected`` match anything.
-    """
-    got = tuple(int(d) for d in got)
-    exp = tuple(expected)
-    if len(got) != len(exp) or len(got) not in (3, 4) or _fits(got, exp):
-        return ""
-    lead = 1 if len(got) == 4 else 0
-    to_nchw = (0, 3, 1, 2) if lead else (2, 0, 1)
-    to_nhwc = (0, 2, 3, 1) if lead else (1, 2, 0)
-    if _fits(tuple(got[i] for i in to_nchw), exp):
-        return (
-            f"the data looks channels-last (NHWC) {list(got)} but the model expects channels-first (NCHW) "
-            f"{_show(exp)}; transpose it: x.transpose{to_nchw}"
-        )
-    if _fits(tuple(got[i] for i in to_nhwc), exp):
-        return (
-            f"the data looks channels-first (NCHW) {list(got)} but the model expects channels-last (NHWC) "
-            f"{_show(exp)}; transpose it: x.transpose{to_nhwc}"
-        )
-    return ""
-
-
-def _fits(shape: tuple[int, ...], expected: tuple[int | str | None, ...]) -> bool:
-    return all(not isinstance(e, int) or e <= 0 or e == g for g, e in zip(shape, expected))
-
-
-def _show(shape: tuple[int | str | None, ...]) -> str:
-    return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape) + "]"
-
-
 def check_layout(model: onnx.ModelProto, sample: object) -> None:
     """Raise DatasetError with a transposing hint when ``sample`` is in the other layout than ``model``'s inputs."""
     from ..data import input_specs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import io
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,12 @@ from ._verify import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     ConversionError,
-    input_names,
     normalize_sample,
     to_numpy,
     verify_conversion,
+)
+from ._verify import (
+    input_names as graph_input_names,
 )
 
 DEFAULT_OPSET = 17
@@ -84,10 +86,16 @@ def _flatten(obj: object, prefix: str, torch: Any) -> list[tuple[str, Any]]:
         return [(prefix, obj)]
     if obj is None:
         return []
-    if isinstance(obj, Mapping):
+    if isinstance(obj, Mapping):  # a dict, or a Hugging Face ModelOutput (whose None fields are left out)
         out: list[tuple[str, Any]] = []
         for key, value in obj.items():
             out += _flatten(value, f"{prefix}.{key}" if prefix != "output" else str(key), torch)
+        return out
+    fields = getattr(type(obj), "_fields", None)
+    if isinstance(obj, tuple) and isinstance(fields, tuple):  # a namedtuple: its field names
+        out = []
+        for field, value in zip(fields, obj):
+            out += _flatten(value, f"{prefix}.{field}" if prefix != "output" else str(field), torch)
         return out
     if isinstance(obj, list | tuple):
         out = []
@@ -165,6 +173,8 @@ def from_torch(
     example_inputs: object,
     *,
     samples: Iterable[object] | None = None,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
     dynamic_batch: bool = True,
     verify: bool = True,
     rtol: float = DEFAULT_RTOL,
@@ -174,9 +184,16 @@ def from_torch(
     """Export ``module`` to ONNX with ``torch.onnx.export`` and check the export against the module.
 
     ``example_inputs`` is one tensor or array, a tuple of them (positional arguments of ``forward``),
-    or a dict of keyword arguments; numpy float64 arrays are cast to the module's float dtype. Input
-    names default to ``forward``'s parameter names, output names to ``output`` / ``output_<i>`` or the
-    keys of a returned dict. With ``dynamic_batch`` the batch axis (axis 0 of every input) is exported
+    or a dict of keyword arguments; numpy float64 arrays are cast to the module's float dtype.
+
+    Names: ``input_names`` default to the dict's keys, else ``forward``'s parameter names (else
+    ``input`` / ``input_<i>``). ``output_names`` default to what the module's outputs say about
+    themselves: the keys of a returned dict or Hugging Face ``ModelOutput`` (its ``None`` fields are
+    not outputs), the fields of a namedtuple, nested as ``outer.inner``; else ``output`` for a single
+    tensor and ``output_<i>`` for the items of a tuple or list. Give either list to choose the names
+    an ``eval_fn`` will look up (one name per input / per output tensor, in order).
+
+    With ``dynamic_batch`` the batch axis (axis 0 of every input) is exported
     as dynamic, then kept only if a batch of 2 matches two batch-1 runs; otherwise the model is
     re-exported with the example's fixed batch size (a warning says why). The ONNX model is then run
     beside the module on ``samples`` (default: the example inputs) and must agree within
@@ -191,15 +208,18 @@ def from_torch(
     if isinstance(example_inputs, Mapping):
         kwargs = {str(k): _tensor(v, float_dtype, torch) for k, v in example_inputs.items()}
         args: tuple[Any, ...] = ()
-        names = list(export_options.pop("input_names", None) or kwargs)
     else:
         values = list(example_inputs) if isinstance(example_inputs, list | tuple) else [example_inputs]
         args = tuple(_tensor(v, float_dtype, torch) for v in values)
         kwargs = {}
-        names = list(export_options.pop("input_names", None) or _positional_names(module, len(args)))
     tensors = list(kwargs.values()) if kwargs else list(args)
     if not tensors:
         raise ConfigError("qd.from_torch needs at least one example input")
+    given_inputs = input_names if input_names is not None else export_options.pop("input_names", None)
+    names = _check_names("input_names", given_inputs, len(tensors))
+    if names is None:
+        names = list(kwargs) if kwargs else _positional_names(module, len(args))
+    given_outputs = output_names if output_names is not None else export_options.pop("output_names", None)
     example_arrays = [t.detach().cpu().numpy() for t in tensors]
     was_training = module.training
     module.eval()
@@ -207,7 +227,7 @@ def from_torch(
         with torch.no_grad():
             out = module(**kwargs) if kwargs else module(*args)
         leaves = _flatten(out, "output", torch)
-        out_names = export_options.pop("output_names", None) or [n for n, _ in leaves]
+        out_names = _check_names("output_names", given_outputs, len(leaves)) or [n for n, _ in leaves]
         batch = int(tensors[0].shape[0]) if tensors[0].dim() > 0 else 0
         user_axes = "dynamic_axes" in export_options or "dynamic_shapes" in export_options
         note = "static (dynamic_batch=False)"
@@ -240,7 +260,7 @@ def from_torch(
     _name_inputs(model, names)
     summary = "not verified"
     if verify:
-        onnx_names = input_names(model)
+        onnx_names = graph_input_names(model)
         reference = torch_reference(module, names, bool(kwargs), onnx_names, tensors)
         checks = samples if samples is not None else [example_arrays]
         feeds = (dict(zip(names, normalize_sample(s, names, i))) for i, s in enumerate(checks))
@@ -257,8 +277,22 @@ def from_torch(
     return model
 
 
+def _check_names(what: str, names: Sequence[str] | None, count: int) -> list[str] | None:
+    """``names`` as a list, checked: one distinct, non-empty string per tensor."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = [names]
+    got = [str(n) for n in names]
+    if len(got) != count:
+        raise ConfigError(f"qd.from_torch: {what} has {len(got)} names for {count} tensors; give one per tensor")
+    if any(not n for n in got) or len(set(got)) != len(got):
+        raise ConfigError(f"qd.from_torch: {what} must be distinct, non-empty names; got {got}")
+    return got
+
+
 def _name_inputs(model: onnx.ModelProto, names: list[str]) -> None:
     """The exporter drops unused inputs and may rename; make the graph inputs carry the intended names."""
-    current = input_names(model)
+    current = graph_input_names(model)
     if len(current) == len(names) and set(current) != set(names):
         rename_values(model, dict(zip(current, names)))

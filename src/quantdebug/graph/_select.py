@@ -26,6 +26,28 @@ def unguard(name: str) -> str:
     return name
 
 
+class _UnknownName(ConfigError):
+    """A selector that names no node or tensor; resolve_precisions names every such selector in one error."""
+
+    def __init__(self, what: str, selector: str, hint: str, total: int) -> None:
+        self.what, self.selector, self.hint, self.total = what, selector, hint, total
+        super().__init__(
+            f"{what}: no node or tensor named {selector!r};{hint} "
+            f"({total} nodes; see debugger.coverage() for every name)".replace(";(", " (")
+        )
+
+
+def _all_unknown(found: list[_UnknownName]) -> ConfigError:
+    """One error naming every unknown selector, each with its suggestions."""
+    if len(found) == 1:
+        return found[0]
+    names = "; ".join(f"{u.selector!r}{(' (' + u.hint.strip() + ')') if u.hint else ''}" for u in found)
+    return ConfigError(
+        f"{found[0].what}: {len(found)} names match no node or tensor: {names} "
+        f"({found[0].total} nodes; see debugger.coverage() for every name)"
+    )
+
+
 class Selector:
     def __init__(
         self,
@@ -71,10 +93,7 @@ class Selector:
                 raise ConfigError(f"{what} {selector!r} matches no node name")
             return matched
         hint = suggest(name, [*self.op_of, *self.row_tensors, *self.producer])
-        raise ConfigError(
-            f"{what}: no node or tensor named {selector!r};{hint or ''} "
-            f"({len(self.nodes)} nodes; see debugger.coverage() for every name)".replace(";(", " (")
-        )
+        raise _UnknownName(what, selector, hint, len(self.nodes))
 
     def nodes_of_type(self, op_type: str, what: str) -> list[str]:
         matched = [n for n in self.nodes if self.op_of[n] == op_type]
@@ -100,9 +119,15 @@ def resolve_precisions(
     ``denylisted_nodes`` as ``"float"`` rules; a later rule overrides an earlier one.
     """
     out: dict[str, str] = {}
+    unknown: list[_UnknownName] = []
     for selector_text, precision in rules:
-        for node in selector.nodes_for(selector_text, "node_precision"):
-            out[node] = precision
+        try:
+            for node in selector.nodes_for(selector_text, "node_precision"):
+                out[node] = precision
+        except _UnknownName as exc:  # gathered: one error names every typo
+            unknown.append(exc)
+    if unknown:
+        raise _all_unknown(unknown)
     quantizable = set(quantizable_ops)
     for op_type in denylisted_ops:
         nodes = selector.nodes_of_type(op_type, "denylisted_ops")
@@ -115,6 +140,11 @@ def resolve_precisions(
         for node in nodes:
             out[node] = "float"
     for name in denylisted_nodes:
-        for node in selector.nodes_for(name, "denylisted_nodes"):
-            out[node] = "float"
+        try:
+            for node in selector.nodes_for(name, "denylisted_nodes"):
+                out[node] = "float"
+        except _UnknownName as exc:
+            unknown.append(exc)
+    if unknown:
+        raise _all_unknown(unknown)
     return out

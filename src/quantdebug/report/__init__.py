@@ -2,6 +2,14 @@
 
 from ._explorer import explorer_node_data, save_explorer_node_data
 from ._html import render_html, save_html
-from ._plots import plot_statistics
+from ._plots import has_mean_elements, is_exact_copy, plot_statistics
 
-__all__ = ["explorer_node_data", "plot_statistics", "render_html", "save_explorer_node_data", "save_html"]
+__all__ = [
+    "explorer_node_data",
+    "has_mean_elements",
+    "is_exact_copy",
+    "plot_statistics",
+    "render_html",
+    "save_explorer_node_data",
+    "save_html",
+]

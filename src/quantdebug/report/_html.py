@@ -31,6 +31,8 @@ from ._plots import (
     SEVERITY,
     SUSPECT_RMSE_OVER_SCALE,
     graph_order,
+    has_mean_elements,
+    is_exact_copy,
     is_tiny,
     severity,
 )
@@ -630,7 +632,8 @@ def _coverage(coverage: Sequence[Mapping[str, Any]]) -> str:
 
 def _cards(statistics: Statistics) -> str:
     layers = statistics.layers
-    ratios = [r.rmse_over_scale for r in layers if math.isfinite(r.rmse_over_scale)]
+    copies = [r for r in layers if is_exact_copy(r)]
+    ratios = [r.rmse_over_scale for r in layers if math.isfinite(r.rmse_over_scale) and not is_exact_copy(r)]
     suspects = [r for r in layers if r.rmse_over_scale > SUSPECT_RMSE_OVER_SCALE]
     worst = _rank_worst(layers)[0] if layers else None
     cards = [("verified layers", str(len(layers)), "")]
@@ -644,7 +647,8 @@ def _cards(statistics: Statistics) -> str:
             )
         )
     if ratios:
-        cards.append(("median rmse/scale", _fmt(pystats.median(ratios), 3), ""))
+        label = f"median rmse/scale ({len(copies)} exact-copy layers left out)" if copies else "median rmse/scale"
+        cards.append((label, _fmt(pystats.median(ratios), 3), ""))
     if statistics.coverage:
         verified = sum(1 for c in statistics.coverage if c.get("status") == "verified")
         cards.append(("nodes verified", f"{verified} / {len(statistics.coverage)}", ""))
@@ -658,7 +662,24 @@ def _cards(statistics: Statistics) -> str:
             for k, v, cls in cards
         )
         + "</div>"
+        + _card_notes(copies, [r for r in layers if has_mean_elements(r)])
     )
+
+
+def _card_notes(copies: Sequence[LayerRow], varying: Sequence[LayerRow]) -> str:
+    """What the summary figures leave out, and what a fractional element count means."""
+    notes = []
+    if copies:
+        notes.append(
+            f"{len(copies)} layers copy their input exactly (zero error: data movement such as Slice, Pad or "
+            "Reshape); the median leaves them out, the tables keep them."
+        )
+    if varying:
+        notes.append(
+            f"num_elements of {len(varying)} layers is not a whole number: their size varies across samples "
+            "(variable-length inputs) and, as in TFLite's CSV, the mean over samples is shown."
+        )
+    return "".join(f"<p class='muted'>{esc(n)}</p>" for n in notes)
 
 
 def _legend() -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..compare._results import LayerRow, Statistics
+from ..errors import missing_extra
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -53,6 +54,20 @@ def is_tiny(row: LayerRow) -> bool:
     return math.isfinite(n) and n < FEW_ELEMENTS
 
 
+def is_exact_copy(row: LayerRow) -> bool:
+    """Rows whose error is exactly zero: data movement (Slice, Pad, Reshape, ...) copying integers as they are.
+
+    They say nothing about quantization, and a model full of them drags summary figures to 0.
+    """
+    return row.metrics.get("max_abs_error", math.nan) == 0.0 and row.metrics.get("mean_squared_error", math.nan) == 0.0
+
+
+def has_mean_elements(row: LayerRow) -> bool:
+    """Rows whose ``num_elements`` is not a whole number: the mean over samples of different sizes (as TFLite)."""
+    n = row.metrics.get("num_elements", math.nan)
+    return math.isfinite(n) and not float(n).is_integer()
+
+
 def graph_order(layers: Sequence[LayerRow]) -> list[LayerRow]:
     """Rows in graph (tensor index) order; ties keep their saved order."""
     return sorted(layers, key=lambda r: r.tensor_idx)
@@ -64,8 +79,11 @@ def plot_statistics(statistics: Statistics) -> list[Figure]:
     Bars follow graph order and are coloured by severity; the figures are not shown, so display
     them (a notebook shows a returned figure) or ``fig.savefig(path)``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:  # an optional dependency: the plots extra
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise missing_extra("plot_statistics (debugger.plot())", "matplotlib", "plots", exc) from exc
 
     rows = graph_order(statistics.layers)
     labels = [r.node_name or r.tensor_name for r in rows]
