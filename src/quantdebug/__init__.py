@@ -15,7 +15,7 @@ from .errors import (
     RunInterrupted,
 )
 from .executors import LocalExecutor, RayExecutor, ShardedDataset
-from .fix import FixInterrupted, FixResult
+from .fix import FixInterrupted, FixResult, onnxruntime_settings
 from .frontends import from_keras, from_tflite, from_torch
 
 __version__ = "0.1.0"
@@ -46,5 +46,6 @@ __all__ = [
     "from_keras",
     "from_tflite",
     "from_torch",
+    "onnxruntime_settings",
     "quantize",
 ]

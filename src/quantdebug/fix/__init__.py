@@ -2,5 +2,6 @@
 
 from ._result import Candidate, FixResult, TraceEntry
 from ._search import LEVERS, FixInterrupted
+from ._settings import onnxruntime_settings
 
-__all__ = ["LEVERS", "Candidate", "FixInterrupted", "FixResult", "TraceEntry"]
+__all__ = ["LEVERS", "Candidate", "FixInterrupted", "FixResult", "TraceEntry", "onnxruntime_settings"]

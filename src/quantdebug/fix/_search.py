@@ -30,11 +30,12 @@ from ..config import QuantConfig
 from ..errors import ConfigError, ModelError, QuantDebugError
 from ..executors import LocalExecutor
 from ..graph import _external
-from ..quantize._quantize import _int16_overrides, _per_channel_overrides
 from ..runtime import make_session
 from ._evidence import LayerEvidence, layer_evidence
 from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
+from ._prune import live_changes
 from ._result import Candidate, FixResult, TraceEntry
+from ._settings import ort_settings
 from ._switch import SwitchRunner, build_switch_model, output_sqnr
 
 LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
@@ -498,7 +499,9 @@ class Search:
                 "returning the best model found"
             )
         model = self.model_for(candidate)
+        candidate, left_out = self._live(candidate, model)
         config = candidate.config(self.base)
+        prepared = self.prepared_for(config)
         return FixResult(
             candidate=candidate,
             quantized=model,
@@ -513,32 +516,32 @@ class Search:
             trace=self.trace,
             message=message,
             quantized_nodes=self.quantized_nodes,
-            ort_settings=self.ort_settings(candidate, config),
+            ort_settings=ort_settings(prepared, self.calibration, config, model),
             ranking=self.suspects,
+            float_model=prepared.model,
+            left_out=left_out,
         )
 
-    def ort_settings(self, candidate: Candidate, config: QuantConfig) -> dict[str, Any]:
-        """The fix as plain onnxruntime quantize_static settings, for users with their own pipeline."""
+    def _live(self, candidate: Candidate, model: onnx.ModelProto) -> tuple[Candidate, int]:
+        """The candidate without changes that leave ``model`` as it is, and how many were left out.
+
+        Kept only when its config gives the same bytes through ``qd.quantize``'s path (checked for
+        models in one protobuf; a model whose weights live in external data trusts the rule).
+        """
+        before = self.prepared_for(candidate.config(self.base))
+        live = live_changes(candidate, model, self.precisions0, before.precisions(candidate.config(self.base)))
+        if live == candidate:
+            return candidate, 0
+        config = live.config(self.base)
         prepared = self.prepared_for(config)
-        model = prepared.model
-        int16 = tuple(n for n, p in candidate.precision if p == "int16")
-        overrides: dict[str, list[dict[str, Any]]] = {}
-        floats = frozenset(n for n, p in prepared.precisions(config).items() if p == "float")
-        sources = (_int16_overrides(model, int16, config, floats), _per_channel_overrides(model, candidate.per_channel))
-        for source in sources:
-            for tensor, entries in source.items():
-                overrides.setdefault(tensor, [{}])[0].update(entries[0])
-        ranges = self.calibration.ranges(config)
-        for tensor in [t for t, _ in candidate.calibration] + [t for t, _, _ in candidate.clamps]:
-            lo, hi = ranges[tensor]
-            overrides.setdefault(tensor, [{}])[0].update({"rmin": lo, "rmax": hi})
-        return {
-            "nodes_to_exclude": [n for n, p in candidate.precision if p == "float"],
-            "extra_options": {"TensorQuantOverrides": overrides},
-            "per_channel": config.per_channel,
-            "activation_type": config.activation_type,
-            "weight_type": config.weight_type,
-        }
+        if prepared is not before:  # every 16-bit entry dead: another opset, so other bytes
+            return candidate, 0
+        if not _external.has_references(model):
+            again = prepared.quantize(self.calibration, config, prepared.precisions(config))
+            if again.SerializeToString() != model.SerializeToString():
+                return candidate, 0
+        dropped = len(candidate.describe()) - len(live.describe())
+        return live, dropped
 
 
 def noise_share(base_db: float, removed_db: float, alone_db: float) -> float:
