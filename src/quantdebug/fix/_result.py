@@ -182,4 +182,3 @@ class FixResult:
 
     def save_config(self, path: str | os.PathLike[str]) -> None:
         _io.write_text(Path(path), json.dumps(self.config.to_dict(), indent=1))
-
