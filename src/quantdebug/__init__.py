@@ -17,7 +17,7 @@ from .errors import (
     RunInterrupted,
 )
 from .executors import LocalExecutor, RayExecutor, ShardedDataset
-from .fix import FixInterrupted, FixResult
+from .fix import FixInterrupted, FixResult, onnxruntime_settings
 from .frontends import from_keras, from_tflite, from_torch
 
 __version__ = "0.1.0"
@@ -50,5 +50,6 @@ __all__ = [
     "from_keras",
     "from_tflite",
     "from_torch",
+    "onnxruntime_settings",
     "quantize",
 ]

@@ -25,7 +25,7 @@ from .compare._results import CSV_NAME, JSON_NAME, LayerRow, Statistics
 from .data import Dataset, input_specs
 from .data._formats import ImageOptions, load_callable, open_data
 from .errors import QuantDebugError
-from .fix import LEVERS
+from .fix import LEVERS, read_trace, trace_in_folder
 from .report import has_mean_elements
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -631,17 +631,29 @@ def summary(
 @click.option(
     "--output", "-o", metavar="report.html", help="Where to write the report (default: STATS_DIR/report.html)."
 )
+@click.option(
+    "--fix",
+    "fix_path",
+    metavar="TRACE.json",
+    help="A fix search to show: the file 'fix --trace' writes, or FIXED.fix.json (default: a *.fix.json in STATS_DIR).",
+)
 @_common_options
-def report(stats_dir: str, output: str | None) -> None:
+def report(stats_dir: str, output: str | None, fix_path: str | None) -> None:
     """Render the saved statistics of a debug run as one HTML file."""
     statistics = qd.Statistics.load(stats_dir)
+    found = Path(fix_path) if fix_path is not None else trace_in_folder(stats_dir)
+    if found is not None:
+        statistics.extras["fix"] = read_trace(found)
+    target = Path(output) if output is not None else Path(stats_dir) / "report.html"
+    _write_report(statistics, target)
+
+
+def _write_report(statistics: Statistics, target: Path, title: str | None = None) -> None:
     try:
         from .report import render_html
     except ImportError as exc:
         raise QuantDebugError(f"the HTML report is not available in this quantdebug ({exc})") from exc
-    html = render_html(statistics)
-    target = Path(output) if output is not None else Path(stats_dir) / "report.html"
-    _io.write_text(target, html)
+    _io.write_text(target, render_html(statistics, title=title))
     _note(f"wrote {target}")
 
 
@@ -769,6 +781,7 @@ def _eval_function(spec: str | None) -> Any:
 @click.option("--trace", "trace_path", metavar="TRACE.json", help="Save the search trace here as it goes.")
 @click.option("--resume", metavar="TRACE.json", help="Continue an interrupted search from its trace.")
 @click.option("--output", "-o", required=True, metavar="FIXED.onnx", help="Where to write the fixed model.")
+@click.option("--report", "report_path", metavar="report.html", help="Also write an HTML report of the search.")
 @_common_options
 def fix(
     model: str,
@@ -789,6 +802,7 @@ def fix(
     trace_path: str | None,
     resume: str | None,
     output: str,
+    report_path: str | None,
 ) -> None:
     """Search for the fewest named changes that make the quantized MODEL meet a quality target.
 
@@ -839,6 +853,10 @@ def fix(
     )
     click.echo(result.summary())
     click.echo(f"wrote {output} and {report}")
+    if report_path is not None:
+        # no debug run here, so the report holds the search alone (no per-layer statistics)
+        searched = Statistics(layers=[], metric_names=[], extras={"fix": read_trace(report)})
+        _write_report(searched, Path(report_path), title=f"quantdebug fix: {Path(model).name}")
     if not result.met_target:
         sys.exit(3)
 

@@ -2,5 +2,16 @@
 
 from ._result import Candidate, FixResult, TraceEntry
 from ._search import LEVERS, FixInterrupted
+from ._settings import onnxruntime_settings
+from ._trace import read_trace, trace_in_folder
 
-__all__ = ["LEVERS", "Candidate", "FixInterrupted", "FixResult", "TraceEntry"]
+__all__ = [
+    "LEVERS",
+    "Candidate",
+    "FixInterrupted",
+    "FixResult",
+    "TraceEntry",
+    "onnxruntime_settings",
+    "read_trace",
+    "trace_in_folder",
+]

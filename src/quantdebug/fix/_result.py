@@ -13,6 +13,7 @@ import onnx
 
 from .. import _io
 from ..config import QuantConfig
+from ..errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +108,10 @@ class FixResult:
     # the suspects in the order the search tried them, with the evidence behind each rank:
     # noise shares from the switchable graph, rmse/scale from both verify modes
     ranking: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the pre-processed float model the fixed one was quantized from: what ort_settings names
+    float_model: onnx.ModelProto | None = dataclasses.field(default=None, repr=False)
+    # how many changes of the chosen candidate were left out because they do not change the model
+    left_out: int = 0
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -139,6 +144,8 @@ class FixResult:
             f"{self.candidate.non_int8} of {self.quantized_nodes} quantized nodes out of int8",
         ]
         lines += ["  " + c for c in self.changes]
+        if self.left_out:
+            lines.append(f"({self.left_out} more changes tried with these were left out: they do not change the model)")
         return "\n".join(lines)
 
     def _q(self, quality: float) -> str:
@@ -163,17 +170,20 @@ class FixResult:
         write_model(self.quantized, path)
 
     def save_onnxruntime_settings(self, path: str | os.PathLike[str]) -> None:
-        """``nodes_to_exclude`` and a ``TensorQuantOverrides`` JSON for onnxruntime's quantize_static."""
-        _io.write_text(path, json.dumps(self.ort_settings, indent=1, default=_jsonable))
+        """The fix as onnxruntime ``quantize_static`` settings, in plain JSON.
+
+        Read them back with ``qd.onnxruntime_settings(path)``, which gives the keyword arguments
+        (enums, numpy ranges) for ``quantize_static`` on the model ``save_float_model`` writes.
+        """
+        _io.write_text(path, json.dumps(self.ort_settings, indent=1))
+
+    def save_float_model(self, path: str | os.PathLike[str]) -> None:
+        """Write the pre-processed float model that ``ort_settings`` applies to (its node and tensor names)."""
+        from ..graph._external import write_model
+
+        if self.float_model is None:
+            raise ConfigError("this FixResult was made without its float model")
+        write_model(self.float_model, path)
 
     def save_config(self, path: str | os.PathLike[str]) -> None:
         _io.write_text(Path(path), json.dumps(self.config.to_dict(), indent=1))
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    name = getattr(value, "name", None)
-    if name is not None:  # onnxruntime QuantType enums
-        return str(name)
-    raise TypeError(type(value).__name__)

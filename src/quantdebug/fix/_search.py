@@ -30,17 +30,19 @@ from ..config import QuantConfig
 from ..errors import ConfigError, EvalFunctionError, ModelError, QuantDebugError
 from ..executors import LocalExecutor
 from ..graph import _external
-from ..quantize._quantize import _int16_overrides, _per_channel_overrides
 from ..runtime import make_session
 from ._evidence import LayerEvidence, layer_evidence
+from ._int16 import first_lever_share, int16_gain_db, lever_order
 from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
+from ._prune import live_changes
 from ._result import Candidate, FixResult, TraceEntry
+from ._settings import ort_settings
 from ._switch import SwitchRunner, build_switch_model, output_sqnr
+from ._trace import TRACE_FORMAT
 
 LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
 DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given
 DEFAULT_RELATIVE_DROP = 0.01  # with an eval_fn and no target: within 1% of the float model's quality
-TRACE_FORMAT = "quantdebug.fix-trace"
 
 
 class FixInterrupted(QuantDebugError):
@@ -171,6 +173,7 @@ class Search:
         self.models: dict[str, onnx.ModelProto] = {}
         self.failures: list[str] = []
         self.suspects: list[dict[str, Any]] = []  # the ranking and the evidence behind it
+        self.int16_gain_db: float | None = None  # what 16 bits on every suspect gain (see _int16)
         if resume is not None:
             self._load_resume(Path(resume))
         self.precisions0 = prepared.precisions(base)
@@ -201,6 +204,7 @@ class Search:
             "target": self.target,
             "trace": [t.to_dict() for t in self.trace],
             "ranking": self.suspects,
+            "int16_gain_db": _finite_or_none(self.int16_gain_db),
         }
         _io.write_text(self.trace_path, json.dumps(data, indent=1, default=str))
 
@@ -448,11 +452,14 @@ class Search:
         ranked = self.ranking(current_plan)
         if not ranked:
             return best
-        for lever in ("int16", "float"):
+        order = self._lever_order(start, ranked)
+        share = first_lever_share(self.max_evals - self.evaluations, order)
+        for lever in order:
             if lever == "int16" and "int16" in self.levers:
                 self._wide_available()  # drops the lever when the model cannot be prepared at opset 21
             if lever not in self.levers:
                 continue
+            limit = self.evaluations + share if share is not None and lever == order[0] else None
 
             def with_prefix(k: int, lever: str = lever) -> Candidate:
                 return start.merged(precision=tuple((n, lever) for n in ranked[:k]))
@@ -463,6 +470,8 @@ class Search:
             qualities: dict[int, float] = {}
             lo, k = 0, 1
             while True:
+                if limit is not None and self.evaluations >= limit:
+                    break  # the rest of the budget is the other lever's
                 k = min(k, len(ranked))
                 qualities[k] = self.evaluate(with_prefix(k), f"{lever}: first {k} ranked")
                 if self.better(qualities[k], best[1]):
@@ -470,7 +479,7 @@ class Search:
                 if self.meets(qualities[k]) or k == len(ranked):
                     break
                 lo, k = k, 2 * k
-            if not self.meets(qualities[k]):
+            if k not in qualities or not self.meets(qualities[k]):
                 continue
             hi = k
             while hi - lo > 1:
@@ -497,6 +506,18 @@ class Search:
             return best
         return best
 
+    def _lever_order(self, start: Candidate, ranked: Sequence[str]) -> tuple[str, ...]:
+        """int16 and float in the order the evidence favours (see ``_int16``); recorded in the trace."""
+        gain = None
+        if "int16" in self.levers and "float" in self.levers and self._wide_available():
+            gain = int16_gain_db(
+                self.prepared.model, self.model_for, start, ranked, self.feeds[: self.sensitivity_samples]
+            )
+            self.int16_gain_db = gain
+            if self.echo is not None:
+                self.echo(f"  int16 on all {len(ranked)} suspects: output SQNR {gain:+.3g} dB")
+        return lever_order(self.levers, gain)
+
     def _result(self, best: tuple[Candidate, float], float_q: float, int8_q: float, message: str) -> FixResult:
         candidate, quality = best
         if self.better(int8_q, quality) or (quality == int8_q and candidate != Candidate()):
@@ -511,7 +532,9 @@ class Search:
                 "returning the best model found"
             )
         model = self.model_for(candidate)
+        candidate, left_out = self._live(candidate, model)
         config = candidate.config(self.base)
+        prepared = self.prepared_for(config)
         return FixResult(
             candidate=candidate,
             quantized=model,
@@ -526,32 +549,36 @@ class Search:
             trace=self.trace,
             message=message,
             quantized_nodes=self.quantized_nodes,
-            ort_settings=self.ort_settings(candidate, config),
+            ort_settings=ort_settings(prepared, self.calibration, config, model),
             ranking=self.suspects,
+            float_model=prepared.model,
+            left_out=left_out,
         )
 
-    def ort_settings(self, candidate: Candidate, config: QuantConfig) -> dict[str, Any]:
-        """The fix as plain onnxruntime quantize_static settings, for users with their own pipeline."""
+    def _live(self, candidate: Candidate, model: onnx.ModelProto) -> tuple[Candidate, int]:
+        """The candidate without changes that leave ``model`` as it is, and how many were left out.
+
+        Kept only when its config gives the same bytes through ``qd.quantize``'s path (checked for
+        models in one protobuf; a model whose weights live in external data trusts the rule).
+        """
+        before = self.prepared_for(candidate.config(self.base))
+        live = live_changes(candidate, model, self.precisions0, before.precisions(candidate.config(self.base)))
+        if live == candidate:
+            return candidate, 0
+        config = live.config(self.base)
         prepared = self.prepared_for(config)
-        model = prepared.model
-        int16 = tuple(n for n, p in candidate.precision if p == "int16")
-        overrides: dict[str, list[dict[str, Any]]] = {}
-        floats = frozenset(n for n, p in prepared.precisions(config).items() if p == "float")
-        sources = (_int16_overrides(model, int16, config, floats), _per_channel_overrides(model, candidate.per_channel))
-        for source in sources:
-            for tensor, entries in source.items():
-                overrides.setdefault(tensor, [{}])[0].update(entries[0])
-        ranges = self.calibration.ranges(config)
-        for tensor in [t for t, _ in candidate.calibration] + [t for t, _, _ in candidate.clamps]:
-            lo, hi = ranges[tensor]
-            overrides.setdefault(tensor, [{}])[0].update({"rmin": lo, "rmax": hi})
-        return {
-            "nodes_to_exclude": [n for n, p in candidate.precision if p == "float"],
-            "extra_options": {"TensorQuantOverrides": overrides},
-            "per_channel": config.per_channel,
-            "activation_type": config.activation_type,
-            "weight_type": config.weight_type,
-        }
+        if prepared is not before:  # every 16-bit entry dead: another opset, so other bytes
+            return candidate, 0
+        if not _external.has_references(model):
+            again = prepared.quantize(self.calibration, config, prepared.precisions(config))
+            if again.SerializeToString() != model.SerializeToString():
+                return candidate, 0
+        dropped = len(candidate.describe()) - len(live.describe())
+        return live, dropped
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def noise_share(base_db: float, removed_db: float, alone_db: float) -> float:
