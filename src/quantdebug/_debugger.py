@@ -20,9 +20,9 @@ from ._run import DebugJob, DebugLoop, RunState, skip
 from .calibration import Calibration, calibrate_model
 from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
-from .fix._culprits import CULPRIT_SAMPLES, stored_culprits
 from .data._dataset import Dataset, as_dataset
 from .errors import ConfigError, ModelError, QuantDebugError, RunInterrupted, suggest
+from .fix._culprits import CULPRIT_SAMPLES, stored_culprits
 from .graph import _external
 from .graph._debug_model import ROWS_INPUT, DebugGraph, build_debug_model
 from .graph._load import ModelSource, load_model

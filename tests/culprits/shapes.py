@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-
 from tests.models import _GraphBuilder, attention_mask_sentinel, input_feed
 
 Shape = tuple[onnx.ModelProto, list[dict[str, np.ndarray]], str, str]
@@ -64,9 +63,7 @@ def stft_magnitude(rng: np.random.Generator, samples: int = 8) -> Shape:
     mag = g.node("Sqrt", [power], "magnitude")
     model = g.build([g.node("Reshape", [mag, g.const("flat.shape", np.array([0, -1], np.int64))], "flat", "output")])
     tone = np.sin(2 * np.pi * 4 * np.arange(256) / win).astype(np.float32)
-    data = [
-        {"audio": (tone + 0.05 * rng.normal(size=(BATCH, 1, 1, 256))).astype(np.float32)} for _ in range(samples)
-    ]
+    data = [{"audio": (tone + 0.05 * rng.normal(size=(BATCH, 1, 1, 256))).astype(np.float32)} for _ in range(samples)]
     return model, data, "power", "float_consumer"
 
 

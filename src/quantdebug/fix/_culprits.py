@@ -33,7 +33,7 @@ import onnx
 from .._plan import Plan
 from ..calibration import Calibration
 from ._evidence import LayerEvidence
-from ._levers import SENTINEL, OUTLIER_RATIO, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
+from ._levers import OUTLIER_RATIO, SENTINEL, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
 from ._search import noise_share
 from ._switch import SwitchRunner, build_switch_model, output_sqnr
 
@@ -53,6 +53,7 @@ REASONS: dict[str, str] = {
 }
 AMPLIFY_DB = 20.0  # a consumer this many dB worse than its input: it amplifies relative error (x100 in power)
 FEW_LEVELS_DB = 20.0  # int8 over a well-used range gives 35-45 dB; 20 dB is about ten levels' worth
+CONSUMER_HOPS = 2  # quantized nodes a float consumer may sit behind
 MOST_NOISE = 0.9  # the suggested denylist: the fewest top culprits whose removal takes this share of the noise
 MIN_IMPACT = 0.01  # culprits below this share are never suggested
 CULPRIT_SAMPLES = 4  # debug samples culprits() and DebugOptions(impact=True) measure on
@@ -96,7 +97,7 @@ class _Probe:
 
     def run(self, act: np.ndarray, weights: np.ndarray, extra: Sequence[str] = ()) -> tuple[float, dict[str, Any]]:
         runner = self.runner
-        names = list(runner.outputs) + [e for e in extra if e not in runner.outputs]
+        names = list(dict.fromkeys([*runner.outputs, *extra]))
         per: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for feed in runner.feeds:
             full = {**feed, "__qd/switch/activations": act > 0.5, "__qd/switch/weights": weights > 0.5}
@@ -125,8 +126,28 @@ def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
 
 
 def _float_consumers(float_model: onnx.ModelProto, plan: Plan, tensor: str) -> list[onnx.NodeProto]:
+    """The float nodes that read ``tensor``, directly or through up to ``CONSUMER_HOPS`` quantized nodes
+    (a Log behind a quantized Add reads the MatMul before it: when only the MatMul is quantized, the
+    Add runs in float and passes the MatMul's rounding on)."""
     quantized = {n for u in plan.units for n in u.twin}
-    return [n for n in float_model.graph.node if tensor in n.input and n.name not in quantized and n.output[0]]
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in float_model.graph.node:
+        for name in dict.fromkeys(node.input):
+            readers.setdefault(name, []).append(node)
+    found: dict[str, onnx.NodeProto] = {}
+    frontier, seen = [tensor], {tensor}
+    for _ in range(CONSUMER_HOPS + 1):
+        following = []
+        for name in frontier:
+            for node in readers.get(name, []):
+                if node.name not in quantized:
+                    if node.output and node.output[0]:
+                        found.setdefault(node.name, node)
+                    continue
+                following += [o for o in node.output if o and o not in seen]
+                seen.update(following)
+        frontier = following
+    return list(found.values())
 
 
 def measure_culprits(
@@ -187,7 +208,11 @@ def measure_culprits(
         }
         row.update(_reason(node, tensor, tensor_db, worst, clamps.get(tensor), tensor in wide, node in spread))
         rows.append(row)
-    order = sorted(range(len(rows)), key=lambda i: (-rows[i]["impact"], i))
+    # ties (two layers that each alone make the output non-finite) go to the one that harms most alone
+    order = sorted(
+        range(len(rows)),
+        key=lambda i: (-rows[i]["impact"], rows[i]["quantized_alone_sqnr_db"], -rows[i]["float_alone_sqnr_db"], i),
+    )
     rows = [rows[i] for i in order]
     denylist, removes = _denylist(probe, switches, order, rows, all_db)
     return {
@@ -212,7 +237,7 @@ def _reason(
 ) -> dict[str, str]:
     """The first of REASONS that the layer's numbers pass, with the lever and the call that applies it."""
     float_change = f"DebugOptions(denylisted_nodes=[{_code(node)}])"
-    int16_change = f"QuantConfig(node_precision=[({_code(node)}, \"int16\")])"
+    int16_change = f'QuantConfig(node_precision=[({_code(node)}, "int16")])'
     if clamp is not None:
         _, lo, hi = clamp
         return {
@@ -226,7 +251,7 @@ def _reason(
             "reason": OUTLIERS,
             "detail": f"MinMax range is over {OUTLIER_RATIO:g}x the range holding 99.99% of the values",
             "lever": "calibration",
-            "suggested_change": f"QuantConfig(calibration_overrides=[({_code(tensor)}, \"percentile\")])",
+            "suggested_change": f'QuantConfig(calibration_overrides=[({_code(tensor)}, "percentile")])',
         }
     if spread:
         return {
