@@ -393,6 +393,7 @@ class QuantizationDebugger:
             calibration=self.calibration,
             evidence=evidence,
             weight_records=self.weight_statistics(),
+            precisions=self._precisions if self._external is None else None,
         )
         self._rows = self._with_impact(self._rows)
         return CulpritFrame.from_measurement(self._culprits)

@@ -158,9 +158,11 @@ def measure_culprits(
     calibration: Calibration | None,
     evidence: Mapping[str, LayerEvidence],
     weight_records: Sequence[Mapping[str, Any]],
+    precisions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every switchable layer's impact, reason and suggested change, ranked; and the suggested denylist.
 
+    ``precisions``: every node's precision (``debugger.precisions()``), for the denylist's readers.
     Returns ``{"rows": [...], "denylist": [...], "denylist_removes": share, "all_quantized_sqnr_db": dB,
     "samples": n, "runs": n, "seconds": s}`` (plain data: it is stored in statistics files).
     """
@@ -214,7 +216,11 @@ def measure_culprits(
         key=lambda i: (-rows[i]["impact"], rows[i]["quantized_alone_sqnr_db"], -rows[i]["float_alone_sqnr_db"], i),
     )
     rows = [rows[i] for i in order]
-    denylist, removes = _denylist(probe, switches, order, rows, all_db)
+    quantized = (
+        {n for n, p in precisions.items() if p != "float"} if precisions else {n for u in plan.units for n in u.twin}
+    )
+    readers = [{n.name for n in float_model.graph.node if t in n.input and n.name in quantized} for t in tensors]
+    denylist, removes = _denylist(probe, switches, order, rows, all_db, readers)
     return {
         "rows": rows,
         "denylist": denylist,
@@ -291,11 +297,27 @@ def _db(value: float) -> str:
 
 
 def _denylist(
-    probe: _Probe, switches: Any, order: Sequence[int], rows: Sequence[Mapping[str, Any]], all_db: float
+    probe: _Probe,
+    switches: Any,
+    order: Sequence[int],
+    rows: Sequence[Mapping[str, Any]],
+    all_db: float,
+    readers: Sequence[set[str]],
 ) -> tuple[list[str], float]:
-    """The fewest top culprits whose removal takes ``MOST_NOISE`` of the output noise (galloping, then
-    bisection: about 2 log2 L runs), or the best prefix tried when none does."""
-    top = [k for k, row in zip(order, rows) if row["impact"] >= MIN_IMPACT]
+    """The fewest top culprits whose denylisting takes ``MOST_NOISE`` of the output noise (galloping, then
+    bisection: about 2 log2 L runs), or the best prefix tried when none does.
+
+    A denylist is measured as onnxruntime's quantizer applies it: a denylisted node's weights stay
+    float, but its output stays quantized while a quantized node reads it (``readers[k]``: the
+    quantized nodes reading switch k's tensor), so a culprit feeding a quantized Softmax is only
+    out of int8 once the Softmax is denylisted too. So each culprit is followed, in the ranked list
+    whose prefixes are tried, by the quantized nodes that read it.
+    """
+    index = {n: k for k, n in enumerate(switches.nodes)}
+    top: list[int] = []
+    for k, row in zip(order, rows):
+        if row["impact"] >= MIN_IMPACT:
+            top += [j for j in [k, *sorted(index[r] for r in readers[k] if r in index)] if j not in top]
     if not top:
         return [], 0.0
     every_act = range(len(switches.nodes))
@@ -304,9 +326,9 @@ def _denylist(
 
     def removes(count: int) -> float:
         if count not in measured:
-            off = set(top[:count])
-            off_w = set(switches.weight_switches_of({switches.nodes[k] for k in off}))
-            act = [a for a in every_act if a not in off]
+            denied = {switches.nodes[k] for k in top[:count]}
+            off_w = set(switches.weight_switches_of(denied))
+            act = [a for a in every_act if switches.nodes[a] not in denied or not readers[a] <= denied]
             db, _ = probe.run(*probe.setting(act, [j for j in every_w if j not in off_w]))
             measured[count] = impact_share(all_db, db, math.inf)  # alone: nothing left quantized
         return measured[count]
