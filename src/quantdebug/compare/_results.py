@@ -140,6 +140,13 @@ class Statistics:
                 picked.append(r)
         return picked
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the culprits when measured, then the worst layers by rmse/scale."""
+        from ..report._tables import statistics_html  # the report package imports this one
+
+        culprits = self.extras.get("culprits")
+        return statistics_html(self.layers, self.verify_mode, culprits if isinstance(culprits, Mapping) else None)
+
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
