@@ -403,7 +403,7 @@ def test_csv_round_trip_through_pandas(rng: np.random.Generator, tmp_path: Path)
 
     frame = pd.read_csv(path)
     assert list(frame["tensor_name"]) == list(debugger.layer_statistics)
-    assert next(iter(csv.reader(io.StringIO(path.read_text()))))[-1] == "node_name"
+    assert next(iter(csv.reader(io.StringIO(path.read_text()))))[-2:] == ["node_name", "impact"]
 
 
 def test_histograms_of_worst_tensors_match_numpy(rng: np.random.Generator) -> None:

@@ -17,7 +17,7 @@ import quantdebug as qd
 
 CSV_HEADER = (
     "op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,"
-    "scale,zero_point,tensor_name,node_name"
+    "scale,zero_point,tensor_name,node_name,impact"
 )
 REFERENCE_MODELS = [
     "conv_relu",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,6 +22,7 @@ from .compare._results import LayerRow, Statistics
 from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
 from .data._dataset import Dataset, as_dataset
 from .errors import ConfigError, ModelError, QuantDebugError, RunInterrupted, suggest
+from .fix._culprits import CULPRIT_SAMPLES, stored_culprits
 from .graph import _external
 from .graph._debug_model import ROWS_INPUT, DebugGraph, build_debug_model
 from .graph._load import ModelSource, load_model
@@ -91,6 +94,7 @@ class QuantizationDebugger:
         self._raw_graph: DebugGraph | None = None
         self._loop: DebugLoop | None = None  # the debug sessions, kept for later runs on the same plan
         self._rows: list[LayerRow] | None = None
+        self._culprits: dict[str, Any] | None = None  # the last culprits() measurement, for this plan
         self._state: RunState | None = None
         self.model_statistics: dict[str, float] = {}
         self.fidelity: float | None = None
@@ -155,6 +159,7 @@ class QuantizationDebugger:
         self._raw_graph = None
         self._loop = None
         self._rows = None
+        self._culprits = None
         self._state = None
         self.model_statistics = {}
         if not self._plan.units:
@@ -260,6 +265,7 @@ class QuantizationDebugger:
                 raise
             self._state = state
             self._finish(state)
+            self._measure_impact()
             return
         if self._loop is None:
             self._loop = self._job().loop()
@@ -279,6 +285,18 @@ class QuantizationDebugger:
             ) from exc
         self._state = state
         self._finish(state)
+        self._measure_impact()
+
+    def _measure_impact(self) -> None:
+        if self._options.impact and self._culprits is None:
+            self.culprits()
+        self._rows = self._with_impact(self._rows)
+
+    def _with_impact(self, rows: list[LayerRow] | None) -> list[LayerRow] | None:
+        if rows is None or self._culprits is None:
+            return rows
+        impact = {str(c["tensor_name"]): float(c["impact"]) for c in self._culprits["rows"]}
+        return [dataclasses.replace(r, impact=impact.get(r.tensor_name, math.nan)) for r in rows]
 
     def _finish(self, state: RunState) -> None:
         assert self._plan is not None
@@ -307,7 +325,7 @@ class QuantizationDebugger:
                     metrics=metrics,
                 )
             )
-        self._rows = rows
+        self._rows = self._with_impact(rows)
         count = state.model_count
         self.model_statistics = {k: v / count for k, v in state.model_sums.items()} if count else {}
         self.samples_seen = state.samples
@@ -345,6 +363,40 @@ class QuantizationDebugger:
         feeds = list(itertools.islice(iter(self._debug), samples))
         evidence = layer_evidence(self.float_model, self._plan, feeds)
         return sensitivity_table(SwitchRunner(self.float_model, self._plan, feeds), evidence)
+
+    def culprits(self, samples: int = CULPRIT_SAMPLES) -> Any:
+        """The quantized layers ranked by ``impact``, their share of the output quantization noise.
+
+        A pandas DataFrame (``CulpritFrame``) with node_name, op_name, tensor_name, impact (0 to 1:
+        the larger of the noise the layer makes when quantized alone and the noise leaving it alone in
+        float removes), both output SQNRs, both verify modes' rmse/scale, reason (one of
+        ``qd.fix.REASONS``) and suggested_change (the call that applies the lever ``fix`` would try);
+        ``frame.attrs["suggested_denylist"]`` holds the fewest top culprits whose removal takes most
+        of the output noise. Measured on the switchable graph over the first ``samples`` debug
+        samples, 2L + 1 runs for L layers; afterwards the statistics' ``impact`` column is filled in.
+        """
+        from .fix._culprits import measure_culprits
+        from .fix._evidence import layer_evidence
+        from .report._notebook import CulpritFrame  # pandas: loaded when asked for, not at import
+
+        assert self._plan is not None
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise ConfigError(f"samples must be a positive integer; got {samples!r}")
+        if not self._plan.units:
+            raise QuantDebugError("no quantized layer to rank: see debugger.coverage()")
+        feeds = list(itertools.islice(iter(self._debug), samples))
+        evidence = layer_evidence(self.float_model, self._plan, feeds)
+        self._culprits = measure_culprits(
+            self.float_model,
+            self._plan,
+            feeds,
+            calibration=self.calibration,
+            evidence=evidence,
+            weight_records=self.weight_statistics(),
+            precisions=self._precisions if self._external is None else None,
+        )
+        self._rows = self._with_impact(self._rows)
+        return CulpritFrame.from_measurement(self._culprits)
 
     # -- drill-down ---------------------------------------------------------------------------
     def weight_statistics(self) -> list[dict[str, Any]]:
@@ -470,6 +522,8 @@ class QuantizationDebugger:
         from ._provenance import provenance
 
         extras: dict[str, Any] = {}
+        if self._culprits is not None:
+            extras["culprits"] = stored_culprits(self._culprits)
         if histograms:
             extras["histograms"] = self.histograms(top=histograms)
         return Statistics(

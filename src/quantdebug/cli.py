@@ -26,6 +26,7 @@ from .data import Dataset, input_specs
 from .data._formats import ImageOptions, load_callable, open_data
 from .errors import QuantDebugError
 from .fix import LEVERS, read_trace, trace_in_folder
+from .fix._culprits import REASONS, number
 from .report import has_mean_elements
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -498,8 +499,10 @@ def debug(
 
     Writes STATS_DIR/layer_statistics.csv (TensorFlow Lite's columns) and
     STATS_DIR/statistics.json (everything, with provenance), then prints the
-    worst layers and a suggested denylist. rmse/scale is the layer's error in
-    quantization steps: near 0.3 is rounding alone; above 0.7 is suspect.
+    likely culprits (each layer's share of the output noise, why, and the change
+    to try), a denylist drawn from them, and TensorFlow Lite's view: the worst
+    layers by rmse/scale, the layer's error in quantization steps (near 0.3 is
+    rounding alone).
     """
     float_model = _load_model(model)
     options = qd.DebugOptions(
@@ -524,6 +527,8 @@ def debug(
         )
     _note(f"debugging {len(debugger.layer_names)} layers ...")
     debugger.run()
+    _note("measuring each layer's effect on the outputs ...")
+    debugger.culprits()
     statistics = debugger.statistics(histograms=6)
     folder = statistics.save(output)
     samples = getattr(debugger, "samples_seen", None)
@@ -579,6 +584,42 @@ def _wrap_names(prefix: str, names: list[str]) -> list[str]:
     return lines
 
 
+CULPRITS_TITLE = "Likely culprits (by effect on the outputs)"
+
+
+def _culprit_lines(culprits: dict[str, Any], top: int) -> list[str]:
+    """Each layer's impact, SQNR quantized alone and left alone in float, reason, and the change to try."""
+    rows = list(culprits.get("rows", []))
+
+    def db(value: Any) -> str:
+        return _num(number(value), ".1f")
+
+    lines = [
+        f"{CULPRITS_TITLE}, on {culprits.get('samples', '?')} samples",
+        f"  all int8: output SQNR {db(culprits.get('all_quantized_sqnr_db'))} dB; impact = a layer's share of "
+        "that noise",
+        f"  {'#':>2} {'node':<22} {'op':<9} {'impact':>6} {'alone dB':>8} {'float dB':>8}  reason",
+    ]
+    for i, row in enumerate(rows if top == 0 else rows[:top], 1):
+        reason = str(row.get("reason", ""))
+        lines.append(
+            f"  {i:>2} {_fit(str(row['node_name']), 22):<22} {_fit(str(row['op_name']), 9):<9} "
+            f"{_num(number(row['impact']), '6.3f')} {db(row['quantized_alone_sqnr_db']):>8} "
+            f"{db(row['float_alone_sqnr_db']):>8}  {REASONS.get(reason, reason)}"
+        )
+        lines.append(f"       try: {row['suggested_change']}")
+    return lines
+
+
+def _culprit_denylist(culprits: dict[str, Any], layers: int) -> list[str]:
+    names = [str(n) for n in culprits.get("denylist", [])]
+    if not names:
+        return ["Suggested denylist: none (no layer holds a measurable share of the output noise)"]
+    share = 100 * number(culprits.get("denylist_removes"))
+    head = f"Suggested denylist: {len(names)} of {layers} layers, removing {share:.1f}% of the output noise"
+    return [head, *_wrap_names("  --denylist-nodes ", names)]
+
+
 def summary(
     statistics: Statistics,
     folder: Path,
@@ -605,6 +646,10 @@ def summary(
         lines.append(f"note: num_elements of {len(varying)} layers is a mean over samples of different sizes")
     lines.append(f"wrote {CSV_NAME} and {JSON_NAME} to {folder}")
     limit = len(rows) if top == 0 else top
+    culprits = statistics.extras.get("culprits")
+    if culprits:
+        lines += ["", *_culprit_lines(culprits, top), "", *_culprit_denylist(culprits, len(rows))]
+        lines += ["", "TensorFlow Lite's view: each layer's own error in quantization steps"]
 
     def key(value: float) -> float:
         return -math.inf if math.isnan(value) else value
@@ -615,7 +660,9 @@ def summary(
     lines += ["", "Worst layers by mean squared error", *_layer_table(by_mse)]
     suspects = statistics.suspects(threshold)
     lines.append("")
-    if suspects:
+    if culprits:  # the denylist came from the culprits; the tutorial's rule is only counted
+        lines.append(f"(the tutorial's rule, rmse/scale > {threshold:g}, picks {len(suspects)} of {len(rows)} layers)")
+    elif suspects:
         lines.append(f"Suggested denylist: {len(suspects)} of {len(rows)} layers have rmse/scale > {threshold:g}")
         lines += _wrap_names("  --denylist-nodes ", [r.node_name for r in suspects])
     else:

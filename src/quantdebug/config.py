@@ -210,6 +210,7 @@ class DebugOptions:
     graph_optimization_level: str = "all"
     progress: bool | None = None
     check_fidelity: bool = True
+    impact: bool = False  # after run(), measure each layer's share of the output noise (debugger.culprits())
     version: ClassVar[int] = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -237,6 +238,8 @@ class DebugOptions:
                 f"intra_op_num_threads must be None or an integer >= 0; got {self.intra_op_num_threads!r}"
             )
         _choice("graph_optimization_level", self.graph_optimization_level, OPT_LEVELS)
+        if not isinstance(self.impact, bool):
+            raise ConfigError(f"impact must be True or False; got {self.impact!r}")
 
     @property
     def has_raw_tensor_metrics(self) -> bool:

@@ -20,7 +20,7 @@ from tests import models
 ROOT = Path(__file__).resolve().parents[2]
 CSV_HEADER = (
     "op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,"
-    "scale,zero_point,tensor_name,node_name"
+    "scale,zero_point,tensor_name,node_name,impact"
 )
 COMMANDS = ["calibrate", "quantize", "debug", "report", "compare", "fix", "demo"]
 

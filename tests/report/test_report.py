@@ -113,6 +113,25 @@ def hostile(st: Statistics) -> Statistics:
         provenance={**st.provenance, "note": SCRIPT, "cpu_flags": [*st.provenance.get("cpu_flags", []), ATTR_BREAK]},
         extras={
             "histograms": hists,
+            "culprits": {
+                "rows": [
+                    {
+                        "node_name": SCRIPT,
+                        "op_name": TITLE_BREAK,
+                        "tensor_name": SCRIPT + "_out",
+                        "impact": 0.9,
+                        "quantized_alone_sqnr_db": "-inf",
+                        "float_alone_sqnr_db": 30.0,
+                        "reason": "sentinel",
+                        "detail": ATTR_BREAK,
+                        "suggested_change": f"QuantConfig(tensor_clamps=[({SCRIPT!r}, -1, 1)])",
+                    },
+                    {"node_name": FORMULA, "impact": None, "reason": ATTR_BREAK, "suggested_change": NETWORK},
+                ],
+                "denylist": [SCRIPT, ATTR_BREAK],
+                "denylist_removes": 0.95,
+                "samples": 4,
+            },
             "fix": {
                 "trace": trace,
                 "float_quality": 0.95,
@@ -150,12 +169,15 @@ def test_every_chart_is_present(mode: str, real: Statistics, real_whole: Statist
     page = render_html(st, title="all_ops")
     hist_count = min(6, sum(1 for r in st.layers if r.tensor_name in st.extras["histograms"]))
     expected = 2 + hist_count + 1 + (1 if mode == "whole_model" else 0)  # range, rmse/scale, hists, fix, propagation
+    expected += 1 + len(st.extras["culprits"]["rows"])  # rmse/scale coloured by impact, an impact bar per culprit
     assert page.count("<svg") == expected
     assert 'id="propagation"' in page if mode == "whole_model" else 'id="propagation"' not in page
     for anchor in ("summary", "charts", "worst-layers", "histograms", "model-metrics", "fix", "all-layers", "coverage"):
         assert f'id="{anchor}"' in page
     # bars: one per layer in each bar chart, each with a tooltip naming its node
-    assert page.count('<rect class="bar') == 2 * len(st.layers)
+    assert page.count('<rect class="bar') == 3 * len(st.layers)  # and the rmse/scale chart coloured by impact
+    assert page.index('id="culprits"') < page.index('id="summary"')  # the report opens with the culprits
+    assert "Suggested denylist: 2 layer(s), removing 95% of the output noise" in page
     assert "0.289 ideal" in page and "0.7 suspect" in page
     # the fix ranking's suspects, with the evidence behind each rank; unmeasured values show as —
     assert "Suspects, in the order the search tried them" in page

@@ -52,6 +52,7 @@ class LayerRow:
     qmax: int
     covers: tuple[str, ...]
     metrics: dict[str, float]
+    impact: float = math.nan  # share of the output noise (debugger.culprits()); NaN where not measured
 
     @property
     def rmse_over_scale(self) -> float:
@@ -65,6 +66,7 @@ class LayerRow:
         d = dataclasses.asdict(self)
         d["covers"] = list(self.covers)
         d["metrics"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.metrics.items()}
+        d["impact"] = None if math.isnan(self.impact) else self.impact
         return d
 
     @classmethod
@@ -72,6 +74,7 @@ class LayerRow:
         data = dict(d)
         data["covers"] = tuple(data.get("covers", ()))
         data["metrics"] = {k: (math.nan if v is None else float(v)) for k, v in data["metrics"].items()}
+        data["impact"] = math.nan if data.get("impact") is None else float(data["impact"])
         return cls(**data)
 
 
@@ -94,13 +97,13 @@ class Statistics:
     def dump_csv(self, file: IO[str]) -> None:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(
-            ["op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name"]
+            ["op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name", "impact"]
         )
         for r in self.layers:
             writer.writerow(
                 [csv_safe(r.op_name), r.tensor_idx]
                 + [repr(float(r.metrics[m])) for m in self.metric_names]
-                + [repr(r.scale), r.zero_point, csv_safe(r.tensor_name), csv_safe(r.node_name)]
+                + [repr(r.scale), r.zero_point, csv_safe(r.tensor_name), csv_safe(r.node_name), repr(r.impact)]
             )
 
     def csv_text(self) -> str:
@@ -109,16 +112,20 @@ class Statistics:
         return buffer.getvalue()
 
     def frame(self) -> Any:
-        """pandas DataFrame: the CSV columns, then 'precision', 'range', 'rmse/scale' and 'user_nodes'
-        (the nodes of the user's model that each row covers, e.g. a Conv and the Relu fused into it)."""
+        """pandas DataFrame: the CSV columns (``impact`` NaN where not measured), then 'precision', 'range',
+        'rmse/scale' and 'user_nodes' (the nodes of the user's model that each row covers, e.g. a Conv
+        and the Relu fused into it)."""
         import pandas as pd
 
-        columns = ["op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name"]
+        columns = [
+            *("op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name", "impact")
+        ]
         records = []
         for r in self.layers:
             rec: dict[str, Any] = {"op_name": r.op_name, "tensor_idx": r.tensor_idx}
             rec.update({m: r.metrics[m] for m in self.metric_names})
             rec.update(scale=r.scale, zero_point=r.zero_point, tensor_name=r.tensor_name, node_name=r.node_name)
+            rec["impact"] = r.impact
             rec.update({"precision": r.precision, "range": r.range, "rmse/scale": r.rmse_over_scale})
             rec["user_nodes"] = ", ".join(r.covers)
             records.append(rec)
@@ -132,6 +139,13 @@ class Statistics:
             if r not in picked:
                 picked.append(r)
         return picked
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the culprits when measured, then the worst layers by rmse/scale."""
+        from ..report._tables import statistics_html  # the report package imports this one
+
+        culprits = self.extras.get("culprits")
+        return statistics_html(self.layers, self.verify_mode, culprits if isinstance(culprits, Mapping) else None)
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Sensitivity ranking and the search for the fewest changes (int16, float, per-channel, calibration, clamp)."""
 
+from ._culprits import REASONS
 from ._result import Candidate, FixResult, TraceEntry
 from ._search import LEVERS, FixInterrupted
 from ._settings import onnxruntime_settings
@@ -7,6 +8,7 @@ from ._trace import read_trace, trace_in_folder
 
 __all__ = [
     "LEVERS",
+    "REASONS",
     "Candidate",
     "FixInterrupted",
     "FixResult",

@@ -136,6 +136,12 @@ class FixResult:
     def changes(self) -> list[str]:
         return self.candidate.describe()
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the summary, then the first suspects with their noise shares."""
+        from ..report._tables import fix_result_html  # the report package imports this one
+
+        return fix_result_html(self.summary(), self.ranking)
+
     def summary(self) -> str:
         lines = [
             self.message,

@@ -188,14 +188,19 @@ class SwitchRunner:
         feeds: Sequence[Mapping[str, np.ndarray]],
         *,
         built: tuple[onnx.ModelProto, Switches] | None = None,
+        level: str = "all",
     ) -> None:
-        """``built``: the switchable model and its switches when the caller has them (no second surgery)."""
+        """``built``: the switchable model and its switches when the caller has them (no second surgery).
+
+        ``level``: onnxruntime's graph optimization level; "disabled" makes each switch setting compute
+        exactly what the QDQ model with the same tensors quantized computes when run unoptimized.
+        """
         if built is None:
             if plan is None:
                 raise ValueError("SwitchRunner needs the plan or the built switchable model")
             built = build_switch_model(float_model, plan)
         self.model, self.switches = built
-        self.session = make_session(self.model, level="all", what="sensitivity model")
+        self.session = make_session(self.model, level=level, what="sensitivity model")
         self.outputs = [o.name for o in float_model.graph.output]
         self.feeds = [dict(f) for f in feeds]
         self._stack_if_safe()

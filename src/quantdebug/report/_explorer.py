@@ -35,7 +35,14 @@ from ._plots import SEVERE_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, W
 
 DEFAULT_GRAPH_ID = "main_graph"  # the name torch.onnx gives a graph; pass graph_id for others
 RATIO_METRIC = "rmse/scale"
-DERIVED_METRICS = (RATIO_METRIC, "range", "scale")
+IMPACT_METRIC = "impact"  # a layer's share of the output noise, after debugger.culprits() or DebugOptions(impact=True)
+DERIVED_METRICS = (RATIO_METRIC, IMPACT_METRIC, "range", "scale")
+_IMPACT_THRESHOLDS = [  # shares of the output noise: negligible, noticeable, large, most of it
+    (0.01, "#e8f5e9", "#000000"),
+    (0.1, "#ffe082", "#000000"),
+    (0.5, "#ef6c00", "#ffffff"),
+    (sys.float_info.max, "#b71c1c", "#ffffff"),
+]
 _GRADIENT = [  # low values green, high values red
     {"stop": 0, "bgColor": "#e8f5e9"},
     {"stop": 0.5, "bgColor": "#ffe082"},
@@ -47,6 +54,8 @@ def metric_value(row: LayerRow, metric: str) -> float:
     """``rmse/scale``, ``range``, ``scale`` or any metric saved in the row."""
     if metric == RATIO_METRIC:
         return row.rmse_over_scale
+    if metric == IMPACT_METRIC:
+        return row.impact
     if metric == "range":
         return row.range
     if metric == "scale":
@@ -66,7 +75,8 @@ def explorer_node_data(
     ``graph_id`` is the ONNX graph's name; by default ``provenance["graph_name"]`` when the run
     recorded it, else ``"main_graph"``. Each user node covered by a verified row gets that row's
     value (the worst one when several rows cover it); rows without a value (NaN) are left out.
-    rmse/scale is coloured on the report's fixed severity scale, other metrics on a gradient.
+    rmse/scale is coloured on the report's fixed severity scale, ``impact`` on fixed shares of the
+    output noise (layers without a measured impact are left out), other metrics on a gradient.
     """
     known = set(DERIVED_METRICS) | {m for r in statistics.layers for m in r.metrics} | set(statistics.metric_names)
     if metric not in known:
@@ -90,6 +100,8 @@ def explorer_node_data(
             {"value": SEVERE_RMSE_OVER_SCALE, "bgColor": SEVERITY["suspect"][1], "textColor": "#ffffff"},
             {"value": sys.float_info.max, "bgColor": SEVERITY["severe"][1], "textColor": "#ffffff"},
         ]
+    elif metric == IMPACT_METRIC:
+        graph["thresholds"] = [{"value": v, "bgColor": bg, "textColor": fg} for v, bg, fg in _IMPACT_THRESHOLDS]
     else:
         graph["gradient"] = [dict(item) for item in _GRADIENT]
     return {gid: graph}

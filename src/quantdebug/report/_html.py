@@ -36,6 +36,7 @@ from ._plots import (
     is_tiny,
     severity,
 )
+from ._tables import culprits_table, denylist_line
 
 WORST_ROWS = 10
 MAX_HISTOGRAMS = 6
@@ -728,6 +729,41 @@ def _header_meta(prov: Mapping[str, Any]) -> str:
     return " · ".join(bits)
 
 
+def _impact_color(impact: float) -> str:
+    """White to red as a layer's share of the output noise goes from 0 to 1 (grey where not measured)."""
+    if not math.isfinite(impact):
+        return "#c4c9d0"
+    share = min(max(impact, 0.0), 1.0) ** 0.5  # small shares stay visible
+    return f"#{255 - round(57 * share):02x}{235 - round(195 * share):02x}{235 - round(195 * share):02x}"
+
+
+def _culprits(statistics: Statistics, ordered: Sequence[LayerRow], tips: Sequence[str]) -> str:
+    """The culprits: ranked table with impact bars, reasons and the changes as code; rmse/scale coloured by impact."""
+    culprits = statistics.extras.get("culprits")
+    if not isinstance(culprits, Mapping) or not isinstance(culprits.get("rows"), Sequence):
+        return ""
+    rows = [r for r in culprits["rows"] if isinstance(r, Mapping)]
+    chart = ""
+    if ordered:
+        chart = _bar_chart(
+            ordered,
+            [r.rmse_over_scale for r in ordered],
+            label="rmse/scale per layer, coloured by impact",
+            ylabel="rmse / scale",
+            colors=[_impact_color(r.impact) for r in ordered],
+            tooltips=[f"{t}\nimpact {_fmt(r.impact, 3)}" for t, r in zip(tips, ordered)],
+            refs=[(IDEAL_RMSE_OVER_SCALE, "0.289 ideal", "ideal")],
+        )
+    return (
+        "<p class='note'>Impact: the larger of the share of the fully quantized model's output noise a layer makes "
+        "when it alone is quantized and the share that leaving it alone in float removes, measured on "
+        f"{esc(culprits.get('samples', '?'))} debug samples. The suggested change is the call that applies "
+        "the lever <code>fix</code> would try.</p>"
+        f'<div class="scroll">{culprits_table(rows, WORST_ROWS)}</div>{denylist_line(culprits)}'
+        + (f"<h3>Error per layer, coloured by impact</h3><div class='fig'>{chart}</div>" if chart else "")
+    )
+
+
 def _section(sid: str, title: str, body: str, intro: str = "") -> str:
     return f'<section id="{esc(sid)}"><h2>{esc(title)}</h2>{intro}{body}</section>'
 
@@ -748,6 +784,10 @@ def render_html(statistics: Statistics, *, title: str | None = None) -> str:
 
     nav: list[tuple[str, str]] = [("summary", "Summary"), ("charts", "Charts")]
     sections = [_section("summary", "Summary", _cards(statistics) + _HOW_TO_READ)]
+    culprits = _culprits(statistics, ordered, tips)
+    if culprits:  # the report opens with what breaks the model, before TFLite's per-layer view
+        nav.insert(0, ("culprits", "Culprits"))
+        sections.insert(0, _section("culprits", "Likely culprits (by effect on the outputs)", culprits))
 
     if layers:
         ratios = [r.rmse_over_scale for r in ordered]
@@ -967,6 +1007,7 @@ p{margin:8px 0}
 .note{color:var(--muted);font-size:13.5px;max-width:90ch}
 .muted{color:var(--muted)}
 code{font-family:var(--mono);font-size:.92em;background:var(--panel);padding:1px 4px;border-radius:4px}
+code.change{user-select:all;white-space:pre-wrap}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:12px;margin:6px 0 14px}
 .card{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
 .card-v{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums;overflow:hidden;text-overflow:ellipsis}
