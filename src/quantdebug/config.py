@@ -115,6 +115,7 @@ class QuantConfig:
     adaround_iterations: int = 400
     adaround_samples: int | None = None  # None: every sample the calibration was made from
     adaround_seed: int = 0
+    adaround_passes: int = 1  # k > 1: refit on the inputs the already-changed layers give; exact to depth k
     bias_correction: bool = False
     bias_correction_nodes: Sequence[str] = ()
     equalize: bool = False
@@ -166,7 +167,7 @@ class QuantConfig:
         for flag in ("bias_correction", "equalize"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
-        for name, low in (("adaround_iterations", 1), ("adaround_seed", 0)):
+        for name, low in (("adaround_iterations", 1), ("adaround_seed", 0), ("adaround_passes", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")

@@ -50,8 +50,8 @@ class Target:
     q_dtype: np.dtype[Any]
     q_layout: Callable[[np.ndarray], np.ndarray]  # canonical (g, o, k) integers -> the initializer's shape
     float_bias: np.ndarray | None  # (out,) or None
-    bias_init: str | None  # the QDQ model's int32 bias initializer
-    bias_scale: np.ndarray | None
+    bias_init: str | None  # the QDQ model's bias initializer: int32 behind a DequantizeLinear, or float
+    bias_scale: np.ndarray | None  # the int32 bias's scale; None for a float bias
     conv: dict[str, Any] | None = None  # kernel, strides, pads, dilations of a Conv
     G: np.ndarray | None = None
     C: np.ndarray | None = None
@@ -174,6 +174,8 @@ def _target(
         if bdq is not None and bdq.op_type == "DequantizeLinear" and bdq.input[0] in init:
             bias_init = bdq.input[0]
             bias_scale = numpy_helper.to_array(init[bdq.input[1]]).astype(np.float64).reshape(-1)
+        elif node.input[2] in init and init[node.input[2]].data_type == onnx.TensorProto.FLOAT:
+            bias_init = node.input[2]  # the quantizer left this bias in float
     return Target(
         node=node.name,
         op_type=node.op_type,
@@ -200,6 +202,8 @@ def _patches(x: np.ndarray, conv: Mapping[str, Any]) -> np.ndarray:
     """im2col of ``x`` (N, C, *spatial): (group, positions, C/group * prod(kernel)), channel-major like the weight."""
     kernel, strides, pads, dil, group = conv["kernel"], conv["strides"], conv["pads"], conv["dilations"], conv["group"]
     spatial = len(kernel)
+    if group == 1 and all(k == 1 for k in kernel) and not any(pads) and all(s == 1 for s in strides):
+        return np.moveaxis(x, 1, -1).reshape(1, -1, x.shape[1])  # a pointwise conv: its patches are the pixels
     pad = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
     x = np.pad(x, pad)
     n, c = x.shape[:2]
@@ -215,11 +219,19 @@ def _patches(x: np.ndarray, conv: Mapping[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(cols.transpose(1, 0, 2))
 
 
+def _pointwise(target: Target) -> bool:
+    conv = target.conv
+    return (
+        conv is not None
+        and conv["group"] == 1
+        and all(k == 1 for k in conv["kernel"])
+        and not any(conv["pads"])
+        and all(s == 1 for s in conv["strides"])
+    )
+
+
 def layer_io(target: Target, x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(group, positions, K) inputs and (group, positions, out per group) float outputs without bias."""
-    if target.float_bias is not None:
-        shape = (1, -1) + (1,) * (a.ndim - 2) if target.op_type == "Conv" else (-1,)
-        a = a - target.float_bias.reshape(shape).astype(a.dtype)
+    """(group, positions, K) inputs and (group, positions, out per group) float outputs, bias included."""
     g = target.groups
     if target.op_type == "Conv":
         assert target.conv is not None
@@ -231,22 +243,66 @@ def layer_io(target: Target, x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, 
 
 
 def accumulate(target: Target, x: np.ndarray, a: np.ndarray) -> None:
-    cols, out = layer_io(target, x, a)
-    cols32, out32 = cols.astype(np.float32), out.astype(np.float32)
-    g = np.matmul(cols32.transpose(0, 2, 1), cols32).astype(np.float64)
-    c = np.matmul(cols32.transpose(0, 2, 1), out32).astype(np.float64)
+    """Add one batch's G, C, sums and count to ``target``; ``a`` is the float output with its bias."""
+    x = x.astype(np.float32, copy=False)
+    a = a.astype(np.float32, copy=False)
+    if _pointwise(target):
+        # (K, pixels) per sample as it lies in memory: no patch copy; BLAS reads the transposes
+        xs = x.reshape(x.shape[0], x.shape[1], -1)
+        as_ = a.reshape(a.shape[0], a.shape[1], -1)
+        g = sum(np.asarray(xi @ xi.T, np.float64) for xi in xs)[None]
+        c = sum(np.asarray(xi @ ai.T, np.float64) for xi, ai in zip(xs, as_))[None]
+        sum_x = xs.sum(axis=(0, 2), dtype=np.float64)[None]
+        sum_a = as_.sum(axis=(0, 2), dtype=np.float64)[None]
+        count = xs.shape[0] * xs.shape[2]
+    else:
+        cols, out = layer_io(target, x, a)
+        if cols.shape[0] == 1:  # one group: plain 2-D products, which BLAS does in place of a batch loop
+            g = (cols[0].T @ cols[0])[None].astype(np.float64)
+            c = (cols[0].T @ out[0])[None].astype(np.float64)
+        else:
+            g, c = _grouped_products(cols, out)
+        sum_x = cols.sum(axis=1, dtype=np.float64)
+        sum_a = out.sum(axis=1, dtype=np.float64)
+        count = cols.shape[1]
+    flat = a.reshape(-1)
+    sq = float(np.dot(flat, flat))
+    if target.float_bias is not None:
+        # the fit wants a - bias; subtract it from the sums instead of from every element
+        bias = target.float_bias.reshape(sum_a.shape)
+        c = c - sum_x[:, :, None] * bias[:, None, :]
+        sq += -2.0 * float(np.sum(bias * sum_a)) + count * float(np.sum(bias * bias))
+        sum_a = sum_a - count * bias
     if target.G is None:
-        target.G, target.C = g, c
-        target.sum_x = cols.sum(axis=1, dtype=np.float64)
-        target.sum_a = out.sum(axis=1, dtype=np.float64)
+        target.G, target.C, target.sum_x, target.sum_a = g, c, sum_x, sum_a
     else:
         assert target.C is not None and target.sum_x is not None and target.sum_a is not None
         target.G += g
         target.C += c
-        target.sum_x += cols.sum(axis=1, dtype=np.float64)
-        target.sum_a += out.sum(axis=1, dtype=np.float64)
-    target.count += cols.shape[1]
-    target.sq_a += float(np.sum(out.astype(np.float64) ** 2))
+        target.sum_x += sum_x
+        target.sum_a += sum_a
+    target.count += count
+    target.sq_a += sq
+
+
+def _grouped_products(cols: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """G and C of a grouped conv, one dot product per (group, K, K) entry.
+
+    Many tiny BLAS calls (a depthwise conv has one per channel) cost seconds where these
+    row-wise dot products over a (K, group, positions) layout cost milliseconds.
+    """
+    xk = np.ascontiguousarray(cols.transpose(2, 0, 1))
+    ok = np.ascontiguousarray(out.transpose(2, 0, 1))
+    k, groups = xk.shape[0], xk.shape[1]
+    g = np.empty((groups, k, k), np.float64)
+    for i in range(k):
+        for j in range(i, k):
+            g[:, i, j] = g[:, j, i] = np.einsum("gp,gp->g", xk[i], xk[j])
+    c = np.empty((groups, k, ok.shape[0]), np.float64)
+    for i in range(k):
+        for o in range(ok.shape[0]):
+            c[:, i, o] = np.einsum("gp,gp->g", xk[i], ok[o])
+    return g, c
 
 
 def gather(
@@ -279,6 +335,12 @@ def gather(
     return n
 
 
+def stats_key(target: Target) -> tuple[bytes, ...]:
+    """What a fit depends on: equal keys give equal fits, so a later pass can keep the earlier one."""
+    parts = (target.G, target.C, target.sum_x, target.sum_a)
+    return tuple(b"" if a is None else a.tobytes() for a in parts) + (str(target.count).encode(),)
+
+
 # -- rounding ---------------------------------------------------------------------------------------
 def _h(v: np.ndarray) -> np.ndarray:
     return np.clip(1.0 / (1.0 + np.exp(-v)) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
@@ -297,46 +359,54 @@ def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
 
     Adam on V with ``h(V)`` the rectified sigmoid, the regulariser ``REG * sum(1 - |2h - 1|^beta)``
     with beta annealed from 20 to 2 after a warm-up; V starts where h equals the fractional part.
-    ``seed`` only breaks exact ties of h = 0.5 at the end, so the result is deterministic.
+    ``seed`` only breaks exact ties of h = 0.5 at the end, so the result is deterministic. The
+    loop runs in float32 (its cost is elementwise work on every weight, iteration after iteration).
     """
     assert target.G is not None and target.C is not None
+    f32 = np.float32
     ratio = target.weight / target.scale + target.zero_point
     low = np.floor(ratio)
     lo = np.clip(low, target.qmin, target.qmax)
     hi = np.clip(low + 1, target.qmin, target.qmax)
     free = lo != hi
-    frac = np.clip(ratio - low, 0.0, 1.0)
-    frac = np.where(free, frac, 0.0)
+    frac = np.where(free, np.clip(ratio - low, 0.0, 1.0), 0.0)
     p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-6, 1 - 1e-6)
-    v = np.log(p / (1 - p))
+    v = np.log(p / (1 - p)).astype(f32)
+    positions = max(target.count, 1)
+    scale = np.broadcast_to(target.scale, v.shape)
+    step = np.where(free, scale, 0.0).astype(f32)  # a fixed weight's h changes nothing
+    G = (target.G / positions).astype(f32)
+    # grad of the reconstruction wrt w~ = base + step * h is 2 (w~ G - C^T) = 2 (B + (step h) G)
+    B = (np.matmul((lo - target.zero_point) * scale, target.G) - target.C.transpose(0, 2, 1)) / positions
+    B2 = (2 * B).astype(f32)
+    G2 = 2 * G
     m = np.zeros_like(v)
     s2 = np.zeros_like(v)
     b1, b2, eps = 0.9, 0.999, 1e-8
-    positions = max(target.count, 1)
-    scale = np.broadcast_to(target.scale, v.shape)
-    base = (lo - target.zero_point) * scale  # dequantized value of the lower candidate
-    step = np.where(free, scale, 0.0)
-    G, Ct = target.G / positions, target.C.transpose(0, 2, 1) / positions
     warm = int(WARMUP * iterations)
+    stretch = f32(ZETA - GAMMA)
     for it in range(iterations):
         sig = 1.0 / (1.0 + np.exp(-v))
-        h_raw = sig * (ZETA - GAMMA) + GAMMA
-        h = np.clip(h_raw, 0.0, 1.0)
-        w = base + step * h
-        grad_w = 2.0 * (np.matmul(w, G) - Ct)
-        dh = grad_w * step
+        h = sig * stretch + f32(GAMMA)
+        inside = (h > 0) & (h < 1)
+        np.clip(h, 0, 1, out=h)
+        dh = np.matmul(step * h, G2)
+        dh += B2
+        dh *= step
         if it >= warm:
             beta = 20.0 + (2.0 - 20.0) * (it - warm) / max(iterations - warm, 1)
             t = 2 * h - 1
-            dh = dh + REG * (-beta * np.abs(t) ** (beta - 1) * np.sign(t) * 2)
-        inside = (h_raw > 0) & (h_raw < 1)
-        grad = np.where(inside & free, dh * sig * (1 - sig) * (ZETA - GAMMA), 0.0)
-        m = b1 * m + (1 - b1) * grad
-        s2 = b2 * s2 + (1 - b2) * grad * grad
-        mhat = m / (1 - b1 ** (it + 1))
-        shat = s2 / (1 - b2 ** (it + 1))
-        v = v - LR * mhat / (np.sqrt(shat) + eps)
-    h = _h(v)
+            # d/dh of REG * (1 - |2h - 1|^beta) is -2 REG beta |t|^(beta - 1) sign(t)
+            dh -= f32(2 * REG * beta) * t * np.abs(t) ** f32(beta - 2)
+        grad = dh * sig * (1 - sig) * stretch
+        grad *= inside
+        m *= b1
+        m += f32(1 - b1) * grad
+        s2 *= b2
+        s2 += f32(1 - b2) * grad * grad
+        rate = LR * np.sqrt(1 - b2 ** (it + 1)) / (1 - b1 ** (it + 1))
+        v -= f32(rate) * m / (np.sqrt(s2) + f32(eps))
+    h = _h(v.astype(np.float64))
     rng = np.random.default_rng(seed)
     ties = h == 0.5
     up = (h > 0.5) | (ties & (rng.random(h.shape) < 0.5))
@@ -344,8 +414,8 @@ def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
 
 
 def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
-    """The int32 bias with each channel's mean output error (quantized minus float) removed."""
-    if target.bias_init is None or target.float_bias is None or target.bias_scale is None:
+    """The bias (int32 on its scale, or float) with each channel's mean output error removed."""
+    if target.bias_init is None or target.float_bias is None:
         return None
     assert target.sum_x is not None and target.sum_a is not None
     w = target.dequantized(q)
@@ -353,6 +423,8 @@ def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
     mean_a = target.sum_a / max(target.count, 1)
     error = (np.einsum("gok,gk->go", w, mean_x) - mean_a).reshape(-1)
     bias = target.float_bias - error
+    if target.bias_scale is None:
+        return bias.astype(np.float32)
     info = np.iinfo(np.int32)
     return np.clip(np.round(bias / target.bias_scale), info.min, info.max).astype(np.int32)
 

@@ -107,35 +107,30 @@ def adjust_weights(
     records: list[dict[str, Any]] = []
     if not targets:
         return qdq, [_record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)]
-    _adaround.gather(qdq, float_model, targets, feeds, progress=progress)
-    out = onnx.ModelProto()
-    out.CopyFrom(qdq)
-    updates: dict[str, np.ndarray] = {}
-    done_round: list[str] = []
-    done_bias: list[str] = []
-    no_bias: list[tuple[str, str]] = []
-    for t in targets:
-        q = t.q
-        if config.adaround_on and (rounded is None or t.node in rounded):
-            q = _adaround.adaround(t, config.adaround_iterations, config.adaround_seed)
-            # keep nearest rounding where the learned one does not reconstruct better (the objective
-            # is exact on these samples, so this makes "no worse than nearest" hold layer by layer)
-            if _adaround.reconstruction_error(t, t.dequantized(q)) <= _adaround.reconstruction_error(
-                t, t.dequantized()
-            ):
+    out = qdq
+    fitted: dict[str, tuple[tuple[bytes, ...], np.ndarray | None, np.ndarray | None]] = {}
+    for _ in range(config.adaround_passes):
+        # each pass sees the inputs the previous one's layers give: after k passes every layer at
+        # depth <= k is fitted to exactly the inputs it gets in the result
+        _adaround.gather(out, float_model, targets, feeds, progress=progress)
+        updates: dict[str, np.ndarray] = {}
+        for t in targets:
+            key = _adaround.stats_key(t)
+            if t.node not in fitted or fitted[t.node][0] != key:
+                fitted[t.node] = (key, *_fit(t, config, rounded, corrected))
+            q, bias = fitted[t.node][1:]
+            if q is not None:
                 updates[t.q_init] = t.q_layout(q)
-                done_round.append(t.node)
-            else:
-                q = t.q
-        if config.bias_correction_on and (corrected is None or t.node in corrected):
-            bias = _adaround.corrected_bias(t, q)
-            if bias is None:
-                no_bias.append((t.node, "no quantized bias to correct"))
-            else:
+            if bias is not None:
                 assert t.bias_init is not None
                 updates[t.bias_init] = bias
-                done_bias.append(t.node)
-    _adaround.write(out, updates)
+        out = onnx.ModelProto()
+        out.CopyFrom(qdq)
+        _adaround.write(out, updates)
+    done_round = [t.node for t in targets if fitted[t.node][1] is not None]
+    done_bias = [t.node for t in targets if fitted[t.node][2] is not None]
+    wanted_bias = [t for t in targets if config.bias_correction_on and (corrected is None or t.node in corrected)]
+    no_bias = [(t.node, "no quantized bias to correct") for t in wanted_bias if t.bias_init is None]
     if config.adaround_on:
         records.append(_record("adaround", done_round, "applied" if done_round else "skipped", "", skipped))
     if config.bias_correction_on:
@@ -143,6 +138,25 @@ def adjust_weights(
             _record("bias_correction", done_bias, "applied" if done_bias else "skipped", "", skipped + no_bias)
         )
     return out, records
+
+
+def _fit(
+    t: _adaround.Target, config: QuantConfig, rounded: set[str] | None, corrected: set[str] | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(learned integers or None where nearest stays, corrected int32 bias or None) of one layer."""
+    q, learned = t.q, None
+    if config.adaround_on and (rounded is None or t.node in rounded):
+        q = _adaround.adaround(t, config.adaround_iterations, config.adaround_seed)
+        # keep nearest rounding where the learned one does not reconstruct better (the objective
+        # is exact on these samples, so "no worse than nearest" then holds layer by layer)
+        if _adaround.reconstruction_error(t, t.dequantized(q)) <= _adaround.reconstruction_error(t, t.dequantized()):
+            learned = q
+        else:
+            q = t.q
+    bias = None
+    if config.bias_correction_on and (corrected is None or t.node in corrected):
+        bias = _adaround.corrected_bias(t, q)
+    return learned, bias
 
 
 def _selected(on: bool, selectors: Sequence[str], nodes: Callable[[Sequence[str]], list[str]]) -> set[str] | None:
