@@ -13,12 +13,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from tests.models import input_feed, weight_layers
 
 import quantdebug as qd
 from quantdebug.errors import ConfigError
 from quantdebug.quantize import weight_changes
 from quantdebug.runtime import make_session
-from tests.models import input_feed, weight_layers
 
 LAYERS = ("conv1", "gconv", "dwconv", "pwconv", "fc", "matmul1")
 DEPTH = len(LAYERS)  # a chain: one pass per layer fits every layer to its final inputs
@@ -242,6 +242,6 @@ def test_config_round_trip_and_validation() -> None:
     for field, value in bad.items():
         with pytest.raises(ConfigError, match=field):
             qd.QuantConfig(**{field: value})
-    with pytest.raises(ConfigError, match="smooth_quant=0.5"):
+    with pytest.raises(ConfigError, match=r"smooth_quant=0\.5"):
         qd.QuantConfig(smooth_quant_nodes=["matmul1"])
     assert {f.name for f in dataclasses.fields(qd.QuantConfig)} >= set(config.to_dict()) - {"version"}

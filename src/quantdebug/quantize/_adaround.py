@@ -250,8 +250,8 @@ def accumulate(target: Target, x: np.ndarray, a: np.ndarray) -> None:
         # (K, pixels) per sample as it lies in memory: no patch copy; BLAS reads the transposes
         xs = x.reshape(x.shape[0], x.shape[1], -1)
         as_ = a.reshape(a.shape[0], a.shape[1], -1)
-        g = sum(np.asarray(xi @ xi.T, np.float64) for xi in xs)[None]
-        c = sum(np.asarray(xi @ ai.T, np.float64) for xi, ai in zip(xs, as_))[None]
+        g = np.stack([xi @ xi.T for xi in xs]).sum(axis=0, dtype=np.float64, keepdims=True)
+        c = np.stack([xi @ ai.T for xi, ai in zip(xs, as_)]).sum(axis=0, dtype=np.float64, keepdims=True)
         sum_x = xs.sum(axis=(0, 2), dtype=np.float64)[None]
         sum_a = as_.sum(axis=(0, 2), dtype=np.float64)[None]
         count = xs.shape[0] * xs.shape[2]
