@@ -174,6 +174,22 @@ def matmul_gemm(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: 
     return g.build([g.gemm(x, "fc2", 24, 8, out="output")])
 
 
+def weight_layers(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
+    """Every layer kind the weight levers handle: input[N,4,12,12] -> conv1(s2) -> relu1 -> gconv(group=2)
+    -> relu2 -> dwconv(group=8) -> relu3 -> pwconv(1x1) -> relu4 -> gap/flatten -> fc(Gemm) -> relu5
+    -> matmul1 -> output[N,6].
+    """
+    g = _GraphBuilder(rng, "weight_layers", opset)
+    x = g.input("input", [batch, 4, 12, 12])
+    x = g.node("Relu", [g.conv(x, "conv1", 4, 8, stride=2)], "relu1")
+    x = g.node("Relu", [g.conv(x, "gconv", 8, 8, group=2)], "relu2")
+    x = g.node("Relu", [g.conv(x, "dwconv", 8, 8, group=8)], "relu3")
+    x = g.node("Relu", [g.conv(x, "pwconv", 8, 12, k=1)], "relu4")
+    x = g.node("Flatten", [g.node("GlobalAveragePool", [x], "gap")], "flatten", axis=1)
+    x = g.node("Relu", [g.gemm(x, "fc", 12, 10)], "relu5")
+    return g.build([g.node("MatMul", [x, g.weight("matmul1.weight", (10, 6), fan_in=10)], "matmul1", "output")])
+
+
 def add_mul_concat(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
     """Two conv branches of input[N,3,16,16] -> add / mul -> concat(axis=1) -> maxpool -> avgpool -> output[N,16,4,4].
 
