@@ -159,6 +159,8 @@ def equalize(
         reason = f"{p.first.n_out} channels{through}, scales {lo:.3g}..{hi:.3g} after {sweeps} sweeps{bound}"
         records.append(record(KIND, p.names, "applied", reason))
     _write(g, layers.values(), pairs)
+    position = {n.name: i for i, n in enumerate(model.graph.node)}
+    records.sort(key=lambda r: position.get(r["nodes"][0], -1))  # type: ignore[index]
     return g.model, records
 
 
@@ -239,10 +241,19 @@ def _pair_after(g: Graph, first: _Layer, layers: dict[str, _Layer], clip: str) -
         nxt = g.only_consumer(act.output[0])
         if isinstance(nxt, str):
             return seen, f"not exact: {nxt}"
+    tensor = act.output[0] if act is not None else first.out
+    while nxt.op_type == "Pad" and nxt.input[0] == tensor:  # TF-style "same" padding: zeros stay zeros
+        seen.append(nxt.name)
+        why = _pad_commutes(g, nxt)
+        if why:
+            return seen, why
+        tensor = nxt.output[0]
+        nxt = g.only_consumer(tensor)
+        if isinstance(nxt, str):
+            return seen, f"not exact: {nxt}"
     seen.append(nxt.name)
     if nxt.op_type not in ("Conv", "Gemm", "MatMul"):
         return seen, f"the next node is {nxt.op_type}, not a Conv/Gemm/MatMul"
-    tensor = act.output[0] if act is not None else first.out
     if nxt.input[0] != tensor:
         return seen, f"{nxt.name} reads the tensor as its weight, not its data"
     second = layers.get(nxt.name) or _layer(g, nxt)
@@ -253,6 +264,23 @@ def _pair_after(g: Graph, first: _Layer, layers: dict[str, _Layer], clip: str) -
     if first.n_out != second.n_in:
         return seen, f"{first.n_out} output channels feed {second.n_in} input channels"
     return _Pair(first, act, clip_max, second, np.ones(first.n_out))
+
+
+def _pad_commutes(g: Graph, pad: onnx.NodeProto) -> str:
+    """'' when Pad(x / s) == Pad(x) / s per channel: any mode but a constant other than 0."""
+    mode = attr(pad, "mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        return ""  # reflect / edge / wrap copy values, which commutes with a positive scale
+    if g.opset < 11:
+        value = float(attr(pad, "value", 0.0))  # type: ignore[arg-type]
+    elif len(pad.input) > 2 and pad.input[2]:
+        found = g.input_const(pad, 2)
+        if found is None:
+            return f"Pad {pad.name!r} pads with a value computed at run time"
+        value = float(found.reshape(-1)[0])
+    else:
+        value = 0.0
+    return "" if value == 0.0 else f"Pad {pad.name!r} pads with {value:g}, which a per-channel scale changes"
 
 
 def _sweep(pairs: list[_Pair]) -> int:
