@@ -77,6 +77,7 @@ def quantize(
     denylisted_nodes: Iterable[str] = (),
     denylisted_ops: Iterable[str] = (),
     output_path: None = None,
+    dataset: object | None = None,
 ) -> onnx.ModelProto: ...
 
 
@@ -89,6 +90,7 @@ def quantize(
     denylisted_nodes: Iterable[str] = (),
     denylisted_ops: Iterable[str] = (),
     output_path: str | os.PathLike[str],
+    dataset: object | None = None,
 ) -> None: ...
 
 
@@ -100,8 +102,13 @@ def quantize(
     denylisted_nodes: Iterable[str] = (),
     denylisted_ops: Iterable[str] = (),
     output_path: str | os.PathLike[str] | None = None,
+    dataset: object | None = None,
 ) -> onnx.ModelProto | None:
     """The QDQ model for ``config``, with the denylisted nodes and op types left in float.
+
+    The weight levers (adaround, bias correction, equalize, SmoothQuant) fit to ``dataset``, or
+    without it to the samples ``qd.calibrate`` kept in memory. Same config, calibration and data
+    give the same bytes.
 
     With ``output_path`` the model is written there atomically instead of returned; that is the
     way for models over protobuf's 2 GB limit (given as a path with external data), whose weights
@@ -116,7 +123,11 @@ def quantize(
     prepared = prepared_model(float_model, config)
     calibration.check_model(prepared.fingerprint, prepared.user_model)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
-    quantized = prepared.quantize(calibration, config, precisions)
+    if dataset is not None:
+        from .frontends import adapt_dataset  # start-up time: frontends import lazily, as in from_framework
+
+        dataset = as_dataset(adapt_dataset(dataset), prepared.model, what="dataset")
+    quantized = prepared.quantize(calibration, config, precisions, dataset)
     if output_path is not None:
         _external.write_model(quantized, output_path)
         return None

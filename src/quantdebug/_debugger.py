@@ -144,7 +144,7 @@ class QuantizationDebugger:
         else:
             assert self.calibration is not None
             precisions = self.precisions()
-            qdq = self._prepared.quantize(self.calibration, self.quant_config, precisions)
+            qdq = self._prepared.quantize(self.calibration, self.quant_config, precisions, self._rep)
             intended = {n for n, p in precisions.items() if p != "float"}
             self._plan = build_plan(self.float_model, qdq, intended)
             self._precisions = precisions

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import onnx
 
-from .calibration import Calibration, model_fingerprint
+from ._progress import progress_bar
+from .calibration import Calibration, Calibrator, model_fingerprint
 from .config import QuantConfig
+from .data import Dataset, as_dataset
 from .errors import ConfigError
 from .graph import _external
 from .graph._load import ModelSource, load_model
 from .graph._preprocess import Preprocessed, default_opset, preprocess
 from .graph._select import Selector, resolve_precisions
-from .quantize import PlannedPrecision, default_op_types, quantize_with_ranges
+from .quantize import PlannedPrecision, _weights, default_op_types, quantize_with_ranges
 
 _WIDE = ("int16", "uint16")
 
@@ -35,6 +38,10 @@ class PreparedModel:
         self.model: onnx.ModelProto = self.pre.model
         # the user's model, not the pre-processed one: a calibration belongs to what the user passed
         self.fingerprint = model_fingerprint(self.user_model)
+        # transformed float model + its ranges per (transform options, dataset): fix re-quantizes often
+        self._transformed: dict[
+            tuple[Any, ...], tuple[onnx.ModelProto, list[dict[str, Any]], Calibration, Dataset]
+        ] = {}
 
     def selector(self, row_tensors: Mapping[str, Sequence[str]] | None = None) -> Selector:
         return Selector(self.model, self.pre.covers, self.pre.renamed, row_tensors)
@@ -56,7 +63,14 @@ class PreparedModel:
             for n in self.model.graph.node
         }
 
-    def quantize(self, calibration: Calibration, config: QuantConfig, precisions: Mapping[str, str]) -> onnx.ModelProto:
+    def quantize(
+        self,
+        calibration: Calibration,
+        config: QuantConfig,
+        precisions: Mapping[str, str],
+        dataset: Iterable[Mapping[str, Any]] | None = None,
+    ) -> onnx.ModelProto:
+        """The QDQ model; the weight levers of ``config`` fit to ``dataset`` or the calibration's own samples."""
         calibration.check_model(self.fingerprint, self.user_model)
         wide_default = config.activation_type in _WIDE
         plan = PlannedPrecision(
@@ -67,7 +81,47 @@ class PreparedModel:
             raise ConfigError(
                 "16-bit node precisions need a model prepared for opset 21; pass the QuantConfig when preparing"
             )
-        return quantize_with_ranges(self.model, calibration.ranges(config), config, plan)
+        if not config.changes_weights:
+            return quantize_with_ranges(self.model, calibration.ranges(config), config, plan)
+        data = dataset if dataset is not None else calibration.dataset
+        if data is None:
+            raise _weights.missing_data_error(config)
+        if not isinstance(data, Dataset):  # the user's own samples (Calibration.load, qd.quantize): validate them
+            data = as_dataset(data, self.model, what="dataset")
+        feeds = _weights.limited(data, config)
+        model, ranges_from = self.model, calibration
+        records: list[dict[str, Any]] = []
+        if config.equalize_on or config.smooth_quant_on:
+            model, records, ranges_from = self.transformed(config, data, feeds)
+        qdq = quantize_with_ranges(model, ranges_from.ranges(config), config, plan)
+        if config.adaround_on or config.bias_correction_on:
+            with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
+                qdq, more = _weights.adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
+            records = [*records, *more]
+        _weights.stamp(qdq, records)
+        return qdq
+
+    def resolve(self, selectors: Sequence[str]) -> list[str]:
+        """Node names of the pre-processed model for the weight levers' node lists."""
+        selector = self.selector()
+        return list(dict.fromkeys(n for s in selectors for n in selector.nodes_for(s, "weight lever nodes")))
+
+    def transformed(
+        self, config: QuantConfig, data: Dataset, feeds: Iterable[Mapping[str, Any]]
+    ) -> tuple[onnx.ModelProto, list[dict[str, Any]], Calibration]:
+        """The float model as equalize / SmoothQuant leave it, its records, and its re-calibration on ``feeds``."""
+        key: tuple[Any, ...] = (config.equalize_on, config.equalize_nodes, config.smooth_quant)
+        key += (config.smooth_quant_nodes, config.adaround_samples, id(data))
+        cached = self._transformed.get(key)
+        if cached is None or cached[3] is not data:  # the same samples, not an object that reused its id
+            model, records = _weights.transform_float(self.model, config, feeds, self.resolve)
+            # other weights give other activation ranges: calibrate the transformed model afresh
+            with progress_bar("re-calibrating", None) as advance:
+                samples = iter(feeds)
+                again = Calibrator(model).run(samples, batch_size=1, batch_free=False, progress=advance)  # type: ignore[arg-type]
+            cached = (model, records, again, data)
+            self._transformed = {key: cached}  # one entry: a transformed model is a full copy
+        return cached[0], cached[1], cached[2]
 
 
 _CACHE: dict[tuple[str, int, bool], PreparedModel] = {}

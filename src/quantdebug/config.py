@@ -20,12 +20,14 @@ WeightType = Literal["int8", "uint8", "int16"]
 Precision = Literal["int8", "uint8", "int16", "uint16", "float"]
 CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
 VerifyMode = Literal["per_layer", "whole_model"]
+WeightRounding = Literal["nearest", "adaround"]
 
 ACTIVATION_TYPES = ("int8", "uint8", "int16", "uint16")
 WEIGHT_TYPES = ("int8", "uint8", "int16")
 PRECISIONS = ("int8", "uint8", "int16", "uint16", "float")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 VERIFY_MODES = ("per_layer", "whole_model")
+WEIGHT_ROUNDINGS = ("nearest", "adaround")
 OPT_LEVELS = ("all", "extended", "basic", "disabled")
 
 LayerMetric = Callable[[np.ndarray], float]
@@ -83,6 +85,15 @@ class QuantConfig:
     node names, and precision is ``"int8"``, ``"int16"``, ``"float"`` (or the unsigned types).
     Later rules override earlier ones; the debugger's denylists are appended after them as
     ``"float"`` rules, so a denylist always wins.
+
+    The weight levers (issue 14), each off by default: ``weight_rounding="adaround"`` learns each
+    quantized weight's rounding, ``bias_correction`` removes the mean output error per channel,
+    ``equalize`` folds BatchNormalization and equalizes consecutive layers' weight ranges,
+    ``smooth_quant=alpha`` migrates activation outliers into MatMul/Gemm weights. Each has a
+    node list (``adaround_nodes``, ...; selectors as in ``node_precision``). The rule: a global
+    flag alone applies to every node it fits; a non-empty node list restricts the technique to
+    those nodes and turns it on by itself (``smooth_quant_nodes`` still needs the alpha). All but
+    ``equalize`` need the calibration samples at quantize time (``qd.quantize(..., dataset=...)``).
     """
 
     activation_type: ActivationType = "int8"
@@ -99,10 +110,22 @@ class QuantConfig:
     calibration_overrides: Sequence[tuple[str, str]] | Mapping[str, str] = ()
     tensor_clamps: Sequence[tuple[str, float, float]] = ()
     extra_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    weight_rounding: WeightRounding = "nearest"
+    adaround_nodes: Sequence[str] = ()
+    adaround_iterations: int = 400
+    adaround_samples: int | None = None  # None: every sample the calibration was made from
+    adaround_seed: int = 0
+    bias_correction: bool = False
+    bias_correction_nodes: Sequence[str] = ()
+    equalize: bool = False
+    equalize_nodes: Sequence[str] = ()
+    smooth_quant: float | None = None
+    smooth_quant_nodes: Sequence[str] = ()
     version: ClassVar[int] = CONFIG_VERSION
 
     def __post_init__(self) -> None:
         _choice("activation_type", self.activation_type, ACTIVATION_TYPES)
+        self._check_weight_levers()
         _choice("weight_type", self.weight_type, WEIGHT_TYPES)
         _choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         for flag in ("per_channel", "reduce_range", "symmetric_activations"):
@@ -138,6 +161,60 @@ class QuantConfig:
         object.__setattr__(self, "tensor_clamps", tuple(clamps))
         object.__setattr__(self, "extra_options", dict(self.extra_options))
 
+    def _check_weight_levers(self) -> None:
+        _choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
+        for flag in ("bias_correction", "equalize"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+        for name, low in (("adaround_iterations", 1), ("adaround_seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
+        samples = self.adaround_samples
+        if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 1):
+            raise ConfigError(f"adaround_samples must be None (all) or a positive integer; got {samples!r}")
+        alpha = self.smooth_quant
+        if alpha is not None:
+            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
+                raise ConfigError(
+                    f"smooth_quant must be None (off) or a migration strength alpha in (0, 1); got {alpha!r}"
+                )
+            object.__setattr__(self, "smooth_quant", float(alpha))
+        for field in ("adaround_nodes", "bias_correction_nodes", "equalize_nodes", "smooth_quant_nodes"):
+            object.__setattr__(self, field, _str_tuple(field, getattr(self, field)))
+        if self.smooth_quant_nodes and self.smooth_quant is None:
+            raise ConfigError(
+                "smooth_quant_nodes needs the migration strength too: set smooth_quant=0.5 (alpha in (0, 1))"
+            )
+
+    @property
+    def adaround_on(self) -> bool:
+        """Whether adaptive rounding runs (globally or on the nodes named)."""
+        return self.weight_rounding == "adaround" or bool(self.adaround_nodes)
+
+    @property
+    def bias_correction_on(self) -> bool:
+        return self.bias_correction or bool(self.bias_correction_nodes)
+
+    @property
+    def equalize_on(self) -> bool:
+        return self.equalize or bool(self.equalize_nodes)
+
+    @property
+    def smooth_quant_on(self) -> bool:
+        return self.smooth_quant is not None
+
+    @property
+    def changes_weights(self) -> bool:
+        """Whether any weight lever is on: the QDQ model's weights then differ from plain rounding."""
+        return self.adaround_on or self.bias_correction_on or self.equalize_on or self.smooth_quant_on
+
+    @property
+    def needs_samples(self) -> bool:
+        """Whether quantizing needs the calibration samples: every weight lever does (a transformed
+        float model is re-calibrated on them; adaround and bias correction fit to them)."""
+        return self.changes_weights
+
     @property
     def precision_rules(self) -> tuple[tuple[str, str], ...]:
         """``node_precision`` as validated (selector, precision) pairs, in order."""
@@ -161,8 +238,11 @@ class QuantConfig:
         for key in ("node_precision", "calibration_overrides", "tensor_clamps"):
             if key in data:
                 data[key] = tuple(tuple(v) for v in data[key])
-        if data.get("op_types_to_quantize") is not None:
-            data["op_types_to_quantize"] = tuple(data["op_types_to_quantize"])
+        for key in ("op_types_to_quantize", "adaround_nodes", "bias_correction_nodes", "equalize_nodes"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        if data.get("smooth_quant_nodes") is not None:  # the fourth node list; one line shorter than a wrapped tuple
+            data["smooth_quant_nodes"] = tuple(data["smooth_quant_nodes"])
         return cls(**data)
 
 

@@ -105,6 +105,8 @@ class Calibration:
         self._accepted: set[str] = set()  # current fingerprints already checked against a version 1 one
         self.stats = dict(stats)
         self.num_samples = num_samples
+        # the samples it was made from, kept in memory (never saved) for the weight levers
+        self.dataset: Iterable[Mapping[str, np.ndarray]] | None = None
 
     def __repr__(self) -> str:
         return f"Calibration({len(self.stats)} tensors, {self.num_samples} samples, model {self.fingerprint[:8]})"
@@ -212,11 +214,14 @@ class Calibration:
         _io.write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Calibration:
+    def load(cls, path: str | os.PathLike[str], dataset: object | None = None) -> Calibration:
+        """Read a saved calibration; ``dataset`` (the samples it was made from) is kept for the weight levers."""
         p = Path(path)
         if not p.is_file():
             raise CalibrationError(f"calibration file {str(p)!r} does not exist")
-        return cls.from_dict(_io.read_json_object(p, CalibrationError, "calibration"))
+        calibration = cls.from_dict(_io.read_json_object(p, CalibrationError, "calibration"))
+        calibration.dataset = dataset  # type: ignore[assignment]  # validated against the model at quantize time
+        return calibration
 
 
 def _rows_match(batched: Mapping[str, np.ndarray], singles: list[Mapping[str, np.ndarray]]) -> bool:
@@ -318,9 +323,11 @@ def calibrate_model(
 ) -> Calibration:
     """Stream ``dataset`` through ``model`` (pre-processed) and return its Calibration."""
     batch_free = all(s.batch_free for s in dataset.specs)
-    return Calibrator(model, fingerprint=fingerprint, threads=threads).run(
+    calibration = Calibrator(model, fingerprint=fingerprint, threads=threads).run(
         iter(dataset), batch_size=batch_size, batch_free=batch_free, progress=progress
     )
+    calibration.dataset = dataset
+    return calibration
 
 
 def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:

@@ -1,0 +1,364 @@
+"""Adaptive rounding (AdaRound) and empirical bias correction on a QDQ model's constant weights.
+
+Everything is fitted from second-order statistics gathered in one streaming pass: for each layer
+(per group of a grouped convolution) ``G = sum x x^T`` over its dequantized input patches and
+``C = sum x a^T`` with ``a`` the float model's output without its bias. The reconstruction error
+``||a - W~ x||^2`` is then ``tr(W~ G W~^T) - 2 tr(W~ C) + const``, so an optimizer step costs one
+small matmul whatever the number of samples, and memory stays flat. Scales and zero points stay
+exactly as onnxruntime's quantizer chose them: only the integers (and the int32 biases) change,
+so the result is a plain QDQ model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..calibration._calibrate import augmented
+from ..runtime import make_session
+
+GAMMA, ZETA = -0.1, 1.1  # the rectified sigmoid's stretch (Nagel et al. 2020)
+REG = 0.01  # weight of the rounding regulariser against the per-position reconstruction error
+WARMUP = 0.2  # share of iterations with the reconstruction term alone
+LR = 0.05  # Adam's step on V; the exact full-data objective lets it be larger than a mini-batch one
+
+
+@dataclasses.dataclass
+class Target:
+    """One Conv / Gemm / MatMul whose constant weight the QDQ model quantizes, in a canonical layout.
+
+    ``weight`` is the float weight as (groups, out per group, K per group); ``q`` the quantized
+    integers, ``scale``/``zero_point`` broadcastable to ``weight`` (per-tensor or per output channel).
+    """
+
+    node: str
+    op_type: str
+    x_name: str  # the dequantized activation input in the QDQ model
+    a_name: str  # the node's output in the float model
+    weight: np.ndarray
+    q: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    qmin: int
+    qmax: int
+    q_init: str  # the QDQ model's integer weight initializer
+    q_dtype: np.dtype[Any]
+    q_layout: Callable[[np.ndarray], np.ndarray]  # canonical (g, o, k) integers -> the initializer's shape
+    float_bias: np.ndarray | None  # (out,) or None
+    bias_init: str | None  # the QDQ model's int32 bias initializer
+    bias_scale: np.ndarray | None
+    conv: dict[str, Any] | None = None  # kernel, strides, pads, dilations of a Conv
+    G: np.ndarray | None = None
+    C: np.ndarray | None = None
+    sum_x: np.ndarray | None = None
+    sum_a: np.ndarray | None = None
+    count: int = 0
+    sq_a: float = 0.0
+
+    @property
+    def groups(self) -> int:
+        return int(self.weight.shape[0])
+
+    def dequantized(self, q: np.ndarray | None = None) -> np.ndarray:
+        q = self.q if q is None else q
+        return (q.astype(np.float64) - self.zero_point) * self.scale
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def find_targets(
+    qdq: onnx.ModelProto, float_model: onnx.ModelProto, nodes: Iterable[str] | None = None
+) -> tuple[list[Target], list[tuple[str, str]]]:
+    """The layers adaround / bias correction can work on, and (node, reason) for those skipped."""
+    init = {i.name: i for i in qdq.graph.initializer}
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    float_nodes = {n.name: n for n in float_model.graph.node}
+    float_init = {i.name: i for i in float_model.graph.initializer}
+    wanted = None if nodes is None else set(nodes)
+    targets: list[Target] = []
+    skipped: list[tuple[str, str]] = []
+    for node in qdq.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or (wanted is not None and node.name not in wanted):
+            continue
+        dq = producer.get(node.input[1]) if len(node.input) > 1 else None
+        xdq = producer.get(node.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in init:
+            skipped.append((node.name, "its weight is not a quantized constant"))
+            continue
+        if xdq is None or xdq.op_type != "DequantizeLinear":
+            skipped.append((node.name, "its input is not quantized"))
+            continue
+        fnode = float_nodes.get(node.name)
+        if fnode is None or len(fnode.input) < 2 or fnode.input[1] not in float_init:
+            skipped.append((node.name, "no float twin with a constant weight"))
+            continue
+        reason = _unsupported(node)
+        if reason:
+            skipped.append((node.name, reason))
+            continue
+        targets.append(_target(node, fnode, dq, init, float_init, producer))
+    return targets, skipped
+
+
+def _unsupported(node: onnx.NodeProto) -> str:
+    if node.op_type == "Gemm" and (
+        _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0
+    ):
+        return "Gemm with transA, alpha or beta is not supported"
+    if node.op_type == "Conv" and _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        return "Conv with auto_pad SAME is not supported"
+    return ""
+
+
+def _target(
+    node: onnx.NodeProto,
+    fnode: onnx.NodeProto,
+    dq: onnx.NodeProto,
+    init: Mapping[str, onnx.TensorProto],
+    float_init: Mapping[str, onnx.TensorProto],
+    producer: Mapping[str, onnx.NodeProto],
+) -> Target:
+    w = numpy_helper.to_array(float_init[fnode.input[1]]).astype(np.float64)
+    q_tensor = init[dq.input[0]]
+    q = numpy_helper.to_array(q_tensor)
+    scale = numpy_helper.to_array(init[dq.input[1]]).astype(np.float64)
+    zp = numpy_helper.to_array(init[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 else np.zeros_like(scale)
+    info = np.iinfo(q.dtype)
+    conv = None
+    if node.op_type == "Conv":
+        group = int(_attr(node, "group", 1))
+        out, kg = w.shape[0], int(np.prod(w.shape[1:]))
+        shape = q.shape
+
+        def canon(a: np.ndarray) -> np.ndarray:
+            return a.reshape(group, out // group, kg)
+
+        def layout(a: np.ndarray) -> np.ndarray:
+            return a.reshape(shape)
+
+        # per-channel scales run along axis 0 (output channels)
+        col = (lambda s: s.reshape(group, out // group, 1)) if scale.size > 1 else (lambda s: s.reshape(1, 1, 1))
+        spatial = w.ndim - 2
+        conv = {
+            "kernel": tuple(w.shape[2:]),
+            "strides": tuple(_attr(node, "strides", [1] * spatial)),
+            "pads": tuple(_attr(node, "pads", [0] * 2 * spatial)),
+            "dilations": tuple(_attr(node, "dilations", [1] * spatial)),
+            "group": group,
+        }
+    else:
+        trans = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
+        shape = q.shape
+
+        def canon(a: np.ndarray) -> np.ndarray:
+            return (a if trans else a.T)[None]
+
+        def layout(a: np.ndarray) -> np.ndarray:
+            return a[0] if trans else a[0].T
+
+        col = (lambda s: s.reshape(1, -1, 1)) if scale.size > 1 else (lambda s: s.reshape(1, 1, 1))
+    bias_init = bias_scale = float_bias = None
+    if len(fnode.input) > 2 and fnode.input[2] in float_init:
+        float_bias = numpy_helper.to_array(float_init[fnode.input[2]]).astype(np.float64).reshape(-1)
+        bdq = producer.get(node.input[2])
+        if bdq is not None and bdq.op_type == "DequantizeLinear" and bdq.input[0] in init:
+            bias_init = bdq.input[0]
+            bias_scale = numpy_helper.to_array(init[bdq.input[1]]).astype(np.float64).reshape(-1)
+    return Target(
+        node=node.name,
+        op_type=node.op_type,
+        x_name=node.input[0],
+        a_name=fnode.output[0],
+        weight=canon(w),
+        q=canon(q),
+        scale=col(scale),
+        zero_point=col(zp),
+        qmin=int(info.min),
+        qmax=int(info.max),
+        q_init=dq.input[0],
+        q_dtype=q.dtype,
+        q_layout=layout,
+        float_bias=float_bias,
+        bias_init=bias_init,
+        bias_scale=bias_scale,
+        conv=conv,
+    )
+
+
+# -- statistics -------------------------------------------------------------------------------------
+def _patches(x: np.ndarray, conv: Mapping[str, Any]) -> np.ndarray:
+    """im2col of ``x`` (N, C, *spatial): (group, positions, C/group * prod(kernel)), channel-major like the weight."""
+    kernel, strides, pads, dil, group = conv["kernel"], conv["strides"], conv["pads"], conv["dilations"], conv["group"]
+    spatial = len(kernel)
+    pad = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
+    x = np.pad(x, pad)
+    n, c = x.shape[:2]
+    # the window of a dilated kernel spans (k - 1) * d + 1 samples; take every d-th inside it
+    span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dil))
+    windows = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(2, 2 + spatial)))
+    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+    index += tuple(slice(None, None, d) for d in dil)
+    windows = windows[index]  # (N, C, *out, *kernel)
+    out = windows.shape[2 : 2 + spatial]
+    order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
+    cols = windows.transpose(order).reshape(n * int(np.prod(out)), group, (c // group) * int(np.prod(kernel)))
+    return np.ascontiguousarray(cols.transpose(1, 0, 2))
+
+
+def layer_io(target: Target, x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group, positions, K) inputs and (group, positions, out per group) float outputs without bias."""
+    if target.float_bias is not None:
+        shape = (1, -1) + (1,) * (a.ndim - 2) if target.op_type == "Conv" else (-1,)
+        a = a - target.float_bias.reshape(shape).astype(a.dtype)
+    g = target.groups
+    if target.op_type == "Conv":
+        assert target.conv is not None
+        cols = _patches(x, target.conv)
+        out = np.moveaxis(a, 1, -1).reshape(-1, g, a.shape[1] // g).transpose(1, 0, 2)
+        return cols, out
+    k = target.weight.shape[2]
+    return x.reshape(1, -1, k), a.reshape(1, -1, a.shape[-1])
+
+
+def accumulate(target: Target, x: np.ndarray, a: np.ndarray) -> None:
+    cols, out = layer_io(target, x, a)
+    cols32, out32 = cols.astype(np.float32), out.astype(np.float32)
+    g = np.matmul(cols32.transpose(0, 2, 1), cols32).astype(np.float64)
+    c = np.matmul(cols32.transpose(0, 2, 1), out32).astype(np.float64)
+    if target.G is None:
+        target.G, target.C = g, c
+        target.sum_x = cols.sum(axis=1, dtype=np.float64)
+        target.sum_a = out.sum(axis=1, dtype=np.float64)
+    else:
+        assert target.C is not None and target.sum_x is not None and target.sum_a is not None
+        target.G += g
+        target.C += c
+        target.sum_x += cols.sum(axis=1, dtype=np.float64)
+        target.sum_a += out.sum(axis=1, dtype=np.float64)
+    target.count += cols.shape[1]
+    target.sq_a += float(np.sum(out.astype(np.float64) ** 2))
+
+
+def gather(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    targets: Sequence[Target],
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    *,
+    progress: Callable[[int], None] = lambda n: None,
+) -> int:
+    """One pass over ``feeds``: every target's G, C and sums. Returns the number of samples."""
+    for t in targets:
+        t.G = t.C = t.sum_x = t.sum_a = None
+        t.count, t.sq_a = 0, 0.0
+    x_names = list(dict.fromkeys(t.x_name for t in targets))
+    a_names = list(dict.fromkeys(t.a_name for t in targets))
+    # without graph optimizations onnxruntime runs the Q/DQ ops as written: the same on every CPU
+    q_session = make_session(augmented(qdq, x_names), what="quantized model", level="disabled")
+    f_session = make_session(augmented(float_model, a_names), what="float model")
+    q_inputs = {i.name for i in q_session.get_inputs()}
+    f_inputs = {i.name for i in f_session.get_inputs()}
+    n = 0
+    for feed in feeds:
+        xs = dict(zip(x_names, q_session.run(x_names, {k: v for k, v in feed.items() if k in q_inputs})))
+        as_ = dict(zip(a_names, f_session.run(a_names, {k: v for k, v in feed.items() if k in f_inputs})))
+        for t in targets:
+            accumulate(t, xs[t.x_name], as_[t.a_name])
+        n += 1
+        progress(1)
+    return n
+
+
+# -- rounding ---------------------------------------------------------------------------------------
+def _h(v: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 / (1.0 + np.exp(-v)) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def reconstruction_error(target: Target, w: np.ndarray) -> float:
+    """sum ||a - w x||^2 over the gathered positions, from G and C (w is (group, out, K), dequantized)."""
+    assert target.G is not None and target.C is not None
+    quad = np.einsum("gok,gkl,gol->", w, target.G, w)
+    cross = np.einsum("gok,gko->", w, target.C)
+    return float(quad - 2 * cross + target.sq_a)
+
+
+def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
+    """Learned integers (same layout as ``target.q``), each the floor or the ceiling of w / scale.
+
+    Adam on V with ``h(V)`` the rectified sigmoid, the regulariser ``REG * sum(1 - |2h - 1|^beta)``
+    with beta annealed from 20 to 2 after a warm-up; V starts where h equals the fractional part.
+    ``seed`` only breaks exact ties of h = 0.5 at the end, so the result is deterministic.
+    """
+    assert target.G is not None and target.C is not None
+    ratio = target.weight / target.scale + target.zero_point
+    low = np.floor(ratio)
+    lo = np.clip(low, target.qmin, target.qmax)
+    hi = np.clip(low + 1, target.qmin, target.qmax)
+    free = lo != hi
+    frac = np.clip(ratio - low, 0.0, 1.0)
+    frac = np.where(free, frac, 0.0)
+    p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-6, 1 - 1e-6)
+    v = np.log(p / (1 - p))
+    m = np.zeros_like(v)
+    s2 = np.zeros_like(v)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    positions = max(target.count, 1)
+    scale = np.broadcast_to(target.scale, v.shape)
+    base = (lo - target.zero_point) * scale  # dequantized value of the lower candidate
+    step = np.where(free, scale, 0.0)
+    G, Ct = target.G / positions, target.C.transpose(0, 2, 1) / positions
+    warm = int(WARMUP * iterations)
+    for it in range(iterations):
+        sig = 1.0 / (1.0 + np.exp(-v))
+        h_raw = sig * (ZETA - GAMMA) + GAMMA
+        h = np.clip(h_raw, 0.0, 1.0)
+        w = base + step * h
+        grad_w = 2.0 * (np.matmul(w, G) - Ct)
+        dh = grad_w * step
+        if it >= warm:
+            beta = 20.0 + (2.0 - 20.0) * (it - warm) / max(iterations - warm, 1)
+            t = 2 * h - 1
+            dh = dh + REG * (-beta * np.abs(t) ** (beta - 1) * np.sign(t) * 2)
+        inside = (h_raw > 0) & (h_raw < 1)
+        grad = np.where(inside & free, dh * sig * (1 - sig) * (ZETA - GAMMA), 0.0)
+        m = b1 * m + (1 - b1) * grad
+        s2 = b2 * s2 + (1 - b2) * grad * grad
+        mhat = m / (1 - b1 ** (it + 1))
+        shat = s2 / (1 - b2 ** (it + 1))
+        v = v - LR * mhat / (np.sqrt(shat) + eps)
+    h = _h(v)
+    rng = np.random.default_rng(seed)
+    ties = h == 0.5
+    up = (h > 0.5) | (ties & (rng.random(h.shape) < 0.5))
+    return np.where(free & up, hi, lo).astype(target.q_dtype)
+
+
+def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
+    """The int32 bias with each channel's mean output error (quantized minus float) removed."""
+    if target.bias_init is None or target.float_bias is None or target.bias_scale is None:
+        return None
+    assert target.sum_x is not None and target.sum_a is not None
+    w = target.dequantized(q)
+    mean_x = target.sum_x / max(target.count, 1)
+    mean_a = target.sum_a / max(target.count, 1)
+    error = (np.einsum("gok,gk->go", w, mean_x) - mean_a).reshape(-1)
+    bias = target.float_bias - error
+    info = np.iinfo(np.int32)
+    return np.clip(np.round(bias / target.bias_scale), info.min, info.max).astype(np.int32)
+
+
+def write(qdq: onnx.ModelProto, updates: Mapping[str, np.ndarray]) -> None:
+    """Replace the named integer initializers of ``qdq`` in place (same name, dtype and shape)."""
+    for init in qdq.graph.initializer:
+        if init.name in updates:
+            init.CopyFrom(numpy_helper.from_array(updates[init.name], init.name))

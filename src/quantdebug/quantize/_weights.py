@@ -1,0 +1,177 @@
+"""The weight levers around onnxruntime's quantizer (issue 14), as one pipeline stage.
+
+(a) float-model transforms when asked: fold BatchNormalization, then cross-layer equalization,
+then SmoothQuant; a transformed float model has other activation ranges, so it is re-calibrated
+on the same samples; (b) onnxruntime's quantizer as always; (c) adaptive rounding and bias
+correction on the QDQ model it wrote. What was changed is recorded in the QDQ model's metadata
+(``quantdebug.weight_changes``, a JSON list of records) so the report and ``fix`` can name it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..config import QuantConfig
+from ..errors import ConfigError
+from . import _adaround
+
+METADATA_KEY = "quantdebug.weight_changes"
+Feeds = Iterable[Mapping[str, np.ndarray]]
+
+
+def missing_data_error(config: QuantConfig) -> ConfigError:
+    on = [
+        name
+        for name, flag in (
+            ("weight_rounding='adaround'", config.adaround_on),
+            ("bias_correction", config.bias_correction_on),
+            ("equalize", config.equalize_on),
+            ("smooth_quant", config.smooth_quant_on),
+        )
+        if flag
+    ]
+    return ConfigError(
+        f"{', '.join(on)} need the calibration samples at quantize time, and this calibration has none "
+        "(a Calibration loaded from a file keeps no data); pass them: qd.quantize(model, calibration, config, "
+        "dataset=representative_dataset) or Calibration.load(path, dataset=representative_dataset)"
+    )
+
+
+def limited(dataset: Feeds, config: QuantConfig) -> Feeds:
+    """The samples the weight levers fit to: all of ``dataset``, or its first ``adaround_samples``."""
+    if config.adaround_samples is None:
+        return dataset
+    n = config.adaround_samples
+    return _Take(dataset, n)
+
+
+class _Take:
+    """The first ``n`` samples of a re-iterable dataset, itself re-iterable (it is read per pass)."""
+
+    def __init__(self, dataset: Feeds, n: int) -> None:
+        self.dataset, self.n = dataset, n
+
+    def __iter__(self) -> Any:
+        return itertools.islice(iter(self.dataset), self.n)
+
+
+def transform_float(
+    model: onnx.ModelProto, config: QuantConfig, feeds: Feeds, nodes: Callable[[Sequence[str]], list[str]]
+) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """``model`` with BatchNormalization folded, equalized and smoothed as ``config`` asks, and the records.
+
+    ``nodes`` resolves the config's selectors to node names of ``model``.
+    """
+    # the transforms are the sibling branch's module (issue 14, i14-cle); imported here so that
+    # quantize keeps working for every config that does not ask for them until it lands
+    from ..transforms import equalize, fold_batchnorm, smooth_quant  # type: ignore[attr-defined,unused-ignore]
+
+    records: list[dict[str, Any]] = []
+    if config.equalize_on:
+        model, folded = fold_batchnorm(model)
+        if folded:
+            records.append({"kind": "fold_batchnorm", "nodes": list(folded), "status": "applied", "reason": ""})
+        selected = nodes(config.equalize_nodes) if config.equalize_nodes else None
+        model, more = equalize(model, nodes=selected)
+        records.extend(more)
+    if config.smooth_quant is not None:
+        selected = nodes(config.smooth_quant_nodes) if config.smooth_quant_nodes else None
+        model, more = smooth_quant(model, feeds, alpha=config.smooth_quant, nodes=selected)
+        records.extend(more)
+    return model, records
+
+
+def adjust_weights(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    config: QuantConfig,
+    feeds: Feeds,
+    nodes: Callable[[Sequence[str]], list[str]],
+    *,
+    progress: Callable[[int], None] = lambda n: None,
+) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """Adaptive rounding and bias correction of ``qdq``'s weights against ``float_model`` on ``feeds``.
+
+    Returns a new QDQ model (scales and zero points as onnxruntime chose them) and the records.
+    """
+    rounded = _selected(config.adaround_on, config.adaround_nodes, nodes)
+    corrected = _selected(config.bias_correction_on, config.bias_correction_nodes, nodes)
+    wanted = None if rounded is None or corrected is None else rounded | corrected
+    targets, skipped = _adaround.find_targets(qdq, float_model, wanted)
+    records: list[dict[str, Any]] = []
+    if not targets:
+        return qdq, [_record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)]
+    _adaround.gather(qdq, float_model, targets, feeds, progress=progress)
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq)
+    updates: dict[str, np.ndarray] = {}
+    done_round: list[str] = []
+    done_bias: list[str] = []
+    no_bias: list[tuple[str, str]] = []
+    for t in targets:
+        q = t.q
+        if config.adaround_on and (rounded is None or t.node in rounded):
+            q = _adaround.adaround(t, config.adaround_iterations, config.adaround_seed)
+            # keep nearest rounding where the learned one does not reconstruct better (the objective
+            # is exact on these samples, so this makes "no worse than nearest" hold layer by layer)
+            if _adaround.reconstruction_error(t, t.dequantized(q)) <= _adaround.reconstruction_error(
+                t, t.dequantized()
+            ):
+                updates[t.q_init] = t.q_layout(q)
+                done_round.append(t.node)
+            else:
+                q = t.q
+        if config.bias_correction_on and (corrected is None or t.node in corrected):
+            bias = _adaround.corrected_bias(t, q)
+            if bias is None:
+                no_bias.append((t.node, "no quantized bias to correct"))
+            else:
+                assert t.bias_init is not None
+                updates[t.bias_init] = bias
+                done_bias.append(t.node)
+    _adaround.write(out, updates)
+    if config.adaround_on:
+        records.append(_record("adaround", done_round, "applied" if done_round else "skipped", "", skipped))
+    if config.bias_correction_on:
+        records.append(
+            _record("bias_correction", done_bias, "applied" if done_bias else "skipped", "", skipped + no_bias)
+        )
+    return out, records
+
+
+def _selected(on: bool, selectors: Sequence[str], nodes: Callable[[Sequence[str]], list[str]]) -> set[str] | None:
+    """None: every node; else the nodes named (the empty set when the technique is off)."""
+    if not on:
+        return set()
+    return set(nodes(selectors)) if selectors else None
+
+
+def _record(kind: str, nodes: list[str], status: str, reason: str, skipped: list[tuple[str, str]]) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": kind, "nodes": nodes, "status": status, "reason": reason}
+    if skipped:
+        record["skipped"] = [{"node": n, "reason": r} for n, r in skipped]
+    return record
+
+
+def stamp(model: onnx.ModelProto, records: list[dict[str, Any]]) -> None:
+    """Record the weight changes in ``model``'s metadata (replacing an earlier record)."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if records:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(records, sort_keys=True)
+
+
+def weight_changes(model: onnx.ModelProto) -> list[dict[str, Any]]:
+    """The records ``stamp`` wrote into ``model`` (empty for a model no weight lever touched)."""
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:
+            return list(json.loads(p.value))
+    return []
