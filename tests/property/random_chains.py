@@ -46,8 +46,8 @@ class Chain:
         return "Chain(\n  " + "\n  ".join(self.recipe) + "\n)"
 
 
-def _spread(rng: np.random.Generator, n: int) -> np.ndarray:
-    return (10.0 ** rng.uniform(-1.5, 1.5, n)).astype(np.float32)
+def _spread(rng: np.random.Generator, n: int, decades: float) -> np.ndarray:
+    return (10.0 ** rng.uniform(-decades / 2, decades / 2, n)).astype(np.float32)
 
 
 def chain_model(
@@ -59,11 +59,13 @@ def chain_model(
     opset: int = 17,
     residual: bool = False,
     tap: int | None = None,
+    decades: float = 3.0,
 ) -> onnx.ModelProto:
     """Input ``[N, channels, spatial, spatial]`` (``spatial`` 0: ``[N, channels]``) through ``layers``.
 
     ``residual``: the last layer's output is added to the first layer's (same shape needed).
-    ``tap``: the output of layer ``tap`` is also a graph output.
+    ``tap``: the output of layer ``tap`` is also a graph output. ``decades``: how far apart the
+    output channels' weight ranges are spread.
     """
     g = models._GraphBuilder(rng, "chain", opset, min_opset=9)  # opset 9-10: Clip bounds as attributes
     x = g.input("input", ["N", channels, spatial, spatial] if spatial else ["N", channels])
@@ -75,7 +77,7 @@ def chain_model(
             w = rng.normal(
                 0, np.sqrt(2.0 / (c // layer.group * layer.k**2)), (layer.out, c // layer.group, layer.k, layer.k)
             )
-            w = (w * _spread(rng, layer.out)[:, None, None, None]).astype(np.float32)
+            w = (w * _spread(rng, layer.out, decades)[:, None, None, None]).astype(np.float32)
             inputs = [x, g.const(f"{name}.weight", w)]
             if layer.bias:
                 inputs.append(g.const(f"{name}.bias", rng.normal(0, 0.3, layer.out).astype(np.float32)))
@@ -94,7 +96,7 @@ def chain_model(
                 ]
                 x = g.node("BatchNormalization", [x, *names], f"{name}_bn", epsilon=1e-3)
         else:
-            w = rng.normal(0, np.sqrt(2.0 / c), (c, layer.out)) * _spread(rng, layer.out)[None, :]
+            w = rng.normal(0, np.sqrt(2.0 / c), (c, layer.out)) * _spread(rng, layer.out, decades)[None, :]
             w = w.astype(np.float32)
             if layer.op == "Gemm":
                 inputs = [x, g.const(f"{name}.weight", w.T.copy() if layer.trans_b else w)]
