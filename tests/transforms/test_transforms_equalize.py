@@ -162,7 +162,25 @@ def test_equalized_relu6_model_quantizes_to_int8_and_stays_close_to_float(rng: n
     producers = {o: n for n in qdq.graph.node for o in n.output}
     for conv in (n for n in qdq.graph.node if n.op_type == "Conv"):
         assert all(producers[i].op_type == "DequantizeLinear" for i in conv.input[:2]), f"{conv.name} not int8"
+    # the rewrite's Min is not an onnxruntime-quantized op, but it reads and writes int8 tensors only
+    readers = {i: [n.op_type for n in qdq.graph.node if i in n.input] for n in qdq.graph.node for i in n.output}
+    mins = [n for n in qdq.graph.node if n.op_type == "Min"]
+    assert len(mins) == 2
+    for m in mins:
+        assert producers[m.input[0]].op_type == "DequantizeLinear" and readers[m.output[0]] == ["QuantizeLinear"]
     assert {"l0", "l1", "l2"} <= {n.name for n in qdq.graph.node}
     want = session(model).run(None, feeds[0])[0]
     got = session(qdq).run(None, feeds[0])[0]
     assert np.sqrt(np.mean((got - want) ** 2)) <= 0.3 * np.sqrt(np.mean(want**2))  # int8 noise ~15%, broken ~100%
+
+
+def test_a_weight_another_node_shares_is_copied_not_changed(rng: np.random.Generator) -> None:
+    model = chain_model(rng, [Layer("Conv", 4, "Relu", k=3), Layer("Conv", 2, k=3)], channels=4, spatial=4)
+    twin = onnx.helper.make_node("Conv", ["input", "l0.weight"], ["twin_out"], name="twin", pads=[1] * 4)
+    model.graph.node.append(twin)
+    model.graph.output.append(onnx.helper.make_tensor_value_info("twin_out", onnx.TensorProto.FLOAT, None))
+    out, records = equalize(model)
+    assert [r["status"] for r in records if r["nodes"][0] == "l0"] == ["applied"]
+    assert node(out, "l0").input[1].startswith("__qd/") and node(out, "twin").input[1] == "l0.weight"
+    np.testing.assert_array_equal(weight_of(out, "twin"), weight_of(model, "twin"))
+    assert_same_function(model, out, feeds_for(model, rng, 2))

@@ -18,6 +18,7 @@ from ..errors import ConfigError, suggest
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NEW_PREFIX = "__qd/"  # names of nodes and initializers a transform adds
+SHAPE_READERS = ("Shape", "Size")  # read only a tensor's shape, which rescaling its values leaves alone
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -97,13 +98,17 @@ class Graph:
             return f"{tensor!r} is a graph output"
         if tensor in self.subgraph_refs:
             return f"{tensor!r} is read inside a subgraph (If/Loop/Scan)"
-        users = self.consumers.get(tensor, [])
+        users = self.value_readers(tensor)
         if len(users) != 1:
             names = ", ".join(f"{u.name} ({u.op_type})" for u in users) or "nothing"
             return f"{tensor!r} feeds {names}"
         if sum(1 for i in users[0].input if i == tensor) != 1:
             return f"{tensor!r} is read twice by {users[0].name}"
         return users[0]
+
+    def value_readers(self, tensor: str) -> list[onnx.NodeProto]:
+        """The nodes that read ``tensor``'s values (Shape and Size do not)."""
+        return [n for n in self.consumers.get(tensor, []) if n.op_type not in SHAPE_READERS]
 
     def fresh(self, stem: str) -> str:
         """A new ``__qd/...`` name no node, tensor or initializer of the model has."""

@@ -103,7 +103,7 @@ def _site(g: Graph, tensor: str, readers: list[onnx.NodeProto], chosen: set[str]
         return f"{tensor!r} is a graph output"
     if tensor in g.subgraph_refs:
         return f"{tensor!r} is read inside a subgraph (If/Loop/Scan)"
-    others = [n for n in g.consumers.get(tensor, []) if n not in readers or list(n.input).count(tensor) > 1]
+    others = [n for n in g.value_readers(tensor) if n not in readers or list(n.input).count(tensor) > 1]
     if others:
         names = ", ".join(f"{n.name} ({n.op_type})" for n in others)
         return f"{tensor!r} also feeds {names}: dividing it would change them"
