@@ -33,10 +33,12 @@ sys.path.insert(0, str(HERE))
 import fix_real_models as cases  # noqa: E402  (the same models, data and metrics as the fix benchmark)
 
 import quantdebug as qd  # noqa: E402
+from quantdebug.fix._levers import sentinel_clamps  # noqa: E402  (fix's own clamp rule, not public)
 from quantdebug.quantize import default_op_types  # noqa: E402
 from quantdebug.runtime import make_session  # noqa: E402
 from quantdebug.transforms import equalize, fold_batchnorm, smooth_quant  # noqa: E402
 
+Config = qd.QuantConfig | Callable[[qd.Calibration], qd.QuantConfig]
 Transform = Callable[[onnx.ModelProto, cases.Case], tuple[onnx.ModelProto, list[dict[str, Any]]]]
 NOT_ACTIVATION_OPS = {"QuantizeLinear", "DequantizeLinear", "Shape", "Constant", "Gather", "Unsqueeze", "Concat"}
 
@@ -59,7 +61,7 @@ def max_relative_error(a: onnx.ModelProto, b: onnx.ModelProto, samples: Sequence
 
 
 def variant(
-    case: cases.Case, name: str, transform: Transform | None, config: qd.QuantConfig, echo: Callable[[str], None]
+    case: cases.Case, name: str, transform: Transform | None, config: Config, echo: Callable[[str], None]
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     model = case.model if isinstance(case.model, onnx.ModelProto) else onnx.load(case.model)
@@ -69,11 +71,14 @@ def variant(
     transform_s = time.perf_counter() - t0
     samples = list(case.representative())
     calibration = qd.calibrate(model, case.representative, progress=False)
+    if not isinstance(config, qd.QuantConfig):
+        config = config(calibration)
     qdq = qd.quantize(model, calibration, config)
     row = {
         "model": case.name,
         "variant": name,
         "calibration_method": config.calibration_method,
+        "clamped_tensors": len(config.tensor_clamps),
         "quality": case.eval_fn(make_session(qdq)),
         "float_quality": case.eval_fn(make_session(model)),
         "max_relative_change_of_float_outputs": max_relative_error(case.model, model, samples[:8])
@@ -105,22 +110,27 @@ def _smooth(alpha: float) -> Transform:
 
 
 MINMAX = qd.QuantConfig(per_channel=False)
-# MiniLM's plain int8 is broken first by the attention mask's float32-minimum range, which MinMax
-# calibration keeps and percentile clips: SmoothQuant is measured under both
-PERCENTILE = qd.QuantConfig(per_channel=False, calibration_method="percentile")
-VARIANTS: dict[str, list[tuple[str, Transform | None, qd.QuantConfig]]] = {
+
+
+def clamped(calibration: qd.Calibration) -> qd.QuantConfig:
+    """Per-tensor MinMax with fix's sentinel clamps: MiniLM's plain int8 is broken first by the
+    attention mask's float32-minimum range, which hides what SmoothQuant does to the MatMuls."""
+    return qd.QuantConfig(per_channel=False, tensor_clamps=sentinel_clamps(calibration, list(calibration.stats)))
+
+
+VARIANTS: dict[str, list[tuple[str, Transform | None, Config]]] = {
     "efficientnet_lite0": [
         ("plain", None, MINMAX),
         ("equalize, ReLU6 rewritten", _cle("rewrite"), MINMAX),
         ("equalize, ReLU6 pairs skipped", _cle("skip"), MINMAX),
+        # the same through quantize's own stage: it folds, equalizes and re-calibrates the pre-processed model
+        ("qd.quantize(QuantConfig(equalize=True))", None, qd.QuantConfig(per_channel=False, equalize=True)),
     ],
     "minilm": [
-        *(
-            (label, transform, config)
-            for config in (MINMAX, PERCENTILE)
-            for label, transform in (("plain", None), ("smooth_quant alpha 0.5", _smooth(0.5)))
-        ),
-        ("smooth_quant alpha 0.8", _smooth(0.8), PERCENTILE),
+        ("plain", None, MINMAX),
+        ("smooth_quant alpha 0.5", _smooth(0.5), MINMAX),
+        ("plain, mask clamped", None, clamped),
+        *((f"smooth_quant alpha {a}, mask clamped", _smooth(a), clamped) for a in (0.5, 0.8)),
     ],
 }
 BUILDERS = {"efficientnet_lite0": cases._efficientnet_lite0, "minilm": cases._minilm}

@@ -141,3 +141,12 @@ def test_smoothed_model_quantizes_to_int8_with_the_users_node_names(rng: np.rand
     want, got = session(model), session(qdq)
     for a, b in zip(want.run(None, calib[0]), got.run(None, calib[0])):
         assert np.sqrt(np.mean((a - b) ** 2)) <= 0.3 * np.sqrt(np.mean(a**2))  # int8 noise, not a broken model
+
+
+def test_a_shape_reader_does_not_block_the_site(rng: np.random.Generator) -> None:
+    model = _ln_model(rng)
+    model.graph.node.append(onnx.helper.make_node("Shape", ["ln_out"], ["ln_shape"], name="shape"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("ln_shape", onnx.TensorProto.INT64, None))
+    out, records = smooth_quant(model, _feeds(rng), 0.5)
+    assert [r["status"] for r in records] == ["applied"]
+    assert_same_function(model, out, _feeds(rng, 2))
