@@ -112,10 +112,15 @@ def _smooth(alpha: float) -> Transform:
 MINMAX = qd.QuantConfig(per_channel=False)
 
 
-def clamped(calibration: qd.Calibration) -> qd.QuantConfig:
-    """Per-tensor MinMax with fix's sentinel clamps: MiniLM's plain int8 is broken first by the
-    attention mask's float32-minimum range, which hides what SmoothQuant does to the MatMuls."""
-    return qd.QuantConfig(per_channel=False, tensor_clamps=sentinel_clamps(calibration, list(calibration.stats)))
+def clamped(calibration: qd.Calibration, per_channel: bool = False) -> qd.QuantConfig:
+    """MinMax with fix's sentinel clamps: MiniLM's plain int8 is broken first by the attention
+    mask's float32-minimum range, which hides what SmoothQuant does to the MatMuls."""
+    clamps = sentinel_clamps(calibration, list(calibration.stats))
+    return qd.QuantConfig(per_channel=per_channel, tensor_clamps=clamps)
+
+
+def clamped_per_channel(calibration: qd.Calibration) -> qd.QuantConfig:
+    return clamped(calibration, per_channel=True)
 
 
 VARIANTS: dict[str, list[tuple[str, Transform | None, Config]]] = {
@@ -131,6 +136,8 @@ VARIANTS: dict[str, list[tuple[str, Transform | None, Config]]] = {
         ("smooth_quant alpha 0.5", _smooth(0.5), MINMAX),
         ("plain, mask clamped", None, clamped),
         *((f"smooth_quant alpha {a}, mask clamped", _smooth(a), clamped) for a in (0.5, 0.8)),
+        ("plain, mask clamped, per-channel weights", None, clamped_per_channel),
+        ("smooth_quant alpha 0.5, mask clamped, per-channel weights", _smooth(0.5), clamped_per_channel),
     ],
 }
 BUILDERS = {"efficientnet_lite0": cases._efficientnet_lite0, "minilm": cases._minilm}
@@ -140,11 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(BUILDERS), default=sorted(BUILDERS))
     parser.add_argument("--json", type=Path, help="write the rows here too")
+    parser.add_argument("--only", nargs="+", type=int, help="run only these variants (0-based, in VARIANTS order)")
     args = parser.parse_args(argv)
     rows = []
     for name in args.models:
         case = BUILDERS[name]()
-        rows += [variant(case, label, transform, config, print) for label, transform, config in VARIANTS[name]]
+        chosen = [v for i, v in enumerate(VARIANTS[name]) if args.only is None or i in args.only]
+        rows += [variant(case, label, transform, config, print) for label, transform, config in chosen]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

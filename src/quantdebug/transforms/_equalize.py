@@ -178,6 +178,13 @@ def _layer(g: Graph, node: onnx.NodeProto) -> _Layer | str:
     bias = g.input_const(node, 2)
     if len(node.input) > 2 and node.input[2] and bias is None:
         return f"{node.op_type} bias {node.input[2]!r} is not a constant"
+    if (
+        node.op_type == "Gemm"
+        and bias is not None
+        and bias.size > 1
+        and bias.shape[-1] != weight.shape[0 if attr(node, "transB", 0) else 1]
+    ):
+        return f"Gemm bias of shape {list(bias.shape)} is not per output channel"
     out = node.output[0]
     if node.op_type == "MatMul":
         bias_node = None

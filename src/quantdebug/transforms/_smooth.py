@@ -76,6 +76,8 @@ def smooth_quant(
         for site in sites:
             records.append(_apply(g, site, act_max[site.tensor], float(alpha)))
         g.drop_unused_initializers()
+    position = {n.name: i for i, n in enumerate(model.graph.node)}
+    records.sort(key=lambda r: min(position.get(n, -1) for n in r["nodes"]))  # type: ignore[attr-defined]
     return g.model, records
 
 
