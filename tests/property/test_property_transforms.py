@@ -1,0 +1,43 @@
+"""Property tests of the float-model transforms on random chains: BatchNorm folding and cross-layer
+equalization keep the float function (1e-5 of the output's scale) over shapes, groups, activations
+and opsets 11..21, keep every user node's name, and only equalize pairs they record as applied."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.property.random_chains import Chain, random_chains
+from tests.transforms.checks import assert_same_function, const
+
+from quantdebug.transforms import equalize, fold_batchnorm
+
+EXAMPLES = int(os.environ.get("QUANTDEBUG_PROPERTY_EXAMPLES", "25"))  # raise it to hunt for bugs locally
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@SETTINGS
+@given(chain=random_chains(), clip=st.sampled_from(["rewrite", "skip"]))
+def test_fold_and_equalize_keep_the_float_function(chain: Chain, clip: str) -> None:
+    folded, bns = fold_batchnorm(chain.model)
+    assert_same_function(chain.model, folded, chain.feeds)
+    out, records = equalize(folded, clip=clip)
+    assert_same_function(chain.model, out, chain.feeds)
+    user = {n.name for n in chain.model.graph.node}
+    assert set(bns) | {n.name for n in out.graph.node} >= user, "a user's node lost its name"
+    assert all(n.name in user or n.name.startswith("__qd/") for n in out.graph.node)
+    applied = {name for r in records if r["status"] == "applied" for name in r["nodes"]}  # type: ignore[attr-defined]
+    for n in folded.graph.node:
+        if n.op_type in ("Conv", "Gemm", "MatMul") and n.name not in applied:
+            after = next(m for m in out.graph.node if m.name == n.name)
+            np.testing.assert_array_equal(
+                const(out, after.input[1]), const(folded, n.input[1]), err_msg=f"{n.name} is in no applied pair"
+            )
+    if clip == "skip":
+        assert not any(n.op_type == "Min" for n in out.graph.node)
