@@ -106,9 +106,9 @@ class _Shard:
         if isinstance(source, ShardedDataset):
             factory = source.shard(self.index, self.count)
         else:
-            import ray.data
+            import ray.data as ray_data  # only a Ray Dataset source needs it; ray itself is an optional extra
 
-            ray.data.DataContext.get_current().enable_progress_bars = False  # this worker's bars would flood the log
+            ray_data.DataContext.get_current().enable_progress_bars = False  # this worker's bars would flood the log
             factory = source.iter_rows
         return _validated(factory, self.specs, f"{self.what} (shard {self.index + 1} of {self.count})")
 
