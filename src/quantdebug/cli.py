@@ -598,16 +598,45 @@ def _culprit_lines(culprits: dict[str, Any], top: int) -> list[str]:
         f"{CULPRITS_TITLE}, on {culprits.get('samples', '?')} samples",
         f"  all int8: output SQNR {db(culprits.get('all_quantized_sqnr_db'))} dB; impact = a layer's share of "
         "that noise",
-        f"  {'#':>2} {'node':<22} {'op':<9} {'impact':>6} {'alone dB':>8} {'float dB':>8}  reason",
+        f"  {'#':>2} {'node':<22} {'op':<17} {'impact':>6} {'alone dB':>8} {'float dB':>8}",
+        "       the reason, and the change to try",
     ]
     for i, row in enumerate(rows if top == 0 else rows[:top], 1):
         reason = str(row.get("reason", ""))
-        lines.append(
-            f"  {i:>2} {_fit(str(row['node_name']), 22):<22} {_fit(str(row['op_name']), 9):<9} "
-            f"{_num(number(row['impact']), '6.3f')} {db(row['quantized_alone_sqnr_db']):>8} "
-            f"{db(row['float_alone_sqnr_db']):>8}  {REASONS.get(reason, reason)}"
+        after = (
+            f"{_fit(str(row['op_name']), 17):<17} {_num(number(row['impact']), '6.3f')} "
+            f"{db(row['quantized_alone_sqnr_db']):>8} {db(row['float_alone_sqnr_db']):>8}"
         )
-        lines.append(f"       try: {row['suggested_change']}")
+        lines += _named_row(str(row["node_name"]), 22, f"  {i:>2} ", after)
+        lines += _code_lines(
+            str(row["suggested_change"]), f"       {REASONS.get(reason, reason)}; try: ", "           "
+        )
+    return lines
+
+
+def _code_lines(code: str, first: str, rest: str) -> list[str]:
+    """``code`` after ``first``, broken after commas and open brackets outside string literals so that
+    each line fits WIDTH and the whole still pastes as Python (a name longer than a line stays whole)."""
+    if len(first) + len(code) <= WIDTH:
+        return [first + code]
+    pieces, start, quote = [], 0, ""
+    for i, ch in enumerate(code):
+        if quote:
+            quote = "" if ch == quote and code[i - 1] != "\\" else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in ",([":
+            pieces.append(code[start : i + 1])
+            start = i + 1
+    pieces.append(code[start:])
+    lines, current = [], first
+    for piece in pieces:
+        if current.strip() and len(current) + len(piece.rstrip()) > WIDTH and current not in (first, rest):
+            lines.append(current.rstrip())
+            current = rest + piece.lstrip()
+        else:
+            current += piece
+    lines.append(current.rstrip())
     return lines
 
 

@@ -38,9 +38,11 @@ def test_debug_prints_the_culprits_first_and_suggests_denylisting_them(
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("Likely culprits (by effect on the outputs)"))
     assert first < next(i for i, line in enumerate(lines) if line.startswith("Worst layers by rmse/scale"))
-    ranked = lines[first + 3].split()
-    assert ranked[:2] == ["1", culprit] and "range set by a sentinel value" in lines[first + 3]
-    assert lines[first + 4].strip().startswith('try: QuantConfig(tensor_clamps=[("mask_add_out",')
+    ranked = lines[first + 4].split()  # after the title, the SQNR line and the two header lines
+    assert ranked[:2] == ["1", culprit]
+    # the reason and the change to try follow the row, the code wrapped where it would not fit
+    assert lines[first + 5].strip().startswith("range set by a sentinel value; try: QuantConfig(tensor_clamps=[(")
+    assert lines[first + 6].strip().startswith('"mask_add_out",')
     denylist = next(i for i, line in enumerate(lines) if line.startswith("Suggested denylist"))
     # the Softmax reads the culprit: onnxruntime keeps the culprit's output in int8 unless it is denylisted too
     assert first < denylist and lines[denylist + 1].split() == ["--denylist-nodes", f"{culprit},softmax"]
