@@ -43,6 +43,9 @@ def test_denylist_typos_are_all_named_once_with_unique_suggestions(rng: np.rando
     for typo in ("'conv9'", "'relu7'", "'conv8'"):
         assert typo in message, message
     assert "'relu1' (" not in message  # a valid name is not reported
+    with pytest.raises(qd.ConfigError) as far:  # nothing close: no suggestion, and no stray ';'
+        qd.quantize(model, calibration, denylisted_nodes=["zzzzzzzzzz"])
+    assert str(far.value).startswith("denylisted_nodes: no node or tensor named 'zzzzzzzzzz' (")
     with pytest.raises(qd.ConfigError, match=r"'relux'.*'conv0'"):
         qd.quantize(model, calibration, qd.QuantConfig(node_precision={"relux": "int16", "conv0": "float"}))
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from ..errors import ConfigError
+from . import _verify
 from ._batch import batch_problem
 from ._common import missing_extra, rename_values, set_metadata
 from ._verify import (
@@ -21,9 +22,6 @@ from ._verify import (
     normalize_sample,
     to_numpy,
     verify_conversion,
-)
-from ._verify import (
-    input_names as graph_input_names,
 )
 
 DEFAULT_OPSET = 17
@@ -260,7 +258,7 @@ def from_torch(
     _name_inputs(model, names)
     summary = "not verified"
     if verify:
-        onnx_names = graph_input_names(model)
+        onnx_names = _verify.input_names(model)
         reference = torch_reference(module, names, bool(kwargs), onnx_names, tensors)
         checks = samples if samples is not None else [example_arrays]
         feeds = (dict(zip(names, normalize_sample(s, names, i))) for i, s in enumerate(checks))
@@ -293,6 +291,6 @@ def _check_names(what: str, names: Sequence[str] | None, count: int) -> list[str
 
 def _name_inputs(model: onnx.ModelProto, names: list[str]) -> None:
     """The exporter drops unused inputs and may rename; make the graph inputs carry the intended names."""
-    current = graph_input_names(model)
+    current = _verify.input_names(model)
     if len(current) == len(names) and set(current) != set(names):
         rename_values(model, dict(zip(current, names)))

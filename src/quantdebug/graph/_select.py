@@ -32,8 +32,8 @@ class _UnknownName(ConfigError):
     def __init__(self, what: str, selector: str, hint: str, total: int) -> None:
         self.what, self.selector, self.hint, self.total = what, selector, hint, total
         super().__init__(
-            f"{what}: no node or tensor named {selector!r};{hint} "
-            f"({total} nodes; see debugger.coverage() for every name)".replace(";(", " (")
+            f"{what}: no node or tensor named {selector!r}{';' + hint if hint else ''} "
+            f"({total} nodes; see debugger.coverage() for every name)"
         )
 
 
