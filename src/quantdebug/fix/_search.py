@@ -432,6 +432,8 @@ class Search:
         return [n for n in out if self.precisions0.get(n, "float") != "float"]
 
     def _precision_search(self, best: tuple[Candidate, float], plan: Plan) -> tuple[Candidate, float]:
+        if "int16" not in self.levers and "float" not in self.levers:
+            return best  # no precision lever: the ranking would cost its runs for nothing
         start = best[0]
         current_plan = plan
         if start != Candidate():
