@@ -76,3 +76,34 @@ def test_changes_that_do_not_change_the_fixed_model_are_left_out(rng: np.random.
     listed = [line for line in summary.splitlines() if line.endswith((": float", ": int16"))]
     assert len(listed) == result.candidate.non_int8
     assert f"{result.candidate.non_int8} of {result.quantized_nodes} quantized nodes out of int8" in summary
+
+
+def test_per_channel_weights_and_precision_of_nodes_left_in_float_or_never_quantized_are_dead(
+    rng: np.random.Generator,
+) -> None:
+    from tests import models
+
+    from quantdebug._prepared import prepared_model
+    from quantdebug.fix import Candidate
+    from quantdebug.fix._prune import live_changes
+
+    model, bad = models.wide_range_node(rng)
+    feeds = [models.input_feed(model, rng) for _ in range(4)]
+    calibration = qd.calibrate(model, dataset(feeds))
+    # conv2 in float with per-channel weights, conv1 per-channel and quantized; unscale is a Div,
+    # which onnxruntime does not quantize, so putting it in float changes nothing
+    candidate = Candidate(
+        precision=(("conv2", "float"), ("unscale", "float"), (bad, "float")), per_channel=("conv1", "conv2")
+    )
+    base = qd.QuantConfig()
+    config = candidate.config(base)
+    fixed = qd.quantize(model, calibration, config)
+    prepared = prepared_model(model)
+    live = live_changes(candidate, fixed, prepared.precisions(base), prepared.precisions(config))
+    assert live.per_channel == ("conv1",)
+    assert live.precision == (("conv2", "float"), (bad, "float"))
+    # what was dropped did nothing: the same bytes without it
+    assert qd.quantize(model, calibration, live.config(base)).SerializeToString() == fixed.SerializeToString()
+    # and what was kept does something: without it the bytes differ
+    for kept in (live.merged(per_channel=()), live.merged(precision=live.precision[1:])):
+        assert qd.quantize(model, calibration, kept.config(base)).SerializeToString() != fixed.SerializeToString()

@@ -115,3 +115,24 @@ def test_a_damaged_or_foreign_settings_file_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "quantdebug.onnxruntime-settings", "activation_type": "QInt9"}))
     with pytest.raises(qd.ConfigError, match="damaged"):
         qd.onnxruntime_settings(path)
+
+
+@pytest.mark.slow
+def test_settings_of_the_demo_recogniser_round_trip(rng: np.random.Generator, tmp_path: Path) -> None:
+    """A real model (PP-OCRv4 recogniser, opset 12: quantdebug prepares it at 13) and its per-channel fix."""
+    from quantdebug import demo
+
+    calibration_data = demo.ocr_dataset(8, seed=demo.CALIB_SEED)
+    result = qd.fix(
+        str(demo.rec_model_path()), calibration_data, levers=("per_channel", "calibration"), max_evals=4, target=1e9
+    )
+    assert result.candidate.per_channel, result.summary()
+    feeds = [{"x": x} for (x,) in calibration_data()]
+    out = _quantize_static_from(result, feeds, tmp_path)
+    fresh = [{"x": x} for (x,) in demo.ocr_dataset(2, seed=int(rng.integers(1000, 2**31)))()]
+    for got, want in zip(_outputs(out, fresh), _outputs(result.model, fresh)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    ours, theirs = _scales(result.model), _scales(onnx.load(out))
+    assert ours.keys() == theirs.keys()
+    for tensor, scale in ours.items():
+        np.testing.assert_array_equal(theirs[tensor], scale, err_msg=tensor)

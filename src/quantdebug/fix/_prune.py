@@ -9,11 +9,15 @@ dequantizes per channel; a precision change counts where the node is quantized a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import onnx
 from onnx import numpy_helper
 
+from .._prepared import PreparedModel
+from ..calibration import Calibration
+from ..config import QuantConfig
+from ..graph import _external
 from ._result import Candidate
 from ._settings import quantized_tensors
 
@@ -54,3 +58,31 @@ def live_changes(
         calibration=tuple(c for c in candidate.calibration if c[0] in quantized),
         clamps=tuple(c for c in candidate.clamps if c[0] in quantized),
     )
+
+
+def checked_live_changes(
+    candidate: Candidate,
+    model: onnx.ModelProto,
+    base: QuantConfig,
+    base_precisions: Mapping[str, str],
+    prepared_for: Callable[[QuantConfig], PreparedModel],
+    calibration: Calibration,
+) -> tuple[Candidate, int]:
+    """``live_changes`` of the candidate that gave ``model``, and how many changes were left out.
+
+    The pruned candidate is kept only when its config gives the same bytes through ``qd.quantize``'s
+    path (checked for models in one protobuf; one whose weights live in external data trusts the rule).
+    """
+    before = prepared_for(candidate.config(base))
+    live = live_changes(candidate, model, base_precisions, before.precisions(candidate.config(base)))
+    if live == candidate:
+        return candidate, 0
+    config = live.config(base)
+    prepared = prepared_for(config)
+    if prepared is not before:  # every 16-bit entry dead: another opset, so other bytes
+        return candidate, 0
+    if not _external.has_references(model):
+        again = prepared.quantize(calibration, config, prepared.precisions(config))
+        if again.SerializeToString() != model.SerializeToString():
+            return candidate, 0
+    return live, len(candidate.describe()) - len(live.describe())

@@ -34,7 +34,7 @@ from ..runtime import make_session
 from ._evidence import LayerEvidence, layer_evidence
 from ._int16 import first_lever_share, int16_gain_db, lever_order
 from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
-from ._prune import live_changes
+from ._prune import checked_live_changes
 from ._result import Candidate, FixResult, TraceEntry
 from ._settings import ort_settings
 from ._switch import SwitchRunner, build_switch_model, output_sqnr
@@ -445,6 +445,8 @@ class Search:
         return [n for n in out if self.precisions0.get(n, "float") != "float"]
 
     def _precision_search(self, best: tuple[Candidate, float], plan: Plan) -> tuple[Candidate, float]:
+        if "int16" not in self.levers and "float" not in self.levers:
+            return best  # no precision lever: the ranking would cost its runs for nothing
         start = best[0]
         current_plan = plan
         if start != Candidate():
@@ -532,7 +534,9 @@ class Search:
                 "returning the best model found"
             )
         model = self.model_for(candidate)
-        candidate, left_out = self._live(candidate, model)
+        candidate, left_out = checked_live_changes(
+            candidate, model, self.base, self.precisions0, self.prepared_for, self.calibration
+        )
         config = candidate.config(self.base)
         prepared = self.prepared_for(config)
         return FixResult(
@@ -554,27 +558,6 @@ class Search:
             float_model=prepared.model,
             left_out=left_out,
         )
-
-    def _live(self, candidate: Candidate, model: onnx.ModelProto) -> tuple[Candidate, int]:
-        """The candidate without changes that leave ``model`` as it is, and how many were left out.
-
-        Kept only when its config gives the same bytes through ``qd.quantize``'s path (checked for
-        models in one protobuf; a model whose weights live in external data trusts the rule).
-        """
-        before = self.prepared_for(candidate.config(self.base))
-        live = live_changes(candidate, model, self.precisions0, before.precisions(candidate.config(self.base)))
-        if live == candidate:
-            return candidate, 0
-        config = live.config(self.base)
-        prepared = self.prepared_for(config)
-        if prepared is not before:  # every 16-bit entry dead: another opset, so other bytes
-            return candidate, 0
-        if not _external.has_references(model):
-            again = prepared.quantize(self.calibration, config, prepared.precisions(config))
-            if again.SerializeToString() != model.SerializeToString():
-                return candidate, 0
-        dropped = len(candidate.describe()) - len(live.describe())
-        return live, dropped
 
 
 def _finite_or_none(value: float | None) -> float | None:
