@@ -147,10 +147,11 @@ def feeds_for(
 
 
 @st.composite
-def random_chains(draw: st.DrawFn, max_layers: int = 4) -> Chain:
+def random_chains(draw: st.DrawFn, max_layers: int = 4, conv: bool | None = None) -> Chain:
+    """A random chain; ``conv`` True / False asks for Conv layers / Gemm-MatMul layers only."""
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    conv = draw(st.booleans())
+    conv = draw(st.booleans()) if conv is None else conv
     channels = draw(st.integers(1, 6))
     opset = draw(st.integers(MIN_OPSET, MAX_OPSET))
     layers: list[Layer] = []

@@ -1,6 +1,7 @@
-"""Property tests of the float-model transforms on random chains: BatchNorm folding and cross-layer
-equalization keep the float function (1e-5 of the output's scale) over shapes, groups, activations
-and opsets 11..21, keep every user node's name, and only equalize pairs they record as applied."""
+"""Property tests of the float-model transforms on random chains: BatchNorm folding, cross-layer
+equalization and SmoothQuant keep the float function (1e-5 of the output's scale) over shapes,
+groups, activations and opsets 11..21, keep every user node's name, and change only what they
+record as applied."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from tests.property.random_chains import Chain, random_chains
 from tests.transforms.checks import assert_same_function, const
 
-from quantdebug.transforms import equalize, fold_batchnorm
+from quantdebug.transforms import equalize, fold_batchnorm, smooth_quant
 
 EXAMPLES = int(os.environ.get("QUANTDEBUG_PROPERTY_EXAMPLES", "25"))  # raise it to hunt for bugs locally
 SETTINGS = settings(
@@ -41,3 +42,17 @@ def test_fold_and_equalize_keep_the_float_function(chain: Chain, clip: str) -> N
             )
     if clip == "skip":
         assert not any(n.op_type == "Min" for n in out.graph.node)
+
+
+@SETTINGS
+@given(chain=random_chains(conv=False), alpha=st.floats(0.0, 1.0))
+def test_smooth_quant_keeps_the_float_function(chain: Chain, alpha: float) -> None:
+    out, records = smooth_quant(chain.model, chain.feeds, alpha)
+    assert_same_function(chain.model, out, chain.feeds)
+    assert [n.name for n in out.graph.node] == [n.name for n in chain.model.graph.node], "SmoothQuant adds no node"
+    applied = {name for r in records if r["status"] == "applied" for name in r["nodes"]}  # type: ignore[attr-defined]
+    for before, after in zip(chain.model.graph.node, out.graph.node):
+        if before.name not in applied:
+            for a, b in zip(before.input, after.input):
+                if a in {t.name for t in chain.model.graph.initializer}:
+                    np.testing.assert_array_equal(const(out, b), const(chain.model, a), err_msg=before.name)

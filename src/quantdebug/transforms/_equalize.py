@@ -328,7 +328,8 @@ def _rewrite_clip(g: Graph, p: _Pair) -> None:
     else:
         set_attr(clip, "max", None)
     rank = p.first.weight.ndim - 1 if p.first.family == "conv" else 1  # channel and trailing spatial dims
-    bound = (np.float64(p.clip_max) / p.total).astype(np.float32).reshape((-1,) + (1,) * (rank - 1))
+    dtype = g.constants[p.first.node.input[1]].dtype  # the model's float type (float16 models exist)
+    bound = (np.float64(p.clip_max) / p.total).astype(dtype).reshape((-1,) + (1,) * (rank - 1))
     out = clip.output[0]
     relu_out = g.fresh(f"{clip.name}/relu")
     clip.output[0] = relu_out
