@@ -7,12 +7,12 @@ import itertools
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import numpy as np
 import onnx
 
+from ._coverage import node_coverage
 from ._plan import Plan, build_plan
 from ._prepared import PreparedModel, prepared_model
 from ._progress import progress_bar
@@ -563,60 +563,7 @@ class QuantizationDebugger:
         """Every node of the model with its status and the reason for it."""
         assert self._plan is not None
         op_types = set(self.quant_config.op_types_to_quantize or default_op_types())
-        verified = {u.node: u for u in self._plan.units}
-        absorbed = {n: u for u in self._plan.units for n in u.twin if n != u.node}
-        skipped = {s.runtime_node: s.reason for s in self._plan.skipped}
-        out: list[dict[str, str]] = []
-        user_of = {pre: users for pre, users in self._pre.covers.items()}
-        runtime_ops = {n.name: n.op_type for n in self._plan.optimized.graph.node}
-        for node in self.float_model.graph.node:
-            name = node.name
-            if name in verified:
-                status, reason = (
-                    "verified",
-                    f"quantized ({self._precisions[name]}) and verified as tensor {verified[name].float_tensor!r}",
-                )
-            elif name in absorbed:
-                status, reason = "verified", f"absorbed into {absorbed[name].node!r}, whose row covers it"
-            elif any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-                status, reason = "float", "has subgraphs; onnxruntime's quantizer leaves their bodies in float"
-            elif node.op_type not in op_types:
-                status, reason = "float", f"op type {node.op_type} is not quantized by onnxruntime's quantizer"
-            elif self._precisions.get(name) == "float":
-                status, reason = "float", "left in float by a denylist or node_precision rule"
-                runtime = runtime_ops.get(name)
-                if runtime is None or runtime != node.op_type:
-                    # e.g. DequantizeLinear -> AveragePool -> QuantizeLinear becomes QLinearAveragePool
-                    became = f"into {runtime}" if runtime else "away"
-                    reason += f", but onnxruntime fuses it {became} when it loads the quantized model"
-            elif name in skipped:
-                status, reason = "unverified", skipped[name]
-            else:
-                status, reason = (
-                    "unverified",
-                    "quantized, but onnxruntime runs it fused into a neighbour or it has no quantized output",
-                )
-            users = user_of.get(name, ())
-            out.append(
-                {
-                    "node": name,
-                    "op_type": node.op_type,
-                    "user_nodes": ", ".join(users),
-                    "status": status,
-                    "reason": reason,
-                }
-            )
-        for removed in self._pre.removed:
-            out.append(
-                {
-                    "node": "",
-                    "op_type": "",
-                    "user_nodes": removed,
-                    "status": "removed",
-                    "reason": "folded away by graph optimization (constant folding or fusion)",
-                }
-            )
-        return out
+        return node_coverage(self.float_model, self._plan, self._pre, self._precisions, op_types)
 
 
 def _prepare_for_external(float_model: ModelSource, quantized: onnx.ModelProto) -> PreparedModel:
@@ -638,11 +585,6 @@ def _prepare_for_external(float_model: ModelSource, quantized: onnx.ModelProto) 
             best = (len(plan.units), prepared)
     assert best is not None
     return best[1]
-
-
-def _chain(head: list[dict[str, np.ndarray]], rest: Iterator[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
-    yield from head
-    yield from rest
 
 
 __all__ = ["LayerRow", "ModelError", "QuantizationDebugger"]

@@ -26,7 +26,7 @@ from .data import Dataset, input_specs
 from .data._formats import ImageOptions, load_callable, open_data
 from .errors import QuantDebugError
 from .fix import LEVERS, read_trace, trace_in_folder
-from .fix._culprits import REASONS, number
+from .fix._culprits import CULPRIT_SAMPLES, REASONS, number
 from .report import has_mean_elements
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -476,7 +476,15 @@ def quantize(
     metavar="X",
     default=SUSPECT_THRESHOLD,
     show_default=True,
-    help="Suggest denylisting layers whose rmse/scale is above this.",
+    help="The tutorial's rule: rmse/scale above this is suspect (counted after the culprits).",
+)
+@click.option(
+    "--culprit-samples",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=CULPRIT_SAMPLES,
+    show_default=True,
+    help="Debug samples the culprits are measured on (2L+1 runs for L layers; 0: skip them).",
 )
 @_common_options
 def debug(
@@ -494,6 +502,7 @@ def debug(
     output: str,
     top: int,
     threshold: float,
+    culprit_samples: int,
 ) -> None:
     """Quantize MODEL, compare every quantized layer with its float twin, and save the statistics.
 
@@ -527,8 +536,9 @@ def debug(
         )
     _note(f"debugging {len(debugger.layer_names)} layers ...")
     debugger.run()
-    _note("measuring each layer's effect on the outputs ...")
-    debugger.culprits()
+    if culprit_samples:
+        _note("measuring each layer's effect on the outputs ...")
+        debugger.culprits(samples=culprit_samples)
     statistics = debugger.statistics(histograms=6)
     folder = statistics.save(output)
     samples = getattr(debugger, "samples_seen", None)

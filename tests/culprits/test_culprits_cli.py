@@ -51,3 +51,10 @@ def test_debug_prints_the_culprits_first_and_suggests_denylisting_them(
     assert stats.extras["culprits"]["denylist"] == [culprit, "softmax"]
     impact = {r.node_name: r.impact for r in stats.layers}
     assert impact[culprit] == max(impact.values()) and len(impact) < len(nodes) + 1
+
+
+def test_debug_without_culprits_falls_back_to_the_tutorial_rule(tmp_path: Path, rng: np.random.Generator) -> None:
+    text, _, _ = _debug(tmp_path, rng, "--culprit-samples", "0")
+    assert "Likely culprits" not in text and "Worst layers by rmse/scale" in text
+    assert "Suggested denylist" in text and "rmse/scale > 0.7" in text
+    assert "culprits" not in qd.Statistics.load(tmp_path / "stats").extras
