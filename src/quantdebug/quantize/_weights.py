@@ -112,7 +112,7 @@ def adjust_weights(
     for _ in range(config.adaround_passes):
         # each pass sees the inputs the previous one's layers give: after k passes every layer at
         # depth <= k is fitted to exactly the inputs it gets in the result
-        _adaround.gather(out, float_model, targets, feeds, progress=progress)
+        _adaround.gather(out, targets, feeds, progress=progress)
         updates: dict[str, np.ndarray] = {}
         for t in targets:
             key = _adaround.stats_key(t)
