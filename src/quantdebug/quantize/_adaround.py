@@ -29,6 +29,7 @@ from ..runtime import make_session
 GAMMA, ZETA = -0.1, 1.1  # the rectified sigmoid's stretch (Nagel et al. 2020)
 REG = 0.01  # weight of the rounding regulariser against the per-position reconstruction error
 WARMUP = 0.2  # share of iterations with the reconstruction term alone
+INIT = "feedback"  # V's start: "feedback" (error-feedback rounding) or "fraction" (Nagel et al.)
 LR = 0.05  # Adam's step on V; the exact full-data objective lets it be larger than a mini-batch one
 
 
@@ -335,6 +336,40 @@ def reconstruction_error(target: Target, w: np.ndarray) -> float:
     return float(np.einsum("gok,gkl,gol->", d, target.G, d))
 
 
+def _candidates(target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(floor, ceiling, free, fractional part) of every weight on the integer grid, clipped to its type."""
+    ratio = target.weight / target.scale + target.zero_point
+    low = np.floor(ratio)
+    lo = np.clip(low, target.qmin, target.qmax)
+    hi = np.clip(low + 1, target.qmin, target.qmax)
+    free = lo != hi
+    return lo, hi, free, np.where(free, np.clip(ratio - low, 0.0, 1.0), 0.0)
+
+
+def feedback_rounding(target: Target, damp: float = 0.01) -> np.ndarray:
+    """Round input by input, pushing each rounding error onto the inputs not yet rounded (as GPTQ,
+    Frantar et al. 2022, does), but only ever to the floor or the ceiling of w / scale.
+
+    Returns 1 where a weight rounds up, 0 where it rounds down: AdaRound's starting point.
+    """
+    lo, hi, free, frac = _candidates(target)
+    gram = shrunk_gram(target)
+    k = gram.shape[-1]
+    ridge = damp * np.einsum("gii->gi", gram).mean(axis=1) + 1e-12
+    upper = np.linalg.cholesky(np.linalg.inv(gram + ridge[:, None, None] * np.eye(k))).transpose(0, 2, 1)
+    scale = np.broadcast_to(target.scale, lo.shape)
+    zp = np.broadcast_to(target.zero_point, lo.shape)
+    work = target.weight.copy()
+    up = np.zeros(lo.shape, bool)
+    for j in range(k):
+        ratio = work[:, :, j] / scale[:, :, j] + zp[:, :, j]
+        chosen = np.clip(np.round(ratio), lo[:, :, j], hi[:, :, j])
+        up[:, :, j] = chosen > lo[:, :, j]
+        error = (work[:, :, j] - (chosen - zp[:, :, j]) * scale[:, :, j]) / upper[:, j, j][:, None]
+        work[:, :, j + 1 :] -= error[:, :, None] * upper[:, j, j + 1 :][:, None, :]
+    return np.where(free, up, frac >= 0.5).astype(np.float64)
+
+
 def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
     """Learned integers (same layout as ``target.q``), each the floor or the ceiling of w / scale.
 
@@ -345,12 +380,10 @@ def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
     """
     assert target.G is not None
     f32 = np.float32
-    ratio = target.weight / target.scale + target.zero_point
-    low = np.floor(ratio)
-    lo = np.clip(low, target.qmin, target.qmax)
-    hi = np.clip(low + 1, target.qmin, target.qmax)
-    free = lo != hi
-    frac = np.where(free, np.clip(ratio - low, 0.0, 1.0), 0.0)
+    lo, hi, free, frac = _candidates(target)
+    if INIT == "feedback":
+        # start from the error-feedback rounding, halfway into its side so Adam can still flip it
+        frac = 0.25 + 0.5 * feedback_rounding(target)
     p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-6, 1 - 1e-6)
     v = np.log(p / (1 - p)).astype(f32)
     scale = np.broadcast_to(target.scale, v.shape)

@@ -70,7 +70,13 @@ def transform_float(
     """
     # the transforms are the sibling branch's module (issue 14, i14-cle); imported here so that
     # quantize keeps working for every config that does not ask for them until it lands
-    from ..transforms import equalize, fold_batchnorm, smooth_quant  # type: ignore[attr-defined,unused-ignore]
+    try:
+        from ..transforms import equalize, fold_batchnorm, smooth_quant  # type: ignore[attr-defined,unused-ignore]
+    except ImportError as exc:
+        raise ConfigError(
+            "equalize and smooth_quant need quantdebug.transforms, which this build lacks; "
+            "leave them off (equalize=False, smooth_quant=None) or install a quantdebug that has them"
+        ) from exc
 
     records: list[dict[str, Any]] = []
     if config.equalize_on:
