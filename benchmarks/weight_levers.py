@@ -6,8 +6,8 @@ nearest rounding, bias correction, adaptive rounding, and both; every row stays 
 the fix benchmark's (32 calibration crops, seed 1; 64 evaluation crops, seed 3). Wall and CPU
 time are of the quantization alone (the calibration pass is shared and timed once).
 
-    python benchmarks/weight_levers.py                      # both splits, default iterations
-    python benchmarks/weight_levers.py --split issue --iterations 200 400
+    python benchmarks/weight_levers.py                      # the issue's split, default iterations
+    python benchmarks/weight_levers.py --split both --iterations 0 50
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def agreement(model: Any, crops: np.ndarray, reference: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=[*SPLITS, "both"], default="both")
+    parser.add_argument("--split", choices=[*SPLITS, "both"], default="issue")
     parser.add_argument("--iterations", type=int, nargs="+", default=[qd.QuantConfig().adaround_iterations])
     args = parser.parse_args()
 
@@ -68,10 +68,12 @@ def main() -> None:
             ("bias correction", qd.QuantConfig(bias_correction=True)),
         ]
         for it in args.iterations:
-            rows.append((f"adaround {it} it", qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it)))
+            rows.append(
+                (f"adaround, {it} Adam steps", qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it))
+            )
             rows.append(
                 (
-                    f"adaround {it} it + bias correction",
+                    f"adaround, {it} Adam steps + bias correction",
                     qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it, bias_correction=True),
                 )
             )

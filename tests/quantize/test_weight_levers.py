@@ -131,10 +131,12 @@ def test_bias_correction_zeroes_each_channels_mean_error(case) -> None:
     assert worst_before > 0.0  # nearest rounding left a mean error to remove
 
 
-def test_adaround_never_worse_than_nearest_and_within_one_step(case) -> None:
+@pytest.mark.parametrize("iterations", [0, 200])  # the error-feedback rounding alone, then refined by Adam
+def test_adaround_never_worse_than_nearest_and_within_one_step(case, iterations: int) -> None:
     model, samples, calibration = case
     nearest = qd.quantize(model, calibration, qd.QuantConfig())
-    rounded = qd.quantize(model, calibration, qd.QuantConfig(weight_rounding="adaround", adaround_iterations=200))
+    config = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=iterations)
+    rounded = qd.quantize(model, calibration, config)
     float_inits = _inits(model)
     x_names = [_nodes(nearest)[n].input[0] for n in LAYERS]
     # with one pass every layer is fitted to the inputs the nearest-rounded model gives it
@@ -245,7 +247,7 @@ def test_config_round_trip_and_validation() -> None:
     assert qd.QuantConfig(adaround_nodes=["conv1"]).adaround_on  # a node list turns it on
     bad = {
         "weight_rounding": "stochastic",
-        "adaround_iterations": 0,
+        "adaround_iterations": -1,
         "adaround_samples": 0,
         "adaround_passes": 0,
         "bias_correction": 1,
