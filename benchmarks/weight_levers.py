@@ -8,6 +8,7 @@ time are of the quantization alone (the calibration pass is shared and timed onc
 
     python benchmarks/weight_levers.py                      # the issue's split, default iterations
     python benchmarks/weight_levers.py --split both --iterations 0 50
+    python benchmarks/weight_levers.py --passes 2             # one sequential refinement: worth its cost?
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=[*SPLITS, "both"], default="issue")
     parser.add_argument("--iterations", type=int, nargs="+", default=[qd.QuantConfig().adaround_iterations])
+    parser.add_argument(
+        "--passes", type=int, default=0, help="only the adaround + bias correction row, refitted this many passes"
+    )
     args = parser.parse_args()
 
     import efficientnet_lite0_torch as example
@@ -77,6 +81,9 @@ def main() -> None:
                     qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it, bias_correction=True),
                 )
             )
+        if args.passes:
+            combined = qd.QuantConfig(weight_rounding="adaround", bias_correction=True, adaround_passes=args.passes)
+            rows = [(f"adaround + bias correction, {args.passes} passes", combined)]
         for what, config in rows:
             wall, cpu = time.perf_counter(), time.process_time()
             quantized = qd.quantize(model, calibration, config)
