@@ -6,8 +6,9 @@ nearest rounding, bias correction, adaptive rounding, and both; every row stays 
 the fix benchmark's (32 calibration crops, seed 1; 64 evaluation crops, seed 3). Wall and CPU
 time are of the quantization alone (the calibration pass is shared and timed once).
 
-    python benchmarks/weight_levers.py                      # both splits, default iterations
-    python benchmarks/weight_levers.py --split issue --iterations 200 400
+    python benchmarks/weight_levers.py                      # the issue's split, default iterations
+    python benchmarks/weight_levers.py --split both --iterations 0 50
+    python benchmarks/weight_levers.py --passes 2             # one sequential refinement: worth its cost?
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ def agreement(model: Any, crops: np.ndarray, reference: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=[*SPLITS, "both"], default="both")
+    parser.add_argument("--split", choices=[*SPLITS, "both"], default="issue")
     parser.add_argument("--iterations", type=int, nargs="+", default=[qd.QuantConfig().adaround_iterations])
+    parser.add_argument(
+        "--passes", type=int, default=0, help="only the adaround + bias correction row, refitted this many passes"
+    )
     args = parser.parse_args()
 
     import efficientnet_lite0_torch as example
@@ -68,13 +72,18 @@ def main() -> None:
             ("bias correction", qd.QuantConfig(bias_correction=True)),
         ]
         for it in args.iterations:
-            rows.append((f"adaround {it} it", qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it)))
+            rows.append(
+                (f"adaround, {it} Adam steps", qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it))
+            )
             rows.append(
                 (
-                    f"adaround {it} it + bias correction",
+                    f"adaround, {it} Adam steps + bias correction",
                     qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it, bias_correction=True),
                 )
             )
+        if args.passes:
+            combined = qd.QuantConfig(weight_rounding="adaround", bias_correction=True, adaround_passes=args.passes)
+            rows = [(f"adaround + bias correction, {args.passes} passes", combined)]
         for what, config in rows:
             wall, cpu = time.perf_counter(), time.process_time()
             quantized = qd.quantize(model, calibration, config)

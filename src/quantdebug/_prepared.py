@@ -42,6 +42,8 @@ class PreparedModel:
         self._transformed: dict[
             tuple[Any, ...], tuple[onnx.ModelProto, list[dict[str, Any]], Calibration, Dataset]
         ] = {}
+        # the last adaround / bias correction: the debugger and fix re-quantize the same config often
+        self._adjusted: tuple[tuple[Any, ...], onnx.ModelProto, list[dict[str, Any]], Dataset] | None = None
 
     def selector(self, row_tensors: Mapping[str, Sequence[str]] | None = None) -> Selector:
         return Selector(self.model, self.pre.covers, self.pre.renamed, row_tensors)
@@ -95,11 +97,34 @@ class PreparedModel:
             model, records, ranges_from = self.transformed(config, data, feeds)
         qdq = quantize_with_ranges(model, ranges_from.ranges(config), config, plan)
         if config.adaround_on or config.bias_correction_on:
-            with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
-                qdq, more = _weights.adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
+            qdq, more = self.adjusted(qdq, model, config, data, feeds)
             records = [*records, *more]
         _weights.stamp(qdq, records)
         return qdq
+
+    def adjusted(
+        self,
+        qdq: onnx.ModelProto,
+        model: onnx.ModelProto,
+        config: QuantConfig,
+        data: Dataset,
+        feeds: Iterable[Mapping[str, Any]],
+    ) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+        """``qdq`` after adaround / bias correction, reused while the QDQ model, options and samples are the same."""
+        import hashlib  # as in prepared_model: only hashing needs it
+
+        fields: tuple[str, ...] = ("weight_rounding", "adaround_nodes", "adaround_iterations", "adaround_samples")
+        fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes")
+        digest = hashlib.sha256(qdq.SerializeToString(deterministic=True)).hexdigest()
+        key = (digest, id(data), *(getattr(config, f) for f in fields))
+        cached = self._adjusted
+        if cached is None or cached[0] != key or cached[3] is not data:
+            with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
+                out, records = _weights.adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
+            cached = self._adjusted = (key, out, records, data)
+        result = onnx.ModelProto()
+        result.CopyFrom(cached[1])  # callers stamp and may change it
+        return result, list(cached[2])
 
     def resolve(self, selectors: Sequence[str]) -> list[str]:
         """Node names of the pre-processed model for the weight levers' node lists."""

@@ -112,7 +112,7 @@ class QuantConfig:
     extra_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     weight_rounding: WeightRounding = "nearest"
     adaround_nodes: Sequence[str] = ()
-    adaround_iterations: int = 400
+    adaround_iterations: int = 0  # Adam steps after the error-feedback rounding; 0: that rounding alone
     adaround_samples: int | None = None  # None: every sample the calibration was made from
     adaround_seed: int = 0
     adaround_passes: int = 1  # k > 1: refit on the inputs the already-changed layers give; exact to depth k
@@ -167,7 +167,7 @@ class QuantConfig:
         for flag in ("bias_correction", "equalize"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
-        for name, low in (("adaround_iterations", 1), ("adaround_seed", 0), ("adaround_passes", 1)):
+        for name, low in (("adaround_iterations", 0), ("adaround_seed", 0), ("adaround_passes", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")

@@ -70,7 +70,13 @@ def transform_float(
     """
     # the transforms are the sibling branch's module (issue 14, i14-cle); imported here so that
     # quantize keeps working for every config that does not ask for them until it lands
-    from ..transforms import equalize, fold_batchnorm, smooth_quant  # type: ignore[attr-defined,unused-ignore]
+    try:
+        from ..transforms import equalize, fold_batchnorm, smooth_quant  # type: ignore[attr-defined,unused-ignore]
+    except ImportError as exc:
+        raise ConfigError(
+            "equalize and smooth_quant need quantdebug.transforms, which this build lacks; "
+            "leave them off (equalize=False, smooth_quant=None) or install a quantdebug that has them"
+        ) from exc
 
     records: list[dict[str, Any]] = []
     if config.equalize_on:
@@ -112,7 +118,7 @@ def adjust_weights(
     for _ in range(config.adaround_passes):
         # each pass sees the inputs the previous one's layers give: after k passes every layer at
         # depth <= k is fitted to exactly the inputs it gets in the result
-        _adaround.gather(out, float_model, targets, feeds, progress=progress)
+        _adaround.gather(out, targets, feeds, progress=progress)
         updates: dict[str, np.ndarray] = {}
         for t in targets:
             key = _adaround.stats_key(t)
