@@ -41,6 +41,9 @@ def _assert_shows_trace(html: str, trace: list[dict[str, object]]) -> None:
     assert "Fix search trace" in html
     shown = [t for t in trace if math.isfinite(float(t["quality"]))]  # type: ignore[arg-type]
     assert html.count('<circle class="pt') == len(shown)
+    # filled dots are the tries that met the target, as the trace records it
+    met = [t for t in shown if t["meets_target"]]
+    assert html.count('<circle class="pt accepted"') == len(met) and met, "the float baseline meets any target"
     for i, entry in enumerate(trace):
         if entry in shown:
             assert f"try {i + 1}: quality " in html, entry

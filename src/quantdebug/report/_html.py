@@ -388,12 +388,13 @@ def _fix_chart(fix: Mapping[str, Any]) -> str:
             continue
         changes = item.get("changes") or []
         change_text = "; ".join(str(c) for c in changes) if isinstance(changes, list) else str(changes)
+        met = bool(item.get("meets_target", item.get("accepted")))  # fix traces say meets_target
         tip = (
             f"try {i + 1}: quality {_fmt(q)}, {int(n)} non-int8 node(s), size {item.get('size', '—')}, "
-            f"{'accepted' if item.get('accepted') else 'rejected'}"
+            f"{'meets the target' if met else 'misses the target'}"
             + (f"\nchanges: {_short(change_text, 300)}" if change_text else "")
         )
-        pts.append((n, q, bool(item.get("accepted")), tip))
+        pts.append((n, q, met, tip))
     refs = []
     for key, text, cls in (
         ("float_quality", "float", "ideal"),
@@ -883,8 +884,8 @@ def render_html(statistics: Statistics, *, title: str | None = None) -> str:
                     "fix",
                     "Fix search trace",
                     f'<div class="fig">{chart}</div>' + _ranking_table(fix.get("ranking")),
-                    "<p class='note'>Each dot is one configuration tried by <code>fix</code>: filled dots were "
-                    "accepted, hollow ones rejected; the line follows the accepted path.</p>",
+                    "<p class='note'>Each dot is one configuration tried by <code>fix</code>: filled dots met "
+                    "the target, hollow ones did not; the line joins those that met it.</p>",
                 )
             )
 
