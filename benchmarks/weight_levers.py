@@ -14,7 +14,6 @@ time are of the quantization alone (the calibration pass is shared and timed onc
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,7 +57,6 @@ def main() -> None:
     from quantdebug.frontends import from_torch
 
     model = from_torch(example.load_model(), torch.from_numpy(example.images(1, seed=0)))
-    print(f"machine: {machine()}")
     print("| split | what | top-1 agreement | nodes out of int8 | wall s | CPU s |")
     print("|---|---|---|---|---|---|")
     for split in SPLITS if args.split == "both" else [args.split]:
@@ -90,7 +88,7 @@ def main() -> None:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             quality = agreement(quantized, crops, reference)
             print(f"| {split} ({n_cal}/{n_eval}) | {what} | {quality:.3f} | 0 | {wall:.1f} | {cpu:.1f} |", flush=True)
-    print(f"threads: QUANTDEBUG_THREADS={os.environ.get('QUANTDEBUG_THREADS', 'unset')}")
+    print(f"machine: {machine()}")  # after the table, so the load it names is the runs' own
 
 
 if __name__ == "__main__":
