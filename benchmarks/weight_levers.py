@@ -67,7 +67,7 @@ def main() -> None:
         calibration = qd.calibrate(model, [cal[i : i + 1] for i in range(n_cal)], progress=False)
         rows: list[tuple[str, qd.QuantConfig]] = [
             ("nearest (onnxruntime)", qd.QuantConfig()),
-            ("bias correction", qd.QuantConfig(bias_correction=True)),
+            ("bias correction, 1 pass", qd.QuantConfig(bias_correction=True, adaround_passes=1)),
         ]
         for it in args.iterations:
             rows.append(
@@ -75,8 +75,8 @@ def main() -> None:
             )
             rows.append(
                 (
-                    f"adaround, {it} Adam steps + bias correction",
-                    qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it, bias_correction=True),
+                    f"adaround, {it} Adam steps + bias correction, 1 pass",
+                    one.replace(bias_correction=True),
                 )
             )
         if args.passes:

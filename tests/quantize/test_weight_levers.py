@@ -141,7 +141,9 @@ def test_bias_correction_zeroes_each_channels_mean_error(case) -> None:
 def test_adaround_never_worse_than_nearest_and_within_one_step(case, iterations: int, per_channel: bool) -> None:
     model, samples, calibration = case
     nearest = qd.quantize(model, calibration, qd.QuantConfig(per_channel=per_channel))
-    config = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=iterations, per_channel=per_channel)
+    config = qd.QuantConfig(
+        weight_rounding="adaround", adaround_iterations=iterations, per_channel=per_channel, adaround_passes=1
+    )
     rounded = qd.quantize(model, calibration, config)
     float_inits = _inits(model)
     x_names = [_nodes(nearest)[n].input[0] for n in LAYERS]
