@@ -70,9 +70,8 @@ def main() -> None:
             ("bias correction, 1 pass", qd.QuantConfig(bias_correction=True, adaround_passes=1)),
         ]
         for it in args.iterations:
-            rows.append(
-                (f"adaround, {it} Adam steps", qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it))
-            )
+            one = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it, adaround_passes=1)
+            rows.append((f"adaround, {it} Adam steps, 1 pass", one))
             rows.append(
                 (
                     f"adaround, {it} Adam steps + bias correction, 1 pass",
