@@ -77,6 +77,11 @@ def _dequantized_weight(qdq: onnx.ModelProto, layer: str) -> tuple[np.ndarray, n
     dq = _weight_dq(qdq, layer)
     inits = _inits(qdq)
     q, scale, zp = inits[dq.input[0]], inits[dq.input[1]], inits[dq.input[2]]
+    if scale.ndim == 1:  # per channel: along the DequantizeLinear's axis (ONNX's default is 1)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
     return q, scale, zp, (q.astype(np.float64) - zp.astype(np.float64)) * scale.astype(np.float64)
 
 
@@ -131,11 +136,14 @@ def test_bias_correction_zeroes_each_channels_mean_error(case) -> None:
     assert worst_before > 0.0  # nearest rounding left a mean error to remove
 
 
-@pytest.mark.parametrize("iterations", [0, 200])  # the error-feedback rounding alone, then refined by Adam
-def test_adaround_never_worse_than_nearest_and_within_one_step(case, iterations: int) -> None:
+# the error-feedback rounding alone, then refined by Adam; per-tensor and per-channel weight scales
+@pytest.mark.parametrize(("iterations", "per_channel"), [(0, False), (200, False), (0, True)])
+def test_adaround_never_worse_than_nearest_and_within_one_step(case, iterations: int, per_channel: bool) -> None:
     model, samples, calibration = case
-    nearest = qd.quantize(model, calibration, qd.QuantConfig())
-    config = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=iterations)
+    nearest = qd.quantize(model, calibration, qd.QuantConfig(per_channel=per_channel))
+    config = qd.QuantConfig(
+        weight_rounding="adaround", adaround_iterations=iterations, per_channel=per_channel, adaround_passes=1
+    )
     rounded = qd.quantize(model, calibration, config)
     float_inits = _inits(model)
     x_names = [_nodes(nearest)[n].input[0] for n in LAYERS]

@@ -108,7 +108,12 @@ def find_targets(
             skipped.append((node.name, reason))
             continue
         targets.append(_target(node, fnode, dq, init, float_init, producer))
-    return targets, skipped
+    # one integer initializer behind two layers cannot be rounded for both: leave it nearest
+    users: dict[str, int] = {}
+    for t in targets:
+        users[t.q_init] = users.get(t.q_init, 0) + 1
+    skipped += [(t.node, "its weight is shared with another layer") for t in targets if users[t.q_init] > 1]
+    return [t for t in targets if users[t.q_init] == 1], skipped
 
 
 def _unsupported(node: onnx.NodeProto) -> str:
