@@ -86,7 +86,7 @@ class QuantConfig:
     Later rules override earlier ones; the debugger's denylists are appended after them as
     ``"float"`` rules, so a denylist always wins.
 
-    The weight levers (issue 14), each off by default: ``weight_rounding="adaround"`` learns each
+    The weight levers, each off by default: ``weight_rounding="adaround"`` learns each
     quantized weight's rounding, ``bias_correction`` removes the mean output error per channel,
     ``equalize`` folds BatchNormalization and equalizes consecutive layers' weight ranges,
     ``smooth_quant=alpha`` migrates activation outliers into MatMul/Gemm weights. Each has a

@@ -1,4 +1,4 @@
-"""The weight levers around onnxruntime's quantizer (issue 14), as one pipeline stage.
+"""The weight levers around onnxruntime's quantizer, as one pipeline stage.
 
 (a) float-model transforms when asked: fold BatchNormalization, then cross-layer equalization,
 then SmoothQuant; a transformed float model has other activation ranges, so it is re-calibrated
@@ -19,6 +19,7 @@ import onnx
 
 from ..config import QuantConfig
 from ..errors import ConfigError
+from ..transforms import equalize, fold_batchnorm, smooth_quant
 from . import _adaround
 
 METADATA_KEY = "quantdebug.weight_changes"
@@ -68,15 +69,6 @@ def transform_float(
 
     ``nodes`` resolves the config's selectors to node names of ``model``.
     """
-    # the transforms are the sibling branch's module (issue 14, i14-cle); imported here so that
-    # quantize keeps working for every config that does not ask for them until it lands
-    try:
-        from ..transforms import equalize, fold_batchnorm, smooth_quant  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:
-        raise ConfigError(
-            "equalize and smooth_quant need quantdebug.transforms, which this build lacks; "
-            "leave them off (equalize=False, smooth_quant=None) or install a quantdebug that has them"
-        ) from exc
 
     records: list[dict[str, Any]] = []
     if config.equalize_on:
