@@ -126,7 +126,7 @@ def hostile(st: Statistics) -> Statistics:
                         "detail": ATTR_BREAK,
                         "suggested_change": f"QuantConfig(tensor_clamps=[({SCRIPT!r}, -1, 1)])",
                     },
-                    {"node_name": FORMULA, "impact": None, "reason": ATTR_BREAK, "suggested_change": NETWORK},
+                    {"node_name": FORMULA, "impact": "bad", "reason": ATTR_BREAK, "suggested_change": NETWORK},
                 ],
                 "denylist": [SCRIPT, ATTR_BREAK],
                 "denylist_removes": 0.95,

@@ -370,5 +370,8 @@ def stored_culprits(measured: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def number(value: Any) -> float:
-    """A stored number back as a float (None is NaN)."""
-    return math.nan if value is None else float(value)
+    """A stored number back as a float; None, and anything a hand-edited file put there, is NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
