@@ -60,20 +60,20 @@ class Reader:
         return len(self.feeds)
 
 
-def metric_fn(metric: str, reference: np.ndarray) -> Callable[[list[list[np.ndarray]]], float]:
-    """The benchmark's metric over the first output, against the float model's reference."""
+def metric_fn(metric: str) -> Callable[[list[list[np.ndarray]], np.ndarray], float]:
+    """The benchmark's metric over the first output, against the float model's reference for those samples."""
 
-    def top1_agreement(outputs: list[list[np.ndarray]]) -> float:
+    def top1_agreement(outputs: list[list[np.ndarray]], reference: np.ndarray) -> float:
         got = np.concatenate([o[0] for o in outputs]).argmax(-1)
         return float(np.mean(got == reference))
 
-    def mask_f1(outputs: list[list[np.ndarray]]) -> float:
+    def mask_f1(outputs: list[list[np.ndarray]], reference: np.ndarray) -> float:
         got = np.stack([o[0] for o in outputs]) > 0.3
         want = reference.astype(bool)
         tp, fp, fn = np.sum(want & got), np.sum(~want & got), np.sum(want & ~got)
         return float(2 * tp / max(2 * tp + fp + fn, 1))
 
-    def cosine(outputs: list[list[np.ndarray]]) -> float:
+    def cosine(outputs: list[list[np.ndarray]], reference: np.ndarray) -> float:
         emb = np.concatenate([o[0] for o in outputs]).astype(np.float64)
         ref = reference.astype(np.float64)
         cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
@@ -116,18 +116,20 @@ def nncf_tool(
             proto, calib_ds, subset_size=len(calib), fast_bias_correction=True, advanced_parameters=per_tensor
         )
         return q, {"settings": "nncf.quantize per-tensor weights, fast bias correction"}
-    score = metric_fn(args.metric, data["reference"])
+    score, reference = metric_fn(args.metric), data["reference"]
     calls = [0]
 
     def validate(candidate: onnx.ModelProto, items: Any) -> float:
+        # NNCF validates on subsets too: each item carries its index, so the reference rows match
         calls[0] += 1
         session = ort.InferenceSession(candidate.SerializeToString(), providers=["CPUExecutionProvider"])
-        return score([session.run(None, feed) for feed in items])
+        items = list(items)
+        return score([session.run(None, feed) for feed, _ in items], reference[[i for _, i in items]])
 
     q = nncf.quantize_with_accuracy_control(
         proto,
         calib_ds,
-        nncf.Dataset(evals),
+        nncf.Dataset(list(zip(evals, range(len(evals)))), lambda item: item[0]),
         validate,
         max_drop=args.max_drop,
         subset_size=len(calib),
