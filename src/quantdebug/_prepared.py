@@ -65,6 +65,15 @@ class PreparedModel:
             for n in self.model.graph.node
         }
 
+    @staticmethod
+    def plan(config: QuantConfig, precisions: Mapping[str, str]) -> PlannedPrecision:
+        """The nodes left in float, and those raised to 16 bits on top of an 8-bit default."""
+        wide_default = config.activation_type in _WIDE
+        return PlannedPrecision(
+            exclude=tuple(n for n, p in precisions.items() if p == "float"),
+            int16=tuple(n for n, p in precisions.items() if p in _WIDE and not wide_default),
+        )
+
     def quantize(
         self,
         calibration: Calibration,
@@ -74,11 +83,7 @@ class PreparedModel:
     ) -> onnx.ModelProto:
         """The QDQ model; the weight levers of ``config`` fit to ``dataset`` or the calibration's own samples."""
         calibration.check_model(self.fingerprint, self.user_model)
-        wide_default = config.activation_type in _WIDE
-        plan = PlannedPrecision(
-            exclude=tuple(n for n, p in precisions.items() if p == "float"),
-            int16=tuple(n for n, p in precisions.items() if p in _WIDE and not wide_default),
-        )
+        plan = self.plan(config, precisions)
         if plan.int16 and default_opset(self.model) < 21:
             raise ConfigError(
                 "16-bit node precisions need a model prepared for opset 21; pass the QuantConfig when preparing"

@@ -22,8 +22,7 @@ from .._prepared import PreparedModel
 from ..calibration import Calibration
 from ..config import QuantConfig
 from ..errors import ConfigError
-from ..quantize import default_op_types
-from ..quantize._quantize import QUANT_TYPES, _int16_overrides, _per_channel_overrides
+from ..quantize import QUANT_TYPES, default_op_types, tensor_overrides
 
 SETTINGS_FORMAT = "quantdebug.onnxruntime-settings"
 HOW_TO_LOAD = (
@@ -33,7 +32,6 @@ HOW_TO_LOAD = (
     "these node and tensor names are its names). Passing this JSON as it is fails: onnxruntime wants enums "
     "and numpy arrays where JSON has names and numbers."
 )
-_WIDE = ("int16", "uint16")
 _META = ("format", "version", "how_to_load")
 _RANGE_KEYS = ("rmin", "rmax", "scale")
 
@@ -59,14 +57,8 @@ def ort_settings(
     model = prepared.model
     precisions = prepared.precisions(config)
     floats = frozenset(n for n, p in precisions.items() if p == "float")
-    # what PreparedModel.quantize plans: 16-bit nodes only on top of an 8-bit default
-    wide_default = config.activation_type in _WIDE
-    int16 = tuple(n for n, p in precisions.items() if p in _WIDE and not wide_default)
-    overrides: dict[str, dict[str, Any]] = {}
-    per_channel = () if config.per_channel else tuple(config.per_channel_nodes)
-    for source in (_int16_overrides(model, int16, config, floats), _per_channel_overrides(model, per_channel)):
-        for tensor, entries in source.items():
-            overrides.setdefault(tensor, {}).update(_plain(entries[0]))
+    plan = prepared.plan(config, precisions)  # what PreparedModel.quantize quantized the fixed model with
+    overrides = {tensor: _plain(entry) for tensor, entry in tensor_overrides(model, config, plan).items()}
     ranges = calibration.ranges(config)
     quantized = quantized_tensors(fixed)
     changed = set(dict(config.calibration_overrides)) | {t for t, _, _ in config.tensor_clamps}

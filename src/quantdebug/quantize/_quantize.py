@@ -132,6 +132,22 @@ def _per_channel_overrides(model: onnx.ModelProto, nodes: tuple[str, ...]) -> di
     return overrides
 
 
+def tensor_overrides(model: onnx.ModelProto, config: QuantConfig, plan: PlannedPrecision) -> dict[str, dict[str, Any]]:
+    """One TensorQuantOverrides entry per tensor for ``plan``: its 16-bit nodes and per-channel weights, merged.
+
+    The quantizer and the exported onnxruntime settings both take their overrides from here, so
+    the two cannot merge them by different rules.
+    """
+    op_types = set(config.op_types_to_quantize if config.op_types_to_quantize is not None else default_op_types())
+    floats = frozenset(plan.exclude) | {n.name for n in model.graph.node if n.op_type not in op_types}
+    per_channel = () if config.per_channel else tuple(config.per_channel_nodes)
+    merged: dict[str, dict[str, Any]] = {}
+    for source in (_int16_overrides(model, plan.int16, config, floats), _per_channel_overrides(model, per_channel)):
+        for tensor, entries in source.items():
+            merged.setdefault(tensor, {}).update(entries[0])
+    return merged
+
+
 def quantize_with_ranges(
     model: onnx.ModelProto,
     ranges: Mapping[str, tuple[float, float]],
@@ -148,10 +164,7 @@ def quantize_with_ranges(
     if config.symmetric_weights is not None:
         extra["WeightSymmetric"] = config.symmetric_weights
     quantized_ops = set(op_types)
-    floats = frozenset(plan.exclude) | {n.name for n in model.graph.node if n.op_type not in quantized_ops}
-    overrides = _int16_overrides(model, plan.int16, config, floats)
-    if not config.per_channel:
-        overrides.update(_per_channel_overrides(model, tuple(config.per_channel_nodes)))
+    overrides = {tensor: [entry] for tensor, entry in tensor_overrides(model, config, plan).items()}
     if overrides:
         extra["TensorQuantOverrides"] = overrides
     extra.update(config.extra_options)
