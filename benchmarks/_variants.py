@@ -9,7 +9,7 @@ existing DequantizeLinear nodes) live in the library now. What is left:
                    all lead with the batch axis (the PP-OCR recogniser) can still be run in batches
 
 ``install(batch_rows=True, batch_sample=feed)`` replaces the builder class that
-``quantdebug.graph._debug_model.build_debug_model`` instantiates; ``uninstall()`` restores it. The
+``quantdebug.pipeline.run._debug_model.build_debug_model`` instantiates; ``uninstall()`` restores it. The
 library's own ``build_debug_model`` runs, so the rest of the debug graph is exactly the library's.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantdebug.graph import _debug_model as dm
+from quantdebug.pipeline.run import _debug_model as dm
 
 _ORIGINAL = dm._Builder
 
@@ -36,7 +36,7 @@ def batch_axes(
     """
     import onnxruntime as ort
 
-    from quantdebug.calibration._calibrate import augmented
+    from quantdebug.pipeline.calibrate._calibrate import augmented
 
     names = list(dict.fromkeys(tensors))
     so = ort.SessionOptions()

@@ -58,7 +58,7 @@ def _batch_observer() -> dict[str, int]:
     import importlib
 
     seen = {"max_batch": 0}
-    for name in ("quantdebug._run", "quantdebug._debugger"):  # where the run loop lives, by version
+    for name in ("quantdebug.pipeline.run._run", "quantdebug._debugger"):  # where the run loop lives, by version
         try:
             module = importlib.import_module(name)
         except ImportError:

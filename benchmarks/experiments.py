@@ -54,7 +54,7 @@ def trusted_batching(on: bool) -> Iterator[None]:
 
     saved = []
     if on:
-        for name in ("quantdebug._run", "quantdebug._debugger"):
+        for name in ("quantdebug.pipeline.run._run", "quantdebug._debugger"):
             try:
                 module = importlib.import_module(name)
             except ImportError:

@@ -31,7 +31,7 @@ OUT = HERE / "profiles"
 
 
 def part_of(node_name: str, op: str) -> str:
-    """Which part of the debug graph a node belongs to (names from quantdebug.graph._debug_model)."""
+    """Which part of the debug graph a node belongs to (names from quantdebug.pipeline.run._debug_model)."""
     if not node_name.startswith("__qd/"):
         return "quantized model"
     parts = node_name.split("/")
@@ -76,7 +76,7 @@ def ort_profile(graph: Any, batches: list[dict[str, np.ndarray]], batch: int, th
     """Run the debug model under onnxruntime's profiler; sum kernel time by op type and by graph part."""
     import onnxruntime as ort
 
-    from quantdebug.graph._debug_model import ROWS_INPUT
+    from quantdebug.pipeline.run._debug_model import ROWS_INPUT
 
     with tempfile.TemporaryDirectory() as tmp:
         so = ort.SessionOptions()

@@ -34,9 +34,9 @@ import fix_real_models as cases  # noqa: E402  (the same models, data and metric
 
 import quantdebug as qd  # noqa: E402
 from quantdebug.fix._levers import sentinel_clamps  # noqa: E402  (fix's own clamp rule, not public)
-from quantdebug.quantize import default_op_types  # noqa: E402
+from quantdebug.pipeline.plan import default_op_types  # noqa: E402
+from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant  # noqa: E402
 from quantdebug.runtime import make_session  # noqa: E402
-from quantdebug.transforms import equalize, fold_batchnorm, smooth_quant  # noqa: E402
 
 Config = qd.QuantConfig | Callable[[qd.Calibration], qd.QuantConfig]
 Transform = Callable[[onnx.ModelProto, cases.Case], tuple[onnx.ModelProto, list[dict[str, Any]]]]

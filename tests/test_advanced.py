@@ -175,7 +175,7 @@ def test_a_calibration_saved_by_the_previous_release_is_still_accepted(
 ) -> None:
     """Format 1 files carry the fingerprint that ignored attributes: accepted with a warning, checked as far
     as that fingerprint goes (weights, structure), and never mistaken for a newer kind."""
-    from quantdebug.calibration import model_fingerprint
+    from quantdebug.pipeline.calibrate import model_fingerprint
 
     model = models.conv_relu(rng)
     calibration = qd.calibrate(model, dataset(_feeds(model, rng, 2)))

@@ -69,7 +69,7 @@ def test_quantized_path_is_bit_exact_with_deployed_model(name: str, rng: np.rand
 
 
 def test_every_quantizable_node_has_a_row_or_reason(rng: np.random.Generator) -> None:
-    from quantdebug.quantize import default_op_types
+    from quantdebug.pipeline.plan import default_op_types
 
     debugger, _ = make("all_ops", rng)
     debugger.run()
@@ -209,7 +209,7 @@ def test_unknown_names_are_errors_with_suggestions(rng: np.random.Generator) -> 
 def test_op_type_never_quantized_warns(rng: np.random.Generator) -> None:
     debugger, _ = make("all_ops", rng)
     present = {n.op_type for n in debugger.float_model.graph.node}
-    from quantdebug.quantize import default_op_types
+    from quantdebug.pipeline.plan import default_op_types
 
     never = sorted(present - set(default_op_types()))
     if not never:
@@ -244,7 +244,7 @@ def test_fidelity_is_checked_during_run(rng: np.random.Generator) -> None:
 
 
 def test_fidelity_check_flags_a_debug_path_that_differs_from_the_deployed_model(rng: np.random.Generator) -> None:
-    from quantdebug._run import DebugLoop, RunState
+    from quantdebug.pipeline.run._run import DebugLoop, RunState
 
     debugger, feeds = make("conv_relu", rng)
     other = qd.QuantizationDebugger(
@@ -301,7 +301,7 @@ def test_later_runs_reuse_the_debug_sessions_until_the_plan_changes(
 
 
 def test_nan_metric_samples_are_ignored_like_nanmean(rng: np.random.Generator) -> None:
-    from quantdebug.compare._accumulate import MeanAccumulator
+    from quantdebug.pipeline.run._accumulate import MeanAccumulator
 
     values = rng.normal(size=(5, 3, 2))
     values[1, 0, 0] = math.nan

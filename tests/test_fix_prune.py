@@ -83,9 +83,9 @@ def test_per_channel_weights_and_precision_of_nodes_left_in_float_or_never_quant
 ) -> None:
     from tests import models
 
-    from quantdebug._prepared import prepared_model
     from quantdebug.fix import Candidate
     from quantdebug.fix._prune import live_changes
+    from quantdebug.pipeline.prepare._prepared import prepared_model
 
     model, bad = models.wide_range_node(rng)
     feeds = [models.input_feed(model, rng) for _ in range(4)]

@@ -1,11 +1,9 @@
 """quantdebug: find and fix the layers that break an ONNX model when it is quantized to integers."""
 
-from ._api import calibrate, fix, quantize
-from ._debugger import QuantizationDebugger
-from .calibration import Calibration
-from .compare._results import LayerRow, Statistics, compare_statistics
-from .config import DebugOptions, QuantConfig
-from .errors import (
+from quantdebug._api import calibrate, fix, quantize
+from quantdebug._debugger import QuantizationDebugger
+from quantdebug.config import DebugOptions, QuantConfig
+from quantdebug.errors import (
     CalibrationError,
     ConfigError,
     DatasetError,
@@ -16,9 +14,11 @@ from .errors import (
     QuantDebugError,
     RunInterrupted,
 )
-from .executors import LocalExecutor, RayExecutor, ShardedDataset
-from .fix import FixInterrupted, FixResult, onnxruntime_settings
-from .frontends import from_keras, from_tflite, from_torch
+from quantdebug.executors import LocalExecutor, RayExecutor, ShardedDataset
+from quantdebug.fix import FixInterrupted, FixResult, onnxruntime_settings
+from quantdebug.frontends import from_keras, from_tflite, from_torch
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.results._results import LayerRow, Statistics, compare_statistics
 
 __version__ = "0.1.0"
 

@@ -9,22 +9,22 @@ from typing import Any, overload
 
 import onnx
 
-from ._prepared import PreparedModel, needs_16bit, prepared_model
-from ._progress import progress_bar
-from .calibration import Calibration, calibrate_model
-from .config import QuantConfig
-from .data import as_dataset
-from .data._dataset import Dataset
-from .errors import ConfigError
-from .fix import LEVERS, FixResult
-from .graph import _external
-from .graph._load import ModelSource
+from quantdebug.config import QuantConfig
+from quantdebug.data import as_dataset
+from quantdebug.data._dataset import Dataset
+from quantdebug.errors import ConfigError
+from quantdebug.fix import LEVERS, FixResult
+from quantdebug.pipeline.calibrate import Calibration, calibrate_model
+from quantdebug.pipeline.prepare import _external
+from quantdebug.pipeline.prepare._load import ModelSource
+from quantdebug.pipeline.prepare._prepared import PreparedModel, needs_16bit, prepared_model
+from quantdebug.support._progress import progress_bar
 
 
 def from_framework(model: object, *datasets: object) -> tuple[object, list[object]]:
     """Turn a PyTorch/Keras/TFLite model and framework datasets (DataLoader, tf.data, arrays) into
     an ONNX model and seed-style datasets; the conversion is checked on the first sample."""
-    from .frontends import adapt_dataset, convert, first_sample, framework_of
+    from quantdebug.frontends import adapt_dataset, convert, first_sample, framework_of
 
     adapted = [adapt_dataset(d) if d is not None else None for d in datasets]
     if framework_of(model):
@@ -124,7 +124,7 @@ def quantize(
     calibration.check_model(prepared.fingerprint, prepared.user_model)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
     if dataset is not None:
-        from .frontends import adapt_dataset  # start-up time: frontends import lazily, as in from_framework
+        from quantdebug.frontends import adapt_dataset  # start-up time: frontends import lazily, as in from_framework
 
         dataset = as_dataset(adapt_dataset(dataset), prepared.model, what="dataset")
     quantized = prepared.quantize(calibration, config, precisions, dataset)
@@ -214,8 +214,8 @@ def run_search(
     feeds: list[dict[str, Any]],
     **kwargs: Any,
 ) -> FixResult:
-    from ._plan import build_plan
-    from .fix._search import Search
+    from quantdebug.fix._search import Search
+    from quantdebug.pipeline.plan._plan import build_plan
 
     verbose = kwargs.pop("verbose", False)
     search = Search(prepared, calibration, config, feeds, echo=print if verbose else None, **kwargs)

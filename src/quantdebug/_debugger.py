@@ -12,22 +12,22 @@ from typing import IO, Any
 import numpy as np
 import onnx
 
-from ._coverage import node_coverage
-from ._plan import Plan, build_plan
-from ._prepared import PreparedModel, prepared_model
-from ._progress import progress_bar
-from ._run import DebugJob, DebugLoop, RunState, skip
-from .calibration import Calibration, calibrate_model
-from .compare._results import LayerRow, Statistics
-from .config import DEFAULT_METRICS, DebugOptions, QuantConfig
-from .data._dataset import Dataset, as_dataset
-from .errors import ConfigError, ModelError, QuantDebugError, RunInterrupted, suggest
-from .fix._culprits import CULPRIT_SAMPLES, stored_culprits
-from .graph import _external
-from .graph._debug_model import ROWS_INPUT, DebugGraph, build_debug_model
-from .graph._load import ModelSource, load_model
-from .graph._units import topo_index
-from .quantize import default_op_types
+from quantdebug.config import DEFAULT_METRICS, DebugOptions, QuantConfig
+from quantdebug.data._dataset import Dataset, as_dataset
+from quantdebug.errors import ConfigError, ModelError, QuantDebugError, RunInterrupted, suggest
+from quantdebug.fix._culprits import CULPRIT_SAMPLES, stored_culprits
+from quantdebug.pipeline.calibrate import Calibration, calibrate_model
+from quantdebug.pipeline.plan import default_op_types
+from quantdebug.pipeline.plan._plan import Plan, build_plan
+from quantdebug.pipeline.plan._units import topo_index
+from quantdebug.pipeline.prepare import _external
+from quantdebug.pipeline.prepare._load import ModelSource, load_model
+from quantdebug.pipeline.prepare._prepared import PreparedModel, prepared_model
+from quantdebug.pipeline.results._coverage import node_coverage
+from quantdebug.pipeline.results._results import LayerRow, Statistics
+from quantdebug.pipeline.run._debug_model import ROWS_INPUT, DebugGraph, build_debug_model
+from quantdebug.pipeline.run._run import DebugJob, DebugLoop, RunState, skip
+from quantdebug.support._progress import progress_bar
 
 
 class QuantizationDebugger:
@@ -51,7 +51,7 @@ class QuantizationDebugger:
     ) -> None:
         if float_model is None:
             raise ConfigError("float_model is required: a path, bytes or onnx.ModelProto of the float model")
-        from ._api import from_framework
+        from quantdebug._api import from_framework
 
         float_model, (representative_dataset, debug_dataset) = from_framework(  # type: ignore[assignment]
             float_model, representative_dataset, debug_dataset
@@ -335,7 +335,7 @@ class QuantizationDebugger:
     # -- fixing -------------------------------------------------------------------------------
     def fix(self, eval_fn: Any = None, **kwargs: Any) -> Any:
         """``qd.fix`` on this debugger's model, debug data, config and Calibration (no re-calibration)."""
-        from ._api import fix
+        from quantdebug._api import fix
 
         if self.calibration is None:
             raise ConfigError(
@@ -355,9 +355,9 @@ class QuantizationDebugger:
         """Per quantized node: output SQNR (dB) when it alone is quantized, and when it alone stays float,
         separately for its activation and its weights, measured on one switchable graph; and its
         rmse/scale in both verify modes on the same samples (what ``fix`` ranks suspects by)."""
-        from .fix._evidence import layer_evidence
-        from .fix._search import sensitivity_table
-        from .fix._switch import SwitchRunner
+        from quantdebug.fix._evidence import layer_evidence
+        from quantdebug.fix._search import sensitivity_table
+        from quantdebug.fix._switch import SwitchRunner
 
         assert self._plan is not None
         feeds = list(itertools.islice(iter(self._debug), samples))
@@ -375,9 +375,9 @@ class QuantizationDebugger:
         of the output noise. Measured on the switchable graph over the first ``samples`` debug
         samples, 2L + 1 runs for L layers; afterwards the statistics' ``impact`` column is filled in.
         """
-        from .fix._culprits import measure_culprits
-        from .fix._evidence import layer_evidence
-        from .report._notebook import CulpritFrame  # pandas: loaded when asked for, not at import
+        from quantdebug.fix._culprits import measure_culprits
+        from quantdebug.fix._evidence import layer_evidence
+        from quantdebug.report._notebook import CulpritFrame  # pandas: loaded when asked for, not at import
 
         assert self._plan is not None
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
@@ -401,7 +401,7 @@ class QuantizationDebugger:
     # -- drill-down ---------------------------------------------------------------------------
     def weight_statistics(self) -> list[dict[str, Any]]:
         """Per quantized weight and bias: scale, max abs error, SQNR, spread of per-channel ranges."""
-        from .compare._weights import weight_statistics
+        from quantdebug.pipeline.results._weights import weight_statistics
 
         assert self._plan is not None
         return weight_statistics(self.float_model, self._plan.qdq)
@@ -430,7 +430,7 @@ class QuantizationDebugger:
     ) -> tuple[list[dict[str, tuple[np.ndarray, np.ndarray]]], int]:
         """(float, dequantized) tensors of ``names`` for the debug samples in ``indices``, in one pass over
         the dataset that stops after the last of them; also how many samples were read."""
-        from .runtime import make_session
+        from quantdebug.runtime import make_session
 
         assert self._plan is not None
         units = [self._unit_named(n) for n in names]
@@ -509,7 +509,7 @@ class QuantizationDebugger:
 
     def plot(self) -> list[Any]:
         """The tutorial's Step 3 plots (range and rmse/scale per layer) as matplotlib figures."""
-        from .report import plot_statistics
+        from quantdebug.report import plot_statistics
 
         return plot_statistics(Statistics(self._require_rows(), self._metric_columns()))
 
@@ -519,7 +519,7 @@ class QuantizationDebugger:
         ``histograms=N`` adds float-vs-quantized histograms of the N worst tensors (a short second
         pass over a few samples) for the HTML report.
         """
-        from ._provenance import provenance
+        from quantdebug.support._provenance import provenance
 
         extras: dict[str, Any] = {}
         if self._culprits is not None:

@@ -19,15 +19,14 @@ import click
 import onnx
 
 import quantdebug as qd
-
-from . import _io
-from .compare._results import CSV_NAME, JSON_NAME, LayerRow, Statistics
-from .data import Dataset, input_specs
-from .data._formats import ImageOptions, load_callable, open_data
-from .errors import QuantDebugError
-from .fix import LEVERS, read_trace, trace_in_folder
-from .fix._culprits import CULPRIT_SAMPLES, REASONS, number
-from .report import has_mean_elements
+from quantdebug.data import Dataset, input_specs
+from quantdebug.data._formats import ImageOptions, load_callable, open_data
+from quantdebug.errors import QuantDebugError
+from quantdebug.fix import LEVERS, read_trace, trace_in_folder
+from quantdebug.fix._culprits import CULPRIT_SAMPLES, REASONS, number
+from quantdebug.pipeline.results._results import CSV_NAME, JSON_NAME, LayerRow, Statistics
+from quantdebug.report import has_mean_elements
+from quantdebug.support import _io
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -299,7 +298,7 @@ def _config(per_channel: bool, activation_type: str, weight_type: str, calibrati
 
 
 def _load_model(path: str) -> onnx.ModelProto:
-    from .graph._load import load_model
+    from quantdebug.pipeline.prepare._load import load_model
 
     return load_model(path, what="model")
 
@@ -736,7 +735,7 @@ def report(stats_dir: str, output: str | None, fix_path: str | None) -> None:
 
 def _write_report(statistics: Statistics, target: Path, title: str | None = None) -> None:
     try:
-        from .report import render_html
+        from quantdebug.report import render_html
     except ImportError as exc:
         raise QuantDebugError(f"the HTML report is not available in this quantdebug ({exc})") from exc
     _io.write_text(target, render_html(statistics, title=title))
@@ -961,7 +960,7 @@ def demo(output: str, with_fix: bool) -> None:
     character accuracy. Prints the tutorial's story and writes every artifact
     (models, CSV, statistics, report) to DIR.
     """
-    from .demo import run_demo
+    from quantdebug.demo import run_demo
 
     run_demo(output, with_fix=with_fix, progress=_progress(), echo=click.echo)
 

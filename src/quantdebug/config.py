@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from .errors import ConfigError
+from quantdebug.errors import ConfigError
 
 CONFIG_VERSION = 1
 

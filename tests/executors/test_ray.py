@@ -21,9 +21,9 @@ from tests.helpers import dataset  # noqa: E402
 
 import quantdebug as qd  # noqa: E402
 import quantdebug.data._dataset  # noqa: E402
-from quantdebug._run import RunState  # noqa: E402
 from quantdebug.executors import LocalExecutor, ShardedDataset  # noqa: E402
 from quantdebug.executors._ray import RayExecutor, ray_dataset_of  # noqa: E402
+from quantdebug.pipeline.run._run import RunState  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 DRIVER = os.getpid()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.property.random_chains import Chain, random_chains
 from tests.transforms.checks import assert_same_function, const
 
-from quantdebug.transforms import equalize, fold_batchnorm, smooth_quant
+from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant
 
 EXAMPLES = int(os.environ.get("QUANTDEBUG_PROPERTY_EXAMPLES", "25"))  # raise it to hunt for bugs locally
 SETTINGS = settings(

@@ -17,7 +17,7 @@ from tests.models import input_feed, weight_layers
 
 import quantdebug as qd
 from quantdebug.errors import ConfigError
-from quantdebug.quantize import weight_changes
+from quantdebug.pipeline.plan import weight_changes
 from quantdebug.runtime import make_session
 
 LAYERS = ("conv1", "gconv", "dwconv", "pwconv", "fc", "matmul1")

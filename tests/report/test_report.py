@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 import quantdebug as qd
-from quantdebug.compare._results import LayerRow, Statistics
 from quantdebug.config import DEFAULT_METRICS
 from quantdebug.errors import QuantDebugError
+from quantdebug.pipeline.results._results import LayerRow, Statistics
 from quantdebug.report import explorer_node_data, plot_statistics, render_html, save_explorer_node_data, save_html
 
 ROOT = Path(__file__).resolve().parents[2]

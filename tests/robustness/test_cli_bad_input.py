@@ -17,7 +17,7 @@ import pytest
 from tests import models
 from tests.robustness import hostile
 
-from quantdebug.graph._select import FORMULA_CHARS, unguard
+from quantdebug.pipeline.plan._select import FORMULA_CHARS, unguard
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from tests import models
 from tests.helpers import dataset
 
 import quantdebug as qd
-from quantdebug import _io
+from quantdebug.support import _io
 
 SRC = Path(qd.__file__).resolve().parent
 
@@ -263,4 +263,4 @@ def test_every_file_write_in_the_source_goes_through_io() -> None:
                 mode = node.args[1] if len(node.args) > 1 else _keyword(node, "mode")
                 if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set("wax+"):
                     found.append(f"{where}:{node.lineno} {func}(..., {mode.value!r})")
-    assert not found, "write these through quantdebug._io (atomic): " + "; ".join(found)
+    assert not found, "write these through quantdebug.support._io (atomic): " + "; ".join(found)

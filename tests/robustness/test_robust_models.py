@@ -18,9 +18,9 @@ from tests.robustness import hostile
 
 import quantdebug as qd
 from quantdebug.errors import ModelTooLargeError
-from quantdebug.graph import _external, _load
-from quantdebug.graph._debug_model import ROWS_INPUT
-from quantdebug.graph._load import load_model
+from quantdebug.pipeline.prepare import _external, _load
+from quantdebug.pipeline.prepare._load import load_model
+from quantdebug.pipeline.run._debug_model import ROWS_INPUT
 from quantdebug.runtime import _session, make_session
 
 

@@ -15,7 +15,7 @@ from tests.property.qdq_structure import float_violations
 from tests.robustness import hostile
 
 import quantdebug as qd
-from quantdebug.graph._select import FORMULA_CHARS, unguard
+from quantdebug.pipeline.plan._select import FORMULA_CHARS, unguard
 
 FORMULAS = [name for name in hostile.HOSTILE_NAMES if name[0] in FORMULA_CHARS]
 

@@ -11,7 +11,7 @@ from tests.property.random_chains import Layer, chain_model, feeds_for
 from tests.transforms.checks import assert_same_function, node, weight_of
 
 import quantdebug as qd
-from quantdebug.transforms import equalize, fold_batchnorm
+from quantdebug.pipeline.transform import equalize, fold_batchnorm
 
 
 def out_ranges(w: np.ndarray, op: str, trans_b: bool = False) -> np.ndarray:

@@ -11,7 +11,7 @@ from tests import models
 from tests.property.random_chains import Layer, chain_model, feeds_for
 from tests.transforms.checks import assert_same_function, const, node, weight_of
 
-from quantdebug.transforms import fold_batchnorm
+from quantdebug.pipeline.transform import fold_batchnorm
 
 
 def _bn_model(

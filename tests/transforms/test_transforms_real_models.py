@@ -11,7 +11,7 @@ from tests.examples.test_examples_real_models import load_example
 from tests.transforms.checks import assert_same_function
 
 from quantdebug.frontends import from_torch
-from quantdebug.transforms import equalize, fold_batchnorm, smooth_quant
+from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -11,7 +11,7 @@ from tests.helpers import dataset, session
 from tests.transforms.checks import assert_same_function, const, node, weight_of
 
 import quantdebug as qd
-from quantdebug.transforms import smooth_quant
+from quantdebug.pipeline.transform import smooth_quant
 
 H, S = 8, 5  # hidden size, sequence length
 EPS = 1e-5

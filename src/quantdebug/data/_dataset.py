@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..errors import DatasetError, mismatch
+from quantdebug.errors import DatasetError, mismatch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError, mismatch, missing_extra, suggest
-from ._dataset import InputSpec
+from quantdebug.data._dataset import InputSpec
+from quantdebug.errors import ConfigError, DatasetError, mismatch, missing_extra, suggest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAYOUTS = ("NCHW", "NHWC")

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
-from quantdebug import _io
 from quantdebug.errors import QuantDebugError, missing_extra
+from quantdebug.support import _io
 
 if TYPE_CHECKING:
     import onnx

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import _io
-from .._debugger import QuantizationDebugger
-from ..config import DebugOptions, QuantConfig
-from ..runtime import make_session
-from ._ocr import CALIB_SEED, make_eval_fn, ocr_dataset, rec_model_path, require_demo_packages
+from quantdebug._debugger import QuantizationDebugger
+from quantdebug.config import DebugOptions, QuantConfig
+from quantdebug.demo._ocr import CALIB_SEED, make_eval_fn, ocr_dataset, rec_model_path, require_demo_packages
+from quantdebug.runtime import make_session
+from quantdebug.support import _io
 
 DEBUG_SEED = 2
 SUSPECT_THRESHOLD = 0.7  # the tutorial's rmse/scale cut-off
@@ -125,7 +125,7 @@ def run_demo(
         )
         stats.extras["fix"] = result.trace_dict()
         stats.save(out / "stats")
-    from ..report import save_html
+    from quantdebug.report import save_html
 
     save_html(stats, out / "report.html", title="quantdebug demo: PP-OCRv4 recogniser")
     echo(f"  outputs: {out}/ (models, stats/layer_statistics.csv, stats/statistics.json, report.html)")

@@ -11,10 +11,10 @@ from typing import Any, Protocol, TypeVar
 
 import onnx
 
-from .._run import DebugJob, RunState
-from ..calibration import Calibration
-from ..calibration._calibrate import Calibrator
-from ..data._dataset import Dataset
+from quantdebug.data._dataset import Dataset
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.calibrate._calibrate import Calibrator
+from quantdebug.pipeline.run._run import DebugJob, RunState
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from .._progress import progress_bar
-from .._run import DebugJob, DebugLoop, RunState
-from ..calibration import Calibration
-from ..calibration._calibrate import Calibrator
-from ..data._dataset import Dataset, InputSpec
-from ..errors import ConfigError, DatasetError, QuantDebugError, RunInterrupted
-from ._local import ShardedDataset
+from quantdebug.data._dataset import Dataset, InputSpec
+from quantdebug.errors import ConfigError, DatasetError, QuantDebugError, RunInterrupted
+from quantdebug.executors._local import ShardedDataset
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.calibrate._calibrate import Calibrator
+from quantdebug.pipeline.run._run import DebugJob, DebugLoop, RunState
+from quantdebug.support._progress import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -1,10 +1,10 @@
 """Sensitivity ranking and the search for the fewest changes (int16, float, per-channel, calibration, clamp)."""
 
-from ._culprits import REASONS
-from ._result import Candidate, FixResult, TraceEntry
-from ._search import LEVERS, FixInterrupted
-from ._settings import onnxruntime_settings
-from ._trace import read_trace, trace_in_folder
+from quantdebug.fix._culprits import REASONS
+from quantdebug.fix._result import Candidate, FixResult, TraceEntry
+from quantdebug.fix._search import LEVERS, FixInterrupted
+from quantdebug.fix._settings import onnxruntime_settings
+from quantdebug.fix._trace import read_trace, trace_in_folder
 
 __all__ = [
     "LEVERS",

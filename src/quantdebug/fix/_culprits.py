@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .._plan import Plan
-from ..calibration import Calibration
-from ._evidence import LayerEvidence
-from ._levers import OUTLIER_RATIO, SENTINEL, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
-from ._search import noise_share
-from ._switch import SwitchRunner, build_switch_model, output_sqnr
+from quantdebug.fix._evidence import LayerEvidence
+from quantdebug.fix._levers import OUTLIER_RATIO, SENTINEL, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
+from quantdebug.fix._search import noise_share
+from quantdebug.fix._switch import SwitchRunner, build_switch_model, output_sqnr
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.plan._plan import Plan
 
 SENTINEL_REASON = "sentinel"
 OUTLIERS = "outliers"

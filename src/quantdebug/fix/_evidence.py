@@ -17,12 +17,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from .._plan import Plan
-from .._run import DebugJob
-from ..compare._results import rmse_over_scale
-from ..config import DEFAULT_METRICS, DebugOptions
-from ..graph._debug_model import build_debug_model
-from ..graph._units import Unit
+from quantdebug.config import DEFAULT_METRICS, DebugOptions
+from quantdebug.pipeline.plan._plan import Plan
+from quantdebug.pipeline.plan._units import Unit
+from quantdebug.pipeline.results._results import rmse_over_scale
+from quantdebug.pipeline.run._debug_model import build_debug_model
+from quantdebug.pipeline.run._run import DebugJob
 
 ROUNDING = 1.0 / math.sqrt(12.0)  # rmse/scale of plain rounding to the nearest step
 _MSE = DEFAULT_METRICS.index("mean_squared_error")

@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from ..errors import QuantDebugError
-from ..runtime import make_session
-from ._result import Candidate
-from ._switch import output_sqnr
+from quantdebug.errors import QuantDebugError
+from quantdebug.fix._result import Candidate
+from quantdebug.fix._switch import output_sqnr
+from quantdebug.runtime import make_session
 
 MIN_INT16_GAIN_DB = 6.0  # output noise power down 4x: less than that, 16 bits are not what is missing
 

@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..calibration import Calibration
-from ..calibration._stats import bin_edges
-from ..runtime import make_session
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.calibrate._stats import bin_edges
+from quantdebug.runtime import make_session
 
 SENTINEL = 1e30  # magnitudes beyond this are fill values (float32 min/max masks), not data
 OUTLIER_RATIO = 4.0  # MinMax range this many times the percentile range: a few values set the scale

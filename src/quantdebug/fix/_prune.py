@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping
 import onnx
 from onnx import numpy_helper
 
-from .._prepared import PreparedModel
-from ..calibration import Calibration
-from ..config import QuantConfig
-from ..graph import _external
-from ._result import Candidate
-from ._settings import quantized_tensors
+from quantdebug.config import QuantConfig
+from quantdebug.fix._result import Candidate
+from quantdebug.fix._settings import quantized_tensors
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.prepare import _external
+from quantdebug.pipeline.prepare._prepared import PreparedModel
 
 
 def per_channel_nodes(model: onnx.ModelProto) -> set[str]:

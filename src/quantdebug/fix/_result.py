@@ -11,9 +11,9 @@ from typing import Any
 
 import onnx
 
-from .. import _io
-from ..config import QuantConfig
-from ..errors import ConfigError
+from quantdebug.config import QuantConfig
+from quantdebug.errors import ConfigError
+from quantdebug.support import _io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,7 @@ class FixResult:
     @property
     def model(self) -> onnx.ModelProto:
         """The fixed QDQ model; ``ModelTooLargeError`` for a model over 2 GB (use ``save_model``)."""
-        from ..graph._external import as_proto
+        from quantdebug.pipeline.prepare._external import as_proto
 
         return as_proto(self.quantized, "fixed model", "FixResult.save_model")
 
@@ -138,7 +138,7 @@ class FixResult:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the summary, then the first suspects with their noise shares."""
-        from ..report._tables import fix_result_html  # the report package imports this one
+        from quantdebug.report._tables import fix_result_html  # the report package imports this one
 
         return fix_result_html(self.summary(), self.ranking)
 
@@ -171,7 +171,7 @@ class FixResult:
 
     def save_model(self, path: str | os.PathLike[str]) -> None:
         """Write the fixed model atomically (weights in ``<file name>.data`` for a model over 2 GB)."""
-        from ..graph._external import write_model
+        from quantdebug.pipeline.prepare._external import write_model
 
         write_model(self.quantized, path)
 
@@ -185,7 +185,7 @@ class FixResult:
 
     def save_float_model(self, path: str | os.PathLike[str]) -> None:
         """Write the pre-processed float model that ``ort_settings`` applies to (its node and tensor names)."""
-        from ..graph._external import write_model
+        from quantdebug.pipeline.prepare._external import write_model
 
         if self.float_model is None:
             raise ConfigError("this FixResult was made without its float model")

@@ -21,24 +21,24 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .. import _io
-from .._plan import Plan, build_plan
-from .._prepared import PreparedModel, needs_16bit
-from ..calibration import Calibration
-from ..compare._weights import weight_statistics
-from ..config import QuantConfig
-from ..errors import ConfigError, EvalFunctionError, ModelError, QuantDebugError
-from ..executors import LocalExecutor
-from ..graph import _external
-from ..runtime import make_session
-from ._evidence import LayerEvidence, layer_evidence
-from ._int16 import first_lever_share, int16_gain_db, lever_order
-from ._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
-from ._prune import checked_live_changes
-from ._result import Candidate, FixResult, TraceEntry
-from ._settings import ort_settings
-from ._switch import SwitchRunner, build_switch_model, output_sqnr
-from ._trace import TRACE_FORMAT
+from quantdebug.config import QuantConfig
+from quantdebug.errors import ConfigError, EvalFunctionError, ModelError, QuantDebugError
+from quantdebug.executors import LocalExecutor
+from quantdebug.fix._evidence import LayerEvidence, layer_evidence
+from quantdebug.fix._int16 import first_lever_share, int16_gain_db, lever_order
+from quantdebug.fix._levers import clamp_keeps_outputs, outlier_tensors, sentinel_clamps, spread_nodes
+from quantdebug.fix._prune import checked_live_changes
+from quantdebug.fix._result import Candidate, FixResult, TraceEntry
+from quantdebug.fix._settings import ort_settings
+from quantdebug.fix._switch import SwitchRunner, build_switch_model, output_sqnr
+from quantdebug.fix._trace import TRACE_FORMAT
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.plan._plan import Plan, build_plan
+from quantdebug.pipeline.prepare import _external
+from quantdebug.pipeline.prepare._prepared import PreparedModel, needs_16bit
+from quantdebug.pipeline.results._weights import weight_statistics
+from quantdebug.runtime import make_session
+from quantdebug.support import _io
 
 LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
 DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given

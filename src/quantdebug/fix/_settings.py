@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
-from .. import _io
-from .._prepared import PreparedModel
-from ..calibration import Calibration
-from ..config import QuantConfig
-from ..errors import ConfigError
-from ..quantize import QUANT_TYPES, default_op_types, tensor_overrides
+from quantdebug.config import QuantConfig
+from quantdebug.errors import ConfigError
+from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.plan import QUANT_TYPES, default_op_types, tensor_overrides
+from quantdebug.pipeline.prepare._prepared import PreparedModel
+from quantdebug.support import _io
 
 SETTINGS_FORMAT = "quantdebug.onnxruntime-settings"
 HOW_TO_LOAD = (

@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .._plan import Plan
-from ..graph import _external
-from ..runtime import make_session
+from quantdebug.pipeline.plan._plan import Plan
+from quantdebug.pipeline.prepare import _external
+from quantdebug.runtime import make_session
 
 ACT_SWITCHES = "__qd/switch/activations"
 WEIGHT_SWITCHES = "__qd/switch/weights"
@@ -210,7 +210,7 @@ class SwitchRunner:
 
     def _stack_if_safe(self) -> None:
         """Run all samples as one batch when that gives, row by row, what single runs give."""
-        from ..calibration._calibrate import batching_is_safe, has_control_flow
+        from quantdebug.pipeline.calibrate._calibrate import batching_is_safe, has_control_flow
 
         if len(self.feeds) < 2 or has_control_flow(self.model):
             return

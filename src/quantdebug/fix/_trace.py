@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import _io
-from ..errors import ConfigError
+from quantdebug.errors import ConfigError
+from quantdebug.support import _io
 
 TRACE_FORMAT = "quantdebug.fix-trace"
 RESULT_SUFFIX = ".fix.json"  # what ``quantdebug fix -o FIXED.onnx`` writes beside the model

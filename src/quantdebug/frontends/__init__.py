@@ -3,12 +3,26 @@
 The frameworks are optional extras (``quantdebug[torch]``, ``quantdebug[tensorflow]``), imported only when used.
 """
 
-from ._common import MissingExtraError
-from ._convert import convert, framework_of
-from ._data import adapt_dataset, as_seed_dataset, check_layout, first_sample, is_framework_dataset, layout_hint
-from ._tensorflow import from_keras, from_tflite
-from ._torch import from_torch
-from ._verify import DEFAULT_ATOL, DEFAULT_RTOL, ConversionError, OutputCheck, VerificationReport, verify_conversion
+from quantdebug.frontends._common import MissingExtraError
+from quantdebug.frontends._convert import convert, framework_of
+from quantdebug.frontends._data import (
+    adapt_dataset,
+    as_seed_dataset,
+    check_layout,
+    first_sample,
+    is_framework_dataset,
+    layout_hint,
+)
+from quantdebug.frontends._tensorflow import from_keras, from_tflite
+from quantdebug.frontends._torch import from_torch
+from quantdebug.frontends._verify import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    ConversionError,
+    OutputCheck,
+    VerificationReport,
+    verify_conversion,
+)
 
 __all__ = [
     "DEFAULT_ATOL",

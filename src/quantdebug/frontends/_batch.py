@@ -7,7 +7,7 @@ import re
 import numpy as np
 import onnx
 
-from ._verify import ConversionError, _compare, cast_like, input_names
+from quantdebug.frontends._verify import ConversionError, _compare, cast_like, input_names
 
 
 def ort_reason(exc: BaseException) -> str:
@@ -35,7 +35,7 @@ def batch_problem(model: onnx.ModelProto, feed: dict[str, np.ndarray], rtol: flo
 
     ``feed`` holds an example value for every model input (extra entries are ignored).
     """
-    from ..runtime import make_session
+    from quantdebug.runtime import make_session
 
     names = input_names(model)
     missing = [n for n in names if n not in feed]

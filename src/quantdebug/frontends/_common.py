@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import onnx
 
-from ..errors import MissingExtraError, missing_extra
+from quantdebug.errors import MissingExtraError, missing_extra
 
 __all__ = ["MissingExtraError", "missing_extra", "rename_values", "safe_name", "set_metadata"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import ConfigError
-from ._tensorflow import KERAS_SUFFIXES, from_keras, from_tflite, is_keras_model
-from ._torch import from_torch, is_torch_module
+from quantdebug.errors import ConfigError
+from quantdebug.frontends._tensorflow import KERAS_SUFFIXES, from_keras, from_tflite, is_keras_model
+from quantdebug.frontends._torch import from_torch, is_torch_module
 
 
 def framework_of(obj: object) -> str | None:

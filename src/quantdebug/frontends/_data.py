@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..data import layout_hint
-from ..errors import DatasetError
-from ._verify import to_numpy
+from quantdebug.data import layout_hint
+from quantdebug.errors import DatasetError
+from quantdebug.frontends._verify import to_numpy
 
 Sample = list[np.ndarray] | dict[str, np.ndarray]
 
@@ -157,7 +157,7 @@ def _passthrough(samples: Iterable[Any]) -> Iterator[Any]:
 # -- layout -----------------------------------------------------------------------------------
 def check_layout(model: onnx.ModelProto, sample: object) -> None:
     """Raise DatasetError with a transposing hint when ``sample`` is in the other layout than ``model``'s inputs."""
-    from ..data import input_specs
+    from quantdebug.data import input_specs
 
     specs = input_specs(model)
     if isinstance(sample, Mapping):

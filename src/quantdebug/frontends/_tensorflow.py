@@ -14,10 +14,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import ConfigError, ModelError
-from ._batch import batch_problem
-from ._common import missing_extra, rename_values, safe_name, set_metadata
-from ._verify import DEFAULT_ATOL, DEFAULT_RTOL, ConversionError, input_names, normalize_sample, verify_conversion
+from quantdebug.errors import ConfigError, ModelError
+from quantdebug.frontends._batch import batch_problem
+from quantdebug.frontends._common import missing_extra, rename_values, safe_name, set_metadata
+from quantdebug.frontends._verify import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    ConversionError,
+    input_names,
+    normalize_sample,
+    verify_conversion,
+)
 
 DEFAULT_OPSET = 17
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -343,7 +350,7 @@ def from_tflite(
 
 
 def _onnx_synth(model: onnx.ModelProto) -> list[np.ndarray]:
-    from ..data import input_specs
+    from quantdebug.data import input_specs
 
     specs = input_specs(model)
     return _synth([s.shape or () for s in specs], [s.dtype for s in specs])

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import ConfigError
-from . import _verify
-from ._batch import batch_problem
-from ._common import missing_extra, rename_values, set_metadata
-from ._verify import (
+from quantdebug.errors import ConfigError
+from quantdebug.frontends import _verify
+from quantdebug.frontends._batch import batch_problem
+from quantdebug.frontends._common import missing_extra, rename_values, set_metadata
+from quantdebug.frontends._verify import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     ConversionError,

@@ -1,8 +1,8 @@
 """Reports rendered from saved statistics: a self-contained HTML page, notebook plots, Model Explorer overlays."""
 
-from ._explorer import explorer_node_data, save_explorer_node_data
-from ._html import render_html, save_html
-from ._plots import has_mean_elements, is_exact_copy, plot_statistics
+from quantdebug.report._explorer import explorer_node_data, save_explorer_node_data
+from quantdebug.report._html import render_html, save_html
+from quantdebug.report._plots import has_mean_elements, is_exact_copy, plot_statistics
 
 __all__ = [
     "explorer_node_data",

@@ -28,10 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import _io
-from ..compare._results import LayerRow, Statistics
-from ..errors import QuantDebugError
-from ._plots import SEVERE_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, WATCH_RMSE_OVER_SCALE
+from quantdebug.errors import QuantDebugError
+from quantdebug.pipeline.results._results import LayerRow, Statistics
+from quantdebug.report._plots import SEVERE_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, WATCH_RMSE_OVER_SCALE
+from quantdebug.support import _io
 
 DEFAULT_GRAPH_ID = "main_graph"  # the name torch.onnx gives a graph; pass graph_id for others
 RATIO_METRIC = "rmse/scale"

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import _io
-from ..compare._results import LayerRow, Statistics
-from ._plots import (
+from quantdebug.pipeline.results._results import LayerRow, Statistics
+from quantdebug.report._plots import (
     FEW_ELEMENTS,
     IDEAL_RMSE_OVER_SCALE,
     SEVERITY,
@@ -36,7 +35,8 @@ from ._plots import (
     is_tiny,
     severity,
 )
-from ._tables import culprits_table, denylist_line
+from quantdebug.report._tables import culprits_table, denylist_line
+from quantdebug.support import _io
 
 WORST_ROWS = 10
 MAX_HISTOGRAMS = 6

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..fix._culprits import COLUMNS
-from ._tables import NOTEBOOK_ROWS, culprits_table, denylist_line
+from quantdebug.fix._culprits import COLUMNS
+from quantdebug.report._tables import NOTEBOOK_ROWS, culprits_table, denylist_line
 
 
 class CulpritFrame(pd.DataFrame):

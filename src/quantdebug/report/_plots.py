@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..compare._results import LayerRow, Statistics
-from ..errors import missing_extra
+from quantdebug.errors import missing_extra
+from quantdebug.pipeline.results._results import LayerRow, Statistics
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..fix._culprits import REASONS, number
+from quantdebug.fix._culprits import REASONS, number
 
 BAR_WIDTH = 120  # px of an impact of 1.0
 NOTEBOOK_ROWS = 15  # rows a notebook shows; the frame itself has them all

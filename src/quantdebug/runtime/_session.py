@@ -10,8 +10,8 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from ..errors import ModelError
-from ..graph import _external
+from quantdebug.errors import ModelError
+from quantdebug.pipeline.prepare import _external
 
 OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,

@@ -1,5 +1,0 @@
-"""Ranges from the representative dataset: one streaming pass, a serializable, mergeable Calibration."""
-
-from ._calibrate import Calibration, Calibrator, calibrate_model, model_fingerprint
-
-__all__ = ["Calibration", "Calibrator", "calibrate_model", "model_fingerprint"]

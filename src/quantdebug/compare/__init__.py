@@ -1,1 +1,0 @@
-"""Metric accumulators (mergeable), layer and model statistics, CSV and JSON output."""

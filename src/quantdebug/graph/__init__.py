@@ -1,1 +1,0 @@
-"""Loading, naming and pre-processing ONNX models, and building the debug graphs."""

@@ -1,0 +1,189 @@
+"""The weight levers around onnxruntime's quantizer, as one pipeline stage.
+
+(a) float-model transforms when asked: fold BatchNormalization, then cross-layer equalization,
+then SmoothQuant; a transformed float model has other activation ranges, so it is re-calibrated
+on the same samples; (b) onnxruntime's quantizer as always; (c) adaptive rounding and bias
+correction on the QDQ model it wrote. What was changed is recorded in the QDQ model's metadata
+(``quantdebug.weight_changes``, a JSON list of records) so the report and ``fix`` can name it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from quantdebug.config import QuantConfig
+from quantdebug.errors import ConfigError
+from quantdebug.pipeline.plan import _adaround
+from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant
+
+METADATA_KEY = "quantdebug.weight_changes"
+Feeds = Iterable[Mapping[str, np.ndarray]]
+
+
+def missing_data_error(config: QuantConfig) -> ConfigError:
+    on = [
+        name
+        for name, flag in (
+            ("weight_rounding='adaround'", config.adaround_on),
+            ("bias_correction", config.bias_correction_on),
+            ("equalize", config.equalize_on),
+            ("smooth_quant", config.smooth_quant_on),
+        )
+        if flag
+    ]
+    return ConfigError(
+        f"{', '.join(on)} need the calibration samples at quantize time, and this calibration has none "
+        "(a Calibration loaded from a file keeps no data); pass them: qd.quantize(model, calibration, config, "
+        "dataset=representative_dataset) or Calibration.load(path, dataset=representative_dataset)"
+    )
+
+
+def limited(dataset: Feeds, config: QuantConfig) -> Feeds:
+    """The samples the weight levers fit to: all of ``dataset``, or its first ``adaround_samples``."""
+    if config.adaround_samples is None:
+        return dataset
+    n = config.adaround_samples
+    return _Take(dataset, n)
+
+
+class _Take:
+    """The first ``n`` samples of a re-iterable dataset, itself re-iterable (it is read per pass)."""
+
+    def __init__(self, dataset: Feeds, n: int) -> None:
+        self.dataset, self.n = dataset, n
+
+    def __iter__(self) -> Any:
+        return itertools.islice(iter(self.dataset), self.n)
+
+
+def transform_float(
+    model: onnx.ModelProto, config: QuantConfig, feeds: Feeds, nodes: Callable[[Sequence[str]], list[str]]
+) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """``model`` with BatchNormalization folded, equalized and smoothed as ``config`` asks, and the records.
+
+    ``nodes`` resolves the config's selectors to node names of ``model``.
+    """
+
+    records: list[dict[str, Any]] = []
+    if config.equalize_on:
+        model, folded = fold_batchnorm(model)
+        if folded:
+            records.append({"kind": "fold_batchnorm", "nodes": list(folded), "status": "applied", "reason": ""})
+        selected = nodes(config.equalize_nodes) if config.equalize_nodes else None
+        model, more = equalize(model, nodes=selected)
+        records.extend(more)
+    if config.smooth_quant is not None:
+        selected = nodes(config.smooth_quant_nodes) if config.smooth_quant_nodes else None
+        model, more = smooth_quant(model, feeds, alpha=config.smooth_quant, nodes=selected)
+        records.extend(more)
+    return model, records
+
+
+def adjust_weights(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    config: QuantConfig,
+    feeds: Feeds,
+    nodes: Callable[[Sequence[str]], list[str]],
+    *,
+    progress: Callable[[int], None] = lambda n: None,
+) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """Adaptive rounding and bias correction of ``qdq``'s weights against ``float_model`` on ``feeds``.
+
+    Returns a new QDQ model (scales and zero points as onnxruntime chose them) and the records.
+    """
+    rounded = _selected(config.adaround_on, config.adaround_nodes, nodes)
+    corrected = _selected(config.bias_correction_on, config.bias_correction_nodes, nodes)
+    wanted = None if rounded is None or corrected is None else rounded | corrected
+    targets, skipped = _adaround.find_targets(qdq, float_model, wanted)
+    records: list[dict[str, Any]] = []
+    if not targets:
+        return qdq, [_record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)]
+    out = qdq
+    fitted: dict[str, tuple[tuple[bytes, ...], np.ndarray | None, np.ndarray | None]] = {}
+    for _ in range(config.adaround_passes):
+        # each pass sees the inputs the previous one's layers give: after k passes every layer at
+        # depth <= k is fitted to exactly the inputs it gets in the result
+        _adaround.gather(out, targets, feeds, progress=progress)
+        updates: dict[str, np.ndarray] = {}
+        for t in targets:
+            key = _adaround.stats_key(t)
+            if t.node not in fitted or fitted[t.node][0] != key:
+                fitted[t.node] = (key, *_fit(t, config, rounded, corrected))
+            q, bias = fitted[t.node][1:]
+            if q is not None:
+                updates[t.q_init] = t.q_layout(q)
+            if bias is not None:
+                assert t.bias_init is not None
+                updates[t.bias_init] = bias
+        out = onnx.ModelProto()
+        out.CopyFrom(qdq)
+        _adaround.write(out, updates)
+    done_round = [t.node for t in targets if fitted[t.node][1] is not None]
+    done_bias = [t.node for t in targets if fitted[t.node][2] is not None]
+    wanted_bias = [t for t in targets if config.bias_correction_on and (corrected is None or t.node in corrected)]
+    no_bias = [(t.node, "no quantized bias to correct") for t in wanted_bias if t.bias_init is None]
+    if config.adaround_on:
+        records.append(_record("adaround", done_round, "applied" if done_round else "skipped", "", skipped))
+    if config.bias_correction_on:
+        records.append(
+            _record("bias_correction", done_bias, "applied" if done_bias else "skipped", "", skipped + no_bias)
+        )
+    return out, records
+
+
+def _fit(
+    t: _adaround.Target, config: QuantConfig, rounded: set[str] | None, corrected: set[str] | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(learned integers or None where nearest stays, corrected int32 bias or None) of one layer."""
+    q, learned = t.q, None
+    if config.adaround_on and (rounded is None or t.node in rounded):
+        q = _adaround.adaround(t, config.adaround_iterations, config.adaround_seed)
+        # keep nearest rounding where the learned one does not reconstruct better (the objective
+        # is exact on these samples, so "no worse than nearest" then holds layer by layer)
+        if _adaround.reconstruction_error(t, t.dequantized(q)) <= _adaround.reconstruction_error(t, t.dequantized()):
+            learned = q
+        else:
+            q = t.q
+    bias = None
+    if config.bias_correction_on and (corrected is None or t.node in corrected):
+        bias = _adaround.corrected_bias(t, q)
+    return learned, bias
+
+
+def _selected(on: bool, selectors: Sequence[str], nodes: Callable[[Sequence[str]], list[str]]) -> set[str] | None:
+    """None: every node; else the nodes named (the empty set when the technique is off)."""
+    if not on:
+        return set()
+    return set(nodes(selectors)) if selectors else None
+
+
+def _record(kind: str, nodes: list[str], status: str, reason: str, skipped: list[tuple[str, str]]) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": kind, "nodes": nodes, "status": status, "reason": reason}
+    if skipped:
+        record["skipped"] = [{"node": n, "reason": r} for n, r in skipped]
+    return record
+
+
+def stamp(model: onnx.ModelProto, records: list[dict[str, Any]]) -> None:
+    """Record the weight changes in ``model``'s metadata (replacing an earlier record)."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if records:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(records, sort_keys=True)
+
+
+def weight_changes(model: onnx.ModelProto) -> list[dict[str, Any]]:
+    """The records ``stamp`` wrote into ``model`` (empty for a model no weight lever touched)."""
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:
+            return list(json.loads(p.value))
+    return []

@@ -1,0 +1,1 @@
+"""Results: layer rows, model statistics, CSV and JSON output, coverage."""

@@ -1,0 +1,328 @@
+"""One debug run's mergeable state, and the loop that streams samples through the debug model.
+
+The state is sums and counts only (never per-sample tensors), so a run can stop, keep what it
+has, resume later, or be split over workers whose states merge into the single-process result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from quantdebug.config import DEFAULT_METRICS, DebugOptions
+from quantdebug.data._dataset import batches
+from quantdebug.errors import ModelError
+from quantdebug.pipeline.calibrate._calibrate import batching_is_safe, has_control_flow
+from quantdebug.pipeline.run._accumulate import MeanAccumulator, default_metrics
+from quantdebug.pipeline.run._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph
+
+
+@dataclasses.dataclass
+class RunState:
+    """Sums and counts of one debug run (or of one shard of it)."""
+
+    layer: MeanAccumulator
+    custom: MeanAccumulator | None
+    model_sums: dict[str, float]
+    model_count: int = 0
+    digest: bytes = bytes(32)  # XOR of per-sample SHA-256 digests: order-free, so shards merge
+    fidelity: float | None = None
+
+    @classmethod
+    def empty(cls, units: int, options: DebugOptions) -> RunState:
+        custom = list(options.layer_debug_metrics) + list(options.layer_direct_compare_metrics)
+        return cls(
+            layer=MeanAccumulator(units, DEFAULT_METRICS),
+            custom=MeanAccumulator(units, custom) if custom else None,
+            model_sums={name: 0.0 for name in options.model_debug_metrics},
+        )
+
+    @property
+    def samples(self) -> int:
+        return self.layer.samples
+
+    def merge(self, other: RunState) -> RunState:
+        fidelities = [f for f in (self.fidelity, other.fidelity) if f is not None]
+        return RunState(
+            layer=self.layer.merge(other.layer),
+            custom=self.custom.merge(other.custom)
+            if self.custom is not None and other.custom is not None
+            else self.custom,
+            model_sums={k: v + other.model_sums.get(k, 0.0) for k, v in self.model_sums.items()},
+            model_count=self.model_count + other.model_count,
+            digest=bytes(a ^ b for a, b in zip(self.digest, other.digest)),
+            fidelity=max(fidelities) if fidelities else None,
+        )
+
+    def absorb_digest(self, feed: dict[str, np.ndarray], n: int) -> None:
+        for i in range(n):
+            h = hashlib.sha256()
+            for name in sorted(feed):
+                value = feed[name]
+                h.update(np.ascontiguousarray(value[i : i + 1] if n > 1 else value).tobytes())
+            self.digest = bytes(a ^ b for a, b in zip(self.digest, h.digest()))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.digest + self.samples.to_bytes(8, "little")).hexdigest()[:32]
+
+
+# onnxruntime's QDQ propagation, pushing a twin's DequantizeLinear through a data-movement op (a
+# Slice) at opset 21, writes a QuantizeLinear whose output type contradicts the uint8 zero point its
+# s8->u8 conversion gave the tensor, and the session fails to load. Without that transformer the
+# twins stay float, as they should; the deployed part was propagated when its graph was saved, and
+# the fidelity check compares its outputs with the deployed model's.
+_PROPAGATION_BUG = "does not match y_zero_point"
+_PROPAGATION = ("QDQPropagationTransformer",)
+
+
+def debug_session(model: onnx.ModelProto, *, level: str, threads: int | None) -> ort.InferenceSession:
+    from quantdebug.runtime import make_session
+
+    try:
+        return make_session(model, level=level, threads=threads, what="debug model")
+    except ModelError as exc:
+        if _PROPAGATION_BUG not in str(exc):
+            raise
+        return make_session(model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION)
+
+
+@dataclasses.dataclass
+class DebugJob:
+    """Everything a process needs to run the debug loop: models as bytes, options, units' parameters.
+
+    It is what an executor ships to its workers; each builds its sessions once from it.
+    """
+
+    graph: DebugGraph
+    options: DebugOptions
+    deployed: bytes | None  # the quantized model, for the fidelity check
+    float_model: bytes | None  # for model metrics
+    custom_params: list[tuple[float, int, int]]  # per unit: scale, zero point, runtime zero-point shift
+
+    def loop(self) -> DebugLoop:
+        from quantdebug.runtime import make_session
+
+        opts = self.options
+        threads = opts.intra_op_num_threads
+        level = opts.graph_optimization_level
+        session = debug_session(self.graph.model, level=level, threads=threads)
+        deployed_bytes = self.deployed
+
+        def deployed() -> ort.InferenceSession:  # made only when a run checks fidelity (not on resume)
+            assert deployed_bytes is not None
+            return make_session(deployed_bytes, level=level, threads=threads, what="quantized model")
+
+        float_session = None
+        if self.float_model is not None and opts.model_debug_metrics:
+            float_session = make_session(self.float_model, level="all", threads=threads, what="float model")
+        custom = self.custom_values if opts.has_raw_tensor_metrics else None
+        return DebugLoop(self.graph, opts, session, deployed if deployed_bytes else None, float_session, custom)
+
+    def empty_state(self) -> RunState:
+        return RunState.empty(len(self.graph.units), self.options)
+
+    def custom_values(self, out: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """Per sample, unit and custom metric, from the raw tensors of one batch."""
+        opts = self.options
+        names = list(opts.layer_debug_metrics) + list(opts.layer_direct_compare_metrics)
+        values = np.full((n, len(self.graph.units), len(names)), np.nan)
+        for k, (int_name, deq_name, ref_name) in enumerate(self.graph.raw_outputs):
+            scale, zero_point, shift = self.custom_params[k]
+            q_raw, deq, ref = out[int_name], out[deq_name], out[ref_name]
+            for i in range(n):
+                rows = slice(i, i + 1) if n > 1 else slice(None)
+                diff = deq[rows] - ref[rows]
+                j = 0
+                for layer_fn in opts.layer_debug_metrics.values():
+                    values[i, k, j] = float(layer_fn(diff))
+                    j += 1
+                # the deployed model's integers: undo onnxruntime's int8 -> uint8 zero-point shift
+                q_user = q_raw[rows].astype(np.int32) + shift
+                for fn in opts.layer_direct_compare_metrics.values():
+                    values[i, k, j] = float(fn(ref[rows], q_user, scale, zero_point))
+                    j += 1
+        return values
+
+
+class DebugLoop:
+    """Runs the debug model (and, for model metrics, the float model) over feeds, into a RunState.
+
+    A loop is built once per debug graph and reused by every run on it: its sessions, the deployed
+    model's session for the fidelity check (made on first use) and its verdicts on batching.
+    """
+
+    def __init__(
+        self,
+        graph: DebugGraph,
+        options: DebugOptions,
+        session: ort.InferenceSession,
+        deployed: Callable[[], ort.InferenceSession] | None,
+        float_session: ort.InferenceSession | None,
+        custom_values: Callable[[dict[str, np.ndarray], int], np.ndarray] | None,
+    ) -> None:
+        self.graph = graph
+        self.options = options
+        self.session = session
+        self._make_deployed = deployed
+        self._deployed: ort.InferenceSession | None = None
+        self._batching: dict[tuple[Any, ...], bool] = {}
+        self._control_flow = has_control_flow(graph.model)
+        self.float_session = float_session
+        self.custom_values = custom_values
+        self.raw_names = [t for trio in graph.raw_outputs for t in trio] if options.has_raw_tensor_metrics else []
+        self.fetch = list(dict.fromkeys([METRICS_OUTPUT, SIZES_OUTPUT, *graph.model_outputs, *self.raw_names]))
+
+    def run_batch(self, feed: dict[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
+        full = dict(feed)
+        full[ROWS_INPUT] = np.array([0 if batched else 1, -1], dtype=np.int64)
+        return dict(zip(self.fetch, self.session.run(self.fetch, full)))
+
+    @property
+    def checks_fidelity(self) -> bool:
+        return self._make_deployed is not None
+
+    def _checked_batching(
+        self, head: list[dict[str, np.ndarray]], batch_free: bool, singles: list[dict[str, np.ndarray]]
+    ) -> bool:
+        """Whether samples can be stacked: checked once per sample signature, then remembered.
+
+        When stacking is refused, the check's single-sample runs of ``head`` land in ``singles``
+        (in order) as the run's results. When it is allowed they are dropped and the head runs
+        again stacked, so that every sample's numbers come from a stacked run whichever worker or
+        shard it is in (onnxruntime's batch-1 kernels differ from its batched ones in the last bits).
+        """
+        if self.options.batch_size <= 1 or not batch_free or not head or self._control_flow:
+            return False
+        key = tuple(sorted((k, v.shape, v.dtype.str) for k, v in head[0].items()))
+        if key not in self._batching:
+
+            def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                batched = next(iter(feed.values())).shape[0] > 1
+                out = self.run_batch(feed, batched)
+                if not batched:
+                    singles.append(out)
+                return {k: v for k, v in out.items() if k != SIZES_OUTPUT and k not in self.raw_names}
+
+            self._batching[key] = batching_is_safe(run, head)
+            if self._batching[key]:
+                singles.clear()
+        return self._batching[key]
+
+    def process(
+        self,
+        feeds: Iterator[dict[str, np.ndarray]],
+        state: RunState,
+        *,
+        batch_free: bool,
+        advance: Callable[[int], None],
+    ) -> None:
+        """Stream ``feeds`` into ``state``; the state is consistent after every batch."""
+        guarded = _Guarded(feeds)
+        head = [f for _, f in zip(range(2), guarded)]
+        singles: list[dict[str, np.ndarray]] = []
+        can_batch = self._checked_batching(head, batch_free, singles)
+        check = self.checks_fidelity and state.fidelity is None
+        for feed, out in zip(head, singles):
+            self._absorb(state, feed, out, 1, check, advance)
+        rest = _chain(head[len(singles) :], guarded)
+        for feed, n in batches(rest, self.options.batch_size, can_batch):
+            self._absorb(state, feed, self.run_batch(feed, n > 1), n, check, advance)
+        if guarded.error is not None:
+            raise guarded.error
+
+    def _absorb(
+        self,
+        state: RunState,
+        feed: dict[str, np.ndarray],
+        out: dict[str, np.ndarray],
+        n: int,
+        check: bool,
+        advance: Callable[[int], None],
+    ) -> None:
+        if check and state.fidelity is None:
+            state.fidelity = self._fidelity(feed, out)
+        layer = default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT])
+        custom = self.custom_values(out, n) if self.custom_values is not None else None
+        model = self._model_metrics(feed, out, n)
+        # update everything only once the whole batch is computed, so an interrupt leaves no half batch
+        state.layer.update(layer)
+        if custom is not None and state.custom is not None:
+            state.custom.update(custom)
+        for name, value in model.items():
+            state.model_sums[name] += value
+        state.model_count += n if model else 0
+        state.absorb_digest(feed, n)
+        advance(n)
+
+    def _fidelity(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> float:
+        assert self._make_deployed is not None
+        if self._deployed is None:
+            self._deployed = self._make_deployed()
+        names = list(self.graph.model_outputs)
+        expected = self._deployed.run(names, feed)
+        fidelity = max(
+            (float(np.max(np.abs(a.astype(np.float64) - out[n].astype(np.float64)))) if a.size else 0.0)
+            for n, a in zip(names, expected)
+        )
+        if fidelity != 0.0:
+            warnings.warn(
+                f"the debug model's quantized path differs from the deployed quantized model by up to {fidelity:g} "
+                "on the first samples; statistics describe the debug model's path",
+                stacklevel=5,
+            )
+        return fidelity
+
+    def _model_metrics(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray], n: int) -> dict[str, float]:
+        if self.float_session is None:
+            return {}
+        f_out = self.float_session.run(None, feed)
+        q_out = [out[name] for name in self.graph.model_outputs]
+        sums = {name: 0.0 for name in self.options.model_debug_metrics}
+        for i in range(n):
+            fs = [a[i : i + 1] if n > 1 else a for a in f_out]
+            qs = [a[i : i + 1] if n > 1 else a for a in q_out]
+            for name, fn in self.options.model_debug_metrics.items():
+                sums[name] += float(fn(fs, qs))
+        return sums
+
+
+class _Guarded:
+    """Ends iteration at the first error from the data, keeping it, so batched samples before it still run."""
+
+    def __init__(self, source: Iterator[dict[str, np.ndarray]]) -> None:
+        self.source = source
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> _Guarded:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise StopIteration
+        try:
+            return next(self.source)
+        except StopIteration:
+            raise
+        except BaseException as exc:  # Ctrl-C included: what was read so far is still processed
+            self.error = exc
+            raise StopIteration from None
+
+
+def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    yield from head
+    yield from rest
+
+
+def skip(feeds: Iterator[Any], count: int) -> Iterator[Any]:
+    """Drop the first ``count`` samples (already in a resumed run's state)."""
+    for _ in range(count):
+        if next(feeds, None) is None:
+            break
+    return feeds

@@ -1,0 +1,1 @@
+"""Helpers every package uses: atomic file writes, progress bars, provenance metadata."""
