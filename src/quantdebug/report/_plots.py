@@ -13,39 +13,19 @@ from typing import TYPE_CHECKING
 
 from quantdebug.errors import missing_extra
 from quantdebug.pipeline.results._results import LayerRow, Statistics
+from quantdebug.thresholds import (  # noqa: F401  (re-exported for the report modules)
+    FEW_ELEMENTS,
+    IDEAL_RMSE_OVER_SCALE,
+    SEVERE_RMSE_OVER_SCALE,
+    SEVERITY,
+    SUSPECT_RMSE_OVER_SCALE,
+    WATCH_RMSE_OVER_SCALE,
+    severity,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-IDEAL_RMSE_OVER_SCALE = 1.0 / math.sqrt(12.0)  # uniform rounding noise: ~0.289 of one quantization step
-SUSPECT_RMSE_OVER_SCALE = 0.7  # the tutorial's threshold for a suspect layer
-WATCH_RMSE_OVER_SCALE = 0.45
-SEVERE_RMSE_OVER_SCALE = 2.0
-FEW_ELEMENTS = 16  # below this the rmse/scale rule of thumb is noisy
-
-# level -> (label, colour); order is best to worst
-SEVERITY: dict[str, tuple[str, str]] = {
-    "ok": ("near ideal (≤ 0.45)", "#3f9c6d"),
-    "watch": ("elevated (0.45 – 0.7)", "#e3a33b"),
-    "suspect": ("suspect (0.7 – 2)", "#d9534f"),
-    "severe": ("severe (> 2)", "#8b1e3f"),
-    "unknown": ("not available", "#9aa0a6"),
-}
-
-
-def severity(rmse_over_scale: float) -> str:
-    """The severity level of one rmse/scale value (a key of `SEVERITY`)."""
-    v = rmse_over_scale
-    if math.isnan(v):
-        return "unknown"
-    if v <= WATCH_RMSE_OVER_SCALE:
-        return "ok"
-    if v <= SUSPECT_RMSE_OVER_SCALE:
-        return "watch"
-    if v <= SEVERE_RMSE_OVER_SCALE:
-        return "suspect"
-    return "severe"
 
 
 def is_tiny(row: LayerRow) -> bool:
