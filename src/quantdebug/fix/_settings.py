@@ -21,7 +21,7 @@ from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError
 from quantdebug.pipeline.calibrate import Calibration
 from quantdebug.pipeline.plan import QUANT_TYPES, default_op_types, tensor_overrides
-from quantdebug.pipeline.prepare._prepared import PreparedModel
+from quantdebug.pipeline.prepare._prepared import PreparedModel  # no public home yet (see _evaluator)
 from quantdebug.support import _io
 
 SETTINGS_FORMAT = "quantdebug.onnxruntime-settings"
