@@ -16,7 +16,7 @@ from tests import models
 from tests.helpers import dataset, session
 
 import quantdebug as qd
-from quantdebug.fix import LEVERS, read_trace
+from quantdebug.fix import DEFAULT_LEVERS, read_trace
 
 
 def _feeds(model: onnx.ModelProto, rng: np.random.Generator, n: int = 6) -> list[dict[str, np.ndarray]]:
@@ -65,7 +65,7 @@ def test_options_round_trip_through_json(tmp_path: Path) -> None:
     assert again == options
     assert again.to_dict() == options.to_dict()
     assert qd.FixOptions.from_dict(qd.FixOptions().to_dict()) == qd.FixOptions()
-    assert qd.FixOptions().levers == LEVERS
+    assert qd.FixOptions().levers == DEFAULT_LEVERS
 
 
 def test_options_are_frozen_and_keyword_only() -> None:
@@ -146,7 +146,7 @@ def test_a_keyword_that_contradicts_options_names_both(rng: np.random.Generator)
         qd.fix(model, dataset(feeds), options=qd.FixOptions(target=20.0), target=25.0)
     with pytest.raises(qd.ConfigError, match=r"options=FixOptions\(levers=\('float',\)\) and levers=\('int16',\)"):
         qd.fix(model, dataset(feeds), options=qd.FixOptions(levers=("float",)), levers=("int16",))
-    with pytest.raises(qd.ConfigError, match="options must be a qd.FixOptions; got dict"):
+    with pytest.raises(qd.ConfigError, match="options must be a qd\\.FixOptions; got dict"):
         qd.fix(model, dataset(feeds), options={"target": 20.0})  # type: ignore[arg-type]
 
 

@@ -11,7 +11,17 @@ from collections.abc import Iterable
 from types import MappingProxyType
 
 from quantdebug.errors import ConfigError
-from quantdebug.fix.levers import _calibration, _clamp, _float, _int16, _per_channel
+from quantdebug.fix.levers import (
+    _adaround,
+    _bias_correction,
+    _calibration,
+    _clamp,
+    _equalize,
+    _float,
+    _int16,
+    _per_channel,
+    _smooth_quant,
+)
 from quantdebug.fix.levers._base import Changes, Lever, LeverContext, PrecisionLever, Scope, SettingLever
 from quantdebug.fix.levers._calibration import OUTLIER_RATIO, outlier_tensors
 from quantdebug.fix.levers._clamp import SENTINEL, clamp_keeps_outputs, sentinel_clamps
@@ -23,11 +33,15 @@ _HANDLERS: tuple[Lever, ...] = (
     _per_channel.LEVER,
     _calibration.LEVER,
     _clamp.LEVER,
+    _adaround.LEVER,
+    _bias_correction.LEVER,
+    _equalize.LEVER,
+    _smooth_quant.LEVER,
 )
 
 #: every registered lever by name, in registration order (read-only)
 REGISTRY: MappingProxyType[str, Lever] = MappingProxyType({h.name: h for h in _HANDLERS})
-#: the names of every registered lever (the CLI's ``--levers`` choices)
+#: the names of every registered lever (what ``levers=`` and the CLI's ``--levers`` accept)
 LEVERS: tuple[str, ...] = tuple(REGISTRY)
 #: the levers ``qd.fix`` uses when ``levers=`` is not given
 DEFAULT_LEVERS: tuple[str, ...] = tuple(name for name, h in REGISTRY.items() if h.in_default)

@@ -96,8 +96,12 @@ class SettingLever(Lever):
 
     settings: tuple[tuple[str, Any], ...] = ()
     only_while_unmet = True
+    #: the transform fits to the calibration samples (a calibration loaded from a file has none)
+    needs_samples = True
 
     def available(self, context: LeverContext) -> bool:
+        if self.needs_samples and context.calibration.dataset is None:
+            return False
         return any(getattr(context.base, field) != value for field, value in self.settings)
 
     def propose(self, context: LeverContext, suspects: Sequence[str] = ()) -> Changes:
