@@ -14,7 +14,7 @@ import onnx
 from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError, QuantDebugError
 from quantdebug.pipeline.prepare import as_proto, write_model
-from quantdebug.support import _io
+from quantdebug.support import write_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +158,7 @@ class FixResult:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the summary, then the first suspects with their noise shares."""
-        from quantdebug.report._tables import fix_result_html  # the report package imports this one
+        from quantdebug.report import fix_result_html  # import cycle: the report package imports quantdebug.fix
 
         return fix_result_html(self.summary(), self.ranking)
 
@@ -199,7 +199,7 @@ class FixResult:
         Read them back with ``qd.onnxruntime_settings(path)``, which gives the keyword arguments
         (enums, numpy ranges) for ``quantize_static`` on the model ``save_float_model`` writes.
         """
-        _io.write_text(path, json.dumps(self.ort_settings, indent=1))
+        write_text(path, json.dumps(self.ort_settings, indent=1))
 
     def save_float_model(self, path: str | os.PathLike[str]) -> None:
         """Write the pre-processed float model that ``ort_settings`` applies to (its node and tensor names)."""
@@ -208,4 +208,4 @@ class FixResult:
         write_model(self.float_model, path)
 
     def save_config(self, path: str | os.PathLike[str]) -> None:
-        _io.write_text(Path(path), json.dumps(self.config.to_dict(), indent=1))
+        write_text(Path(path), json.dumps(self.config.to_dict(), indent=1))

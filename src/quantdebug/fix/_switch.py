@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from quantdebug.pipeline.calibrate import batching_is_safe, has_control_flow
 from quantdebug.pipeline.plan import Plan
 from quantdebug.pipeline.prepare import tensor_like, to_array
 from quantdebug.runtime import make_session
@@ -210,8 +211,6 @@ class SwitchRunner:
 
     def _stack_if_safe(self) -> None:
         """Run all samples as one batch when that gives, row by row, what single runs give."""
-        from quantdebug.pipeline.calibrate._calibrate import batching_is_safe, has_control_flow
-
         if len(self.feeds) < 2 or has_control_flow(self.model):
             return
         act = np.zeros(max(len(self.switches.nodes), 1), bool)

@@ -16,7 +16,7 @@ from typing import Any
 from quantdebug.errors import ConfigError
 from quantdebug.fix._options import FixOptions
 from quantdebug.fix._result import Candidate, TraceEntry
-from quantdebug.support import _io
+from quantdebug.support import read_json_object, write_text
 
 TRACE_FORMAT = "quantdebug.fix-trace"
 RESULT_SUFFIX = ".fix.json"  # what ``quantdebug fix -o FIXED.onnx`` writes beside the model
@@ -61,7 +61,7 @@ class Trace:
             "int16_gain_db": gain if gain is not None and math.isfinite(gain) else None,
             "options": self.options.to_dict(),
         }
-        _io.write_text(self.path, json.dumps(data, indent=1, default=str))
+        write_text(self.path, json.dumps(data, indent=1, default=str))
 
 
 def resumed_qualities(path: Path) -> dict[str, float]:
@@ -85,7 +85,7 @@ def read_trace(path: str | os.PathLike[str]) -> dict[str, Any]:
     The trace file has no result yet: the float and int8 qualities come from its baseline
     entries, and the fixed quality only where the file records it (``FIXED.fix.json`` does).
     """
-    data = _io.read_json_object(Path(path), ConfigError, "fix trace")
+    data = read_json_object(Path(path), ConfigError, "fix trace")
     trace = data.get("trace")
     known = data.get("format") == TRACE_FORMAT or "fixed_quality" in data
     if not known or not isinstance(trace, Sequence) or not all(isinstance(t, Mapping) for t in trace):
