@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 import fix_real_models as cases  # noqa: E402  (the same models, data and metrics as the fix benchmark)
 
 import quantdebug as qd  # noqa: E402
-from quantdebug.fix._levers import sentinel_clamps  # noqa: E402  (fix's own clamp rule, not public)
+from quantdebug.fix.levers import sentinel_clamps  # noqa: E402  (fix's own clamp rule)
 from quantdebug.pipeline.plan import default_op_types  # noqa: E402
 from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant  # noqa: E402
 from quantdebug.runtime import make_session  # noqa: E402

@@ -243,7 +243,7 @@ def _redundant_pair(rng: np.random.Generator) -> tuple[onnx.ModelProto, tuple[st
 
 
 def test_noise_share_units() -> None:
-    from quantdebug.fix._search import noise_share
+    from quantdebug.fix._ranking import noise_share
 
     # all quantized: 20 dB. Leaving the node in float gives 10*log10(2) dB more (half the noise
     # power gone); the node alone gives 30 dB (a tenth of the noise power): its share is 0.5
@@ -256,7 +256,7 @@ def test_noise_share_units() -> None:
 
 def test_noise_share_matches_the_noise_power_of_real_signals(rng: np.random.Generator) -> None:
     """From SQNRs of noisy signals, the share equals the noise-power fractions numpy measures directly."""
-    from quantdebug.fix._search import noise_share
+    from quantdebug.fix._ranking import noise_share
     from quantdebug.fix._switch import output_sqnr
 
     for _ in range(20):
@@ -320,8 +320,8 @@ def test_a_search_cut_short_returns_the_best_it_evaluated(rng: np.random.Generat
 def test_a_model_that_cannot_go_to_opset_21_loses_only_the_int16_lever(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import quantdebug._api as api
     from quantdebug.errors import ModelError
+    from quantdebug.fix import _evaluator as api
 
     model, bad = models.wide_range_node(rng, factor=1e3)  # int16 would do; float must do instead
     feeds = _feeds(model, rng)
@@ -346,7 +346,7 @@ def test_a_model_that_cannot_go_to_opset_21_loses_only_the_int16_lever(
 def test_the_opset_21_copy_is_made_only_when_a_16_bit_candidate_is_tried(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import quantdebug._api as api
+    from quantdebug.fix import _evaluator as api
 
     model = models.conv_relu(rng)
     feeds = _feeds(model, rng, 4)

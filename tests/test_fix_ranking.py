@@ -11,7 +11,7 @@ from tests import models
 from tests.helpers import dataset
 
 import quantdebug as qd
-from quantdebug.fix import _search
+from quantdebug.fix import _ranking as fix_ranking
 from quantdebug.fix._evidence import ROUNDING, layer_evidence
 
 
@@ -98,7 +98,7 @@ def test_statistics_order_the_nodes_of_a_group_the_switchable_graph_did_not_meas
     if culprit_group in unrefined:
         assert culprit_group[0]["node_name"] == "culprit"
 
-    monkeypatch.setattr(_search, "layer_evidence", lambda *args: {})  # without statistics: graph order
+    monkeypatch.setattr(fix_ranking, "layer_evidence", lambda *args: {})  # without statistics: graph order
     plain = [str(r["node_name"]) for r in _ranking(model, feeds)]
     graph_order = [n.name for n in model.graph.node]
     for group in unrefined:
@@ -137,7 +137,7 @@ def test_fix_goes_on_when_the_statistics_cannot_be_measured(
     def broken(*args: object) -> object:
         raise ModelError("onnxruntime refused the debug model (simulated)")
 
-    monkeypatch.setattr(_search, "layer_evidence", broken)
+    monkeypatch.setattr(fix_ranking, "layer_evidence", broken)
     model, _ = models.wide_range_node(rng)
     feeds = [models.input_feed(model, rng) for _ in range(8)]
     with pytest.warns(UserWarning, match="without the per-layer statistics: onnxruntime refused"):

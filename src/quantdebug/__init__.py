@@ -15,7 +15,7 @@ from quantdebug.errors import (
     RunInterrupted,
 )
 from quantdebug.executors import LocalExecutor, RayExecutor, ShardedDataset
-from quantdebug.fix import FixInterrupted, FixResult, onnxruntime_settings
+from quantdebug.fix import FixInterrupted, FixOptions, FixResult, onnxruntime_settings
 from quantdebug.frontends import from_keras, from_tflite, from_torch
 from quantdebug.pipeline.calibrate import Calibration
 from quantdebug.pipeline.results._results import LayerRow, Statistics, compare_statistics
@@ -30,6 +30,7 @@ __all__ = [
     "DebugOptions",
     "EvalFunctionError",
     "FixInterrupted",
+    "FixOptions",
     "FixResult",
     "LayerRow",
     "LocalExecutor",

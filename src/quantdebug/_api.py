@@ -1,10 +1,9 @@
-"""Calibrate once, quantize many times: the functional API over PreparedModel."""
+"""Calibrate once, quantize many times: the functional API over PreparedModel (``fix`` lives in ``quantdebug.fix``)."""
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, overload
 
 import onnx
@@ -13,11 +12,11 @@ from quantdebug.config import QuantConfig
 from quantdebug.data import as_dataset
 from quantdebug.data._dataset import Dataset
 from quantdebug.errors import ConfigError
-from quantdebug.fix import LEVERS, FixResult
+from quantdebug.fix import fix
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
 from quantdebug.pipeline.prepare import _external
 from quantdebug.pipeline.prepare._load import ModelSource
-from quantdebug.pipeline.prepare._prepared import PreparedModel, needs_16bit, prepared_model
+from quantdebug.pipeline.prepare._prepared import PreparedModel, prepared_model
 from quantdebug.support._progress import progress_bar
 
 
@@ -134,95 +133,4 @@ def quantize(
     return _external.as_proto(quantized, "quantized model", "qd.quantize(..., output_path=...)")
 
 
-def fix(
-    float_model: ModelSource,
-    representative_dataset: object | None = None,
-    *,
-    quant_config: QuantConfig | None = None,
-    calibration: Calibration | None = None,
-    debug_dataset: object | None = None,
-    eval_fn: Callable[[Any], float] | None = None,
-    higher_is_better: bool = True,
-    target: float | None = None,
-    max_drop: float | None = None,
-    levers: Sequence[str] = LEVERS,
-    max_evals: int | None = None,
-    trace_path: str | os.PathLike[str] | None = None,
-    resume: str | os.PathLike[str] | None = None,
-    max_samples: int = 32,
-    sensitivity_samples: int = 4,
-    verbose: bool = False,
-    executor: Any = None,
-) -> FixResult:
-    """Find the fewest named changes (int16, float, per-channel, calibration, clamp) that meet a target.
-
-    ``eval_fn(session) -> float`` measures a candidate on the user's own data; without it the
-    quality is the worst output SQNR (dB) against the float model on the debug dataset and the
-    default target is 30 dB. ``target`` is absolute; ``max_drop`` is relative to the float model.
-    Every ``eval_fn`` call, baselines included, counts toward ``max_evals`` (default
-    ``2*ceil(log2(L)) + 10`` for L quantized nodes). The trace is saved to ``trace_path`` after
-    every evaluation, and ``resume=trace_path`` continues an interrupted search. ``executor``
-    (for example ``qd.RayExecutor()``) runs the calibration pass and the sensitivity runs on workers;
-    the search, its evaluations and its trace are the same as in one process.
-    """
-    config = quant_config or QuantConfig()
-    float_model, (representative_dataset, debug_dataset) = from_framework(  # type: ignore[assignment]
-        float_model, representative_dataset, debug_dataset
-    )
-    levers = tuple(levers)
-    # candidates are quantized as qd.quantize would for their config: at the base opset, and at
-    # opset 21 (which 16-bit QDQ needs) only when they have 16-bit nodes
-    prepared = PreparedModel(float_model, config)
-
-    def wide() -> PreparedModel:  # made on the first 16-bit candidate: seconds, or gigabytes over 2 GB
-        return prepared if needs_16bit(config) else PreparedModel(float_model, config.replace(activation_type="int16"))
-
-    if calibration is None:
-        if representative_dataset is None:
-            raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
-        dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
-        calibration = _calibrate_prepared(prepared, dataset, batch_size=16, progress=False, executor=executor)
-    calibration.check_model(prepared.fingerprint, prepared.user_model)
-    source = debug_dataset if debug_dataset is not None else representative_dataset
-    if source is None:
-        raise ConfigError("fix needs a debug_dataset (or a representative_dataset to use for both)")
-    feeds = list(itertools.islice(iter(as_dataset(source, prepared.model, what="debug_dataset")), max_samples))
-    return run_search(
-        prepared,
-        calibration,
-        config,
-        feeds,
-        eval_fn=eval_fn,
-        higher_is_better=higher_is_better,
-        target=target,
-        max_drop=max_drop,
-        levers=levers,
-        max_evals=max_evals,
-        trace_path=trace_path,
-        resume=resume,
-        sensitivity_samples=sensitivity_samples,
-        verbose=verbose,
-        executor=executor,
-        wide=wide,
-    )
-
-
-def run_search(
-    prepared: PreparedModel,
-    calibration: Calibration,
-    config: QuantConfig,
-    feeds: list[dict[str, Any]],
-    **kwargs: Any,
-) -> FixResult:
-    from quantdebug.fix._search import Search
-    from quantdebug.pipeline.plan._plan import build_plan
-
-    verbose = kwargs.pop("verbose", False)
-    search = Search(prepared, calibration, config, feeds, echo=print if verbose else None, **kwargs)
-    precisions = prepared.precisions(config)
-    plan = build_plan(
-        prepared.model,
-        prepared.quantize(calibration, config, precisions),
-        {n for n, p in precisions.items() if p != "float"},
-    )
-    return search.run(plan)
+__all__ = ["calibrate", "fix", "from_framework", "quantize"]

@@ -355,8 +355,8 @@ class QuantizationDebugger:
         """Per quantized node: output SQNR (dB) when it alone is quantized, and when it alone stays float,
         separately for its activation and its weights, measured on one switchable graph; and its
         rmse/scale in both verify modes on the same samples (what ``fix`` ranks suspects by)."""
+        from quantdebug.fix import sensitivity_table
         from quantdebug.fix._evidence import layer_evidence
-        from quantdebug.fix._search import sensitivity_table
         from quantdebug.fix._switch import SwitchRunner
 
         assert self._plan is not None

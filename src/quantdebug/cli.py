@@ -22,7 +22,7 @@ import quantdebug as qd
 from quantdebug.data import Dataset, input_specs
 from quantdebug.data._formats import ImageOptions, load_callable, open_data
 from quantdebug.errors import QuantDebugError
-from quantdebug.fix import LEVERS, read_trace, trace_in_folder
+from quantdebug.fix import DEFAULT_LEVERS, read_trace, trace_in_folder
 from quantdebug.fix._culprits import CULPRIT_SAMPLES, REASONS, number
 from quantdebug.pipeline.results._results import CSV_NAME, JSON_NAME, LayerRow, Statistics
 from quantdebug.report import has_mean_elements
@@ -855,7 +855,7 @@ def _eval_function(spec: str | None) -> Any:
 @click.option("--lower-is-better", is_flag=True, help="The eval function is an error rate (lower is better).")
 @click.option(
     "--levers",
-    default=",".join(LEVERS),
+    default=",".join(DEFAULT_LEVERS),
     show_default=True,
     metavar="L,L",
     help="Changes the search may make.",

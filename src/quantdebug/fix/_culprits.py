@@ -31,11 +31,11 @@ import numpy as np
 import onnx
 
 from quantdebug.fix._evidence import LayerEvidence
-from quantdebug.fix._levers import OUTLIER_RATIO, SENTINEL, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
-from quantdebug.fix._search import noise_share
+from quantdebug.fix._ranking import noise_share
 from quantdebug.fix._switch import SwitchRunner, build_switch_model, output_sqnr
+from quantdebug.fix.levers import OUTLIER_RATIO, SENTINEL, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
 from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.plan._plan import Plan
+from quantdebug.pipeline.plan import Plan
 
 SENTINEL_REASON = "sentinel"
 OUTLIERS = "outliers"

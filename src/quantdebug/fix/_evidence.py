@@ -18,11 +18,9 @@ import numpy as np
 import onnx
 
 from quantdebug.config import DEFAULT_METRICS, DebugOptions
-from quantdebug.pipeline.plan._plan import Plan
-from quantdebug.pipeline.plan._units import Unit
-from quantdebug.pipeline.results._results import rmse_over_scale
-from quantdebug.pipeline.run._debug_model import build_debug_model
-from quantdebug.pipeline.run._run import DebugJob
+from quantdebug.pipeline.plan import Plan, Unit
+from quantdebug.pipeline.results import rmse_over_scale
+from quantdebug.pipeline.run import DebugJob, build_debug_model
 
 ROUNDING = 1.0 / math.sqrt(12.0)  # rmse/scale of plain rounding to the nearest step
 _MSE = DEFAULT_METRICS.index("mean_squared_error")

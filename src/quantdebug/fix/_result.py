@@ -12,8 +12,9 @@ from typing import Any
 import onnx
 
 from quantdebug.config import QuantConfig
-from quantdebug.errors import ConfigError
-from quantdebug.support import _io
+from quantdebug.errors import ConfigError, QuantDebugError
+from quantdebug.pipeline.prepare import as_proto, write_model
+from quantdebug.support import write_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,9 +25,19 @@ class Candidate:
     per_channel: tuple[str, ...] = ()  # nodes whose weights go per-channel
     calibration: tuple[tuple[str, str], ...] = ()  # (tensor, method)
     clamps: tuple[tuple[str, float, float], ...] = ()  # (tensor, low, high)
+    settings: tuple[
+        tuple[str, Any], ...
+    ] = ()  # (QuantConfig field, value): whole-model levers such as weight transforms
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON; ``settings`` only when set, so traces without it read and key as before it existed."""
+        d = dataclasses.asdict(self)
+        if not self.settings:
+            del d["settings"]
+        return d
 
     def key(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @property
     def non_int8(self) -> int:
@@ -42,6 +53,7 @@ class Candidate:
     def config(self, base: QuantConfig) -> QuantConfig:
         """A QuantConfig that reproduces this candidate exactly."""
         return base.replace(
+            **dict(self.settings),
             node_precision=tuple(base.precision_rules) + self.precision,
             per_channel_nodes=tuple(base.per_channel_nodes) + self.per_channel,
             calibration_overrides=tuple(base.calibration_overrides) + self.calibration,  # type: ignore[operator]
@@ -53,6 +65,7 @@ class Candidate:
         lines += [f"{node}: per-channel weights" for node in self.per_channel]
         lines += [f"{tensor}: {method} calibration" for tensor, method in self.calibration]
         lines += [f"{tensor}: clamp to [{lo:g}, {hi:g}]" for tensor, lo, hi in self.clamps]
+        lines += [f"whole model: {field}={value!r}" for field, value in self.settings]
         return lines
 
     @classmethod
@@ -62,6 +75,7 @@ class Candidate:
             per_channel=tuple(d.get("per_channel", ())),
             calibration=tuple(tuple(c) for c in d.get("calibration", ())),  # type: ignore[misc]
             clamps=tuple((str(t), float(lo), float(hi)) for t, lo, hi in d.get("clamps", ())),
+            settings=tuple((str(k), v) for k, v in d.get("settings", ())),
         )
 
 
@@ -78,13 +92,21 @@ class TraceEntry:
     def to_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "candidate": dataclasses.asdict(self.candidate),
+            "candidate": self.candidate.to_dict(),
             "changes": self.candidate.describe(),
             "quality": self.quality,
             "non_int8_nodes": self.non_int8_nodes,
             "size": self.size,
             "meets_target": self.meets_target,
         }
+
+
+class FixInterrupted(QuantDebugError):
+    """The search was interrupted; ``trace`` holds every evaluation done so far (resume from it)."""
+
+    def __init__(self, message: str, trace: list[TraceEntry]) -> None:
+        super().__init__(message)
+        self.trace = trace
 
 
 @dataclasses.dataclass
@@ -116,8 +138,6 @@ class FixResult:
     @property
     def model(self) -> onnx.ModelProto:
         """The fixed QDQ model; ``ModelTooLargeError`` for a model over 2 GB (use ``save_model``)."""
-        from quantdebug.pipeline.prepare._external import as_proto
-
         return as_proto(self.quantized, "fixed model", "FixResult.save_model")
 
     @property
@@ -138,7 +158,7 @@ class FixResult:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the summary, then the first suspects with their noise shares."""
-        from quantdebug.report._tables import fix_result_html  # the report package imports this one
+        from quantdebug.report import fix_result_html  # import cycle: the report package imports quantdebug.fix
 
         return fix_result_html(self.summary(), self.ranking)
 
@@ -171,8 +191,6 @@ class FixResult:
 
     def save_model(self, path: str | os.PathLike[str]) -> None:
         """Write the fixed model atomically (weights in ``<file name>.data`` for a model over 2 GB)."""
-        from quantdebug.pipeline.prepare._external import write_model
-
         write_model(self.quantized, path)
 
     def save_onnxruntime_settings(self, path: str | os.PathLike[str]) -> None:
@@ -181,15 +199,13 @@ class FixResult:
         Read them back with ``qd.onnxruntime_settings(path)``, which gives the keyword arguments
         (enums, numpy ranges) for ``quantize_static`` on the model ``save_float_model`` writes.
         """
-        _io.write_text(path, json.dumps(self.ort_settings, indent=1))
+        write_text(path, json.dumps(self.ort_settings, indent=1))
 
     def save_float_model(self, path: str | os.PathLike[str]) -> None:
         """Write the pre-processed float model that ``ort_settings`` applies to (its node and tensor names)."""
-        from quantdebug.pipeline.prepare._external import write_model
-
         if self.float_model is None:
             raise ConfigError("this FixResult was made without its float model")
         write_model(self.float_model, path)
 
     def save_config(self, path: str | os.PathLike[str]) -> None:
-        _io.write_text(Path(path), json.dumps(self.config.to_dict(), indent=1))
+        write_text(Path(path), json.dumps(self.config.to_dict(), indent=1))

@@ -21,8 +21,8 @@ from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError
 from quantdebug.pipeline.calibrate import Calibration
 from quantdebug.pipeline.plan import QUANT_TYPES, default_op_types, tensor_overrides
-from quantdebug.pipeline.prepare._prepared import PreparedModel
-from quantdebug.support import _io
+from quantdebug.pipeline.prepare._prepared import PreparedModel  # no public home yet (see _evaluator)
+from quantdebug.support import read_json_object
 
 SETTINGS_FORMAT = "quantdebug.onnxruntime-settings"
 HOW_TO_LOAD = (
@@ -123,7 +123,7 @@ def onnxruntime_settings(source: str | os.PathLike[str] | Mapping[str, Any]) -> 
     if isinstance(source, Mapping):
         data = dict(source)
     else:
-        data = _io.read_json_object(Path(source), ConfigError, "onnxruntime settings file")
+        data = read_json_object(Path(source), ConfigError, "onnxruntime settings file")
     if data.get("format") != SETTINGS_FORMAT:
         raise ConfigError(
             f"{source if not isinstance(source, Mapping) else 'this dict'} is not quantdebug onnxruntime settings "

@@ -17,8 +17,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quantdebug.pipeline.plan._plan import Plan
-from quantdebug.pipeline.prepare import _external
+from quantdebug.pipeline.calibrate import batching_is_safe, has_control_flow
+from quantdebug.pipeline.plan import Plan
+from quantdebug.pipeline.prepare import tensor_like, to_array
 from quantdebug.runtime import make_session
 
 ACT_SWITCHES = "__qd/switch/activations"
@@ -48,7 +49,7 @@ def _qdq_weights(plan: Plan) -> dict[tuple[str, int], np.ndarray]:
             dq = dq_of.get(tensor)
             if dq is None or dq.input[0] not in q_init:
                 continue
-            q = _external.to_array(q_init[dq.input[0]])
+            q = to_array(q_init[dq.input[0]])
             if q.dtype == np.int32:
                 continue  # biases: their error is negligible next to the weights'
             scale = numpy_helper.to_array(q_init[dq.input[1]]).astype(np.float32).reshape(-1)
@@ -116,7 +117,7 @@ def build_switch_model(float_model: onnx.ModelProto, plan: Plan) -> tuple[onnx.M
     weight_names = sorted(per_init)
     for j, name in enumerate(weight_names):
         quantized = f"__qd/sww/{j}/wq"
-        g.initializer.append(_external.tensor_like(per_init[name], quantized, float_model))
+        g.initializer.append(tensor_like(per_init[name], quantized, float_model))
         g.initializer.append(numpy_helper.from_array(np.array(j, dtype=np.int64), f"__qd/sww/{j}/idx"))
         new_nodes += [
             helper.make_node(
@@ -210,8 +211,6 @@ class SwitchRunner:
 
     def _stack_if_safe(self) -> None:
         """Run all samples as one batch when that gives, row by row, what single runs give."""
-        from quantdebug.pipeline.calibrate._calibrate import batching_is_safe, has_control_flow
-
         if len(self.feeds) < 2 or has_control_flow(self.model):
             return
         act = np.zeros(max(len(self.switches.nodes), 1), bool)

@@ -3,9 +3,11 @@
 from quantdebug.report._explorer import explorer_node_data, save_explorer_node_data
 from quantdebug.report._html import render_html, save_html
 from quantdebug.report._plots import has_mean_elements, is_exact_copy, plot_statistics
+from quantdebug.report._tables import fix_result_html
 
 __all__ = [
     "explorer_node_data",
+    "fix_result_html",
     "has_mean_elements",
     "is_exact_copy",
     "plot_statistics",

@@ -1,22 +1,37 @@
-"""What a suspect needs besides a precision change: a clamp, another calibration method, per-channel weights."""
+"""The clamp lever: tensors whose range a sentinel fill value sets (a -3.4e38 mask) are clipped to their data."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.calibrate._stats import bin_edges
+from quantdebug.fix.levers._base import Changes, Lever, LeverContext
+from quantdebug.pipeline.calibrate import Calibration, bin_edges
 from quantdebug.runtime import make_session
 
 SENTINEL = 1e30  # magnitudes beyond this are fill values (float32 min/max masks), not data
-OUTLIER_RATIO = 4.0  # MinMax range this many times the percentile range: a few values set the scale
-SPREAD = 8.0  # per-channel weight ranges this many times apart: per-tensor scales waste the small channels
+CLAMP_CHECK_SAMPLES = 4  # debug samples on which a clamp must leave the float model's outputs unchanged
+
+
+class Clamp(Lever):
+    name = "clamp"
+    order = 0  # first: it repairs the ranges every other lever is measured with
+
+    def propose(self, context: LeverContext, suspects: Sequence[str] = ()) -> Changes:
+        del suspects
+        feeds = context.feeds[:CLAMP_CHECK_SAMPLES]
+        clamps = sentinel_clamps(context.calibration, context.tensors)
+        clamps = [c for c in clamps if clamp_keeps_outputs(context.float_model, [c], feeds)]
+        return {"clamps": tuple(clamps)} if clamps else {}
+
+    def label(self, changes: Changes) -> str:
+        return f"clamp: {len(changes['clamps'])} sentinel tensors"
+
+
+LEVER = Clamp()
 
 
 def sentinel_clamps(calibration: Calibration, tensors: Sequence[str]) -> list[tuple[str, float, float]]:
@@ -83,29 +98,3 @@ def clamp_keeps_outputs(
             if not np.allclose(a64, b64, rtol=rtol, atol=rtol * (1 + float(np.max(np.abs(a64))) if a64.size else 0)):
                 return False
     return True
-
-
-def outlier_tensors(calibration: Calibration, tensors: Sequence[str], percentile: float = 99.99) -> list[str]:
-    """Tensors whose MinMax range is much wider than the range that holds almost all of their values."""
-    out = []
-    for name in tensors:
-        stats = calibration.stats.get(name)
-        if stats is None or stats.count < 100 or max(abs(stats.minimum), abs(stats.maximum)) >= SENTINEL:
-            continue
-        lo, hi = calibration.tensor_range(name, "minmax")
-        plo, phi = calibration.tensor_range(name, "percentile", percentile)
-        full, core = max(hi, 0.0) - min(lo, 0.0), max(phi, 0.0) - min(plo, 0.0)
-        if core > 0 and full / core >= OUTLIER_RATIO:
-            out.append(name)
-    return out
-
-
-def spread_nodes(weight_records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Nodes whose per-channel weight ranges are far apart (they need per-channel scales)."""
-    nodes = []
-    for r in weight_records:
-        spread = r.get("channel_range_spread", math.nan)
-        per_channel_capable = r.get("op_name") in ("Conv", "ConvTranspose", "MatMul", "Gemm")
-        if r.get("kind") == "weight" and per_channel_capable and not r.get("per_channel") and spread >= SPREAD:
-            nodes.append(str(r["node_name"]))
-    return list(dict.fromkeys(nodes))

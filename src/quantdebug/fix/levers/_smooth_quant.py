@@ -1,0 +1,17 @@
+"""The smooth_quant lever: activation outliers migrated into MatMul/Gemm weights; kept only if it helps."""
+
+from __future__ import annotations
+
+from quantdebug.fix.levers._base import SettingLever
+
+SMOOTH_QUANT_ALPHA = 0.5  # the SmoothQuant paper's default migration strength
+
+
+class SmoothQuant(SettingLever):
+    name = "smooth_quant"
+    in_default = False  # measured on the real models first (benchmarks/weight_levers.py)
+    order = 3  # after the range levers, before any per-node change
+    settings = (("smooth_quant", SMOOTH_QUANT_ALPHA),)
+
+
+LEVER = SmoothQuant()
