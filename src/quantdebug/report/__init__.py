@@ -1,15 +1,19 @@
-"""Reports rendered from saved statistics: a self-contained HTML page, notebook plots, Model Explorer overlays."""
+"""Reports rendered from saved statistics: a self-contained HTML page, notebook plots, Model Explorer overlays,
+and the text summaries the command line prints."""
 
 from quantdebug.report._explorer import explorer_node_data, save_explorer_node_data
-from quantdebug.report._html import render_html, save_html
+from quantdebug.report._page import render_html, save_html
 from quantdebug.report._plots import has_mean_elements, is_exact_copy, plot_statistics
+from quantdebug.report._tables import fix_result_html, statistics_html
 
 __all__ = [
     "explorer_node_data",
+    "fix_result_html",
     "has_mean_elements",
     "is_exact_copy",
     "plot_statistics",
     "render_html",
     "save_explorer_node_data",
     "save_html",
+    "statistics_html",
 ]

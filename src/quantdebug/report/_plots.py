@@ -1,4 +1,4 @@
-"""Notebook plots (matplotlib) and the severity scale that every report view shares.
+"""Notebook plots (matplotlib) and the row predicates every report view shares (tiny, exact copy, graph order).
 
 `plot_statistics` draws the TensorFlow Lite tutorial's two bar plots, range and rmse/scale per
 layer, on `matplotlib.figure.Figure` objects with their own Agg canvas: pyplot and the global
@@ -12,16 +12,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from quantdebug.errors import missing_extra
-from quantdebug.pipeline.results._results import LayerRow, Statistics
-from quantdebug.thresholds import (  # noqa: F401  (re-exported for the report modules)
-    FEW_ELEMENTS,
-    IDEAL_RMSE_OVER_SCALE,
-    SEVERE_RMSE_OVER_SCALE,
-    SEVERITY,
-    SUSPECT_RMSE_OVER_SCALE,
-    WATCH_RMSE_OVER_SCALE,
-    severity,
-)
+from quantdebug.pipeline.results import LayerRow, Statistics
+from quantdebug.thresholds import FEW_ELEMENTS, IDEAL_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, severity
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -98,9 +90,19 @@ def plot_statistics(statistics: Statistics) -> list[Figure]:
     ax = fig_rmse.add_subplot()
     ax.bar(x, [v if math.isfinite(v) else 0.0 for v in ratios], color=[SEVERITY[severity(v)][1] for v in ratios])
     ax.axhline(
-        IDEAL_RMSE_OVER_SCALE, color="#222222", linestyle="--", linewidth=1, label="1/√12 ≈ 0.289 (ideal rounding)"
+        IDEAL_RMSE_OVER_SCALE,
+        color="#222222",
+        linestyle="--",
+        linewidth=1,
+        label=f"1/√12 ≈ {IDEAL_RMSE_OVER_SCALE:.3f} (ideal rounding)",
     )
-    ax.axhline(SUSPECT_RMSE_OVER_SCALE, color="#d9534f", linestyle=":", linewidth=1, label="0.7 (suspect)")
+    ax.axhline(
+        SUSPECT_RMSE_OVER_SCALE,
+        color="#d9534f",
+        linestyle=":",
+        linewidth=1,
+        label=f"{SUSPECT_RMSE_OVER_SCALE:g} (suspect)",
+    )
     ax.set_ylabel("rmse / scale")
     ax.set_title("Quantization error per layer (rmse / scale)")
     ax.legend(loc="upper right", fontsize=8)
