@@ -2,11 +2,17 @@
 and the text summaries the command line prints."""
 
 from quantdebug.report._explorer import explorer_node_data, save_explorer_node_data
-from quantdebug.report._page import render_html, save_html
+from quantdebug.report._page import MAX_HISTOGRAMS, render_html, save_html
 from quantdebug.report._plots import has_mean_elements, is_exact_copy, plot_statistics
 from quantdebug.report._tables import fix_result_html, statistics_html
+from quantdebug.report._text import TEXT_WIDTH, compare_summary, compare_table, debug_summary
 
 __all__ = [
+    "MAX_HISTOGRAMS",
+    "TEXT_WIDTH",
+    "compare_summary",
+    "compare_table",
+    "debug_summary",
     "explorer_node_data",
     "fix_result_html",
     "has_mean_elements",

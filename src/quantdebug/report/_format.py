@@ -14,6 +14,8 @@ from quantdebug.pipeline.results import LayerRow
 from quantdebug.report._plots import is_tiny
 from quantdebug.thresholds import FEW_ELEMENTS, SEVERITY, severity
 
+CULPRITS_TITLE = "Likely culprits (by effect on the outputs)"  # the page, the notebook and the terminal
+
 
 def esc(value: object) -> str:
     """Escape any value for HTML text, attributes and inline SVG."""

@@ -25,7 +25,7 @@ from quantdebug.report._charts import (
     histogram_chart,
     propagation_chart,
 )
-from quantdebug.report._format import badge, esc, fmt, name_cell, rank_worst, tooltip
+from quantdebug.report._format import CULPRITS_TITLE, badge, esc, fmt, name_cell, rank_worst, tooltip
 from quantdebug.report._plots import graph_order, is_tiny
 from quantdebug.report._sections import HOW_TO_READ, cards, culprits_section, header_meta, legend
 from quantdebug.report._tables import coverage_table, full_table, kv_table, provenance_table, ranking_table, worst_table
@@ -104,7 +104,7 @@ def render_html(statistics: Statistics, *, title: str | None = None) -> str:
     culprits = culprits_section(statistics, ordered, tips)
     if culprits:  # the report opens with what breaks the model, before TFLite's per-layer view
         nav.insert(0, ("culprits", "Culprits"))
-        sections.insert(0, _section("culprits", "Likely culprits (by effect on the outputs)", culprits))
+        sections.insert(0, _section("culprits", CULPRITS_TITLE, culprits))
 
     if layers:
         ratios = [r.rmse_over_scale for r in ordered]

@@ -15,7 +15,17 @@ from typing import Any
 
 from quantdebug.fix import REASONS, number
 from quantdebug.pipeline.results import LayerRow, Statistics
-from quantdebug.report._format import badge, esc, fmt, metric, name_cell, num_attr, rank_worst, tiny_flag
+from quantdebug.report._format import (
+    CULPRITS_TITLE,
+    badge,
+    esc,
+    fmt,
+    metric,
+    name_cell,
+    num_attr,
+    rank_worst,
+    tiny_flag,
+)
 from quantdebug.report._plots import graph_order
 
 BAR_WIDTH = 120  # px of an impact of 1.0
@@ -91,7 +101,7 @@ def statistics_html(layers: Sequence[Any], verify_mode: str, culprits: Mapping[s
         )
     parts = [f"<div><p>{len(layers)} verified layers ({esc(verify_mode.replace('_', '-'))})</p>"]
     if culprits:
-        parts.append("<h4>Likely culprits (by effect on the outputs)</h4>")
+        parts.append(f"<h4>{CULPRITS_TITLE}</h4>")
         parts.append(culprits_table(list(culprits.get("rows", [])), NOTEBOOK_ROWS) + denylist_line(culprits))
     parts.append("<h4>Worst layers by rmse/scale (TFLite's view)</h4>")
     parts.append(
