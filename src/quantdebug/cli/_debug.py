@@ -15,9 +15,12 @@ from quantdebug.cli._options import (
     quant_options,
     split_names,
 )
+from quantdebug.config import VERIFY_MODES
 from quantdebug.fix import CULPRIT_SAMPLES
 from quantdebug.report import MAX_HISTOGRAMS, debug_summary
 from quantdebug.thresholds import SUSPECT_RMSE_OVER_SCALE
+
+MODES = [m.replace("_", "-") for m in VERIFY_MODES]  # spelled per-layer, whole-model on the command line
 
 
 @click.command(short_help="Compare each quantized layer with float; save statistics.")
@@ -30,8 +33,8 @@ from quantdebug.thresholds import SUSPECT_RMSE_OVER_SCALE
 )
 @click.option(
     "--mode",
-    type=click.Choice(["per-layer", "whole-model"]),
-    default="per-layer",
+    type=click.Choice(MODES),
+    default=MODES[0],
     show_default=True,
     help="per-layer: each layer gets float inputs; whole-model: errors accumulate as deployed.",
 )
