@@ -8,12 +8,11 @@ import quantdebug as qd
 from quantdebug.cli._common import common_options, load_model, note, progress
 from quantdebug.cli._options import (
     DataArgs,
+    QuantArgs,
     calibrate_or_load,
     data_options,
     open_dataset,
-    quant_config,
     quant_options,
-    split_names,
 )
 
 
@@ -45,13 +44,7 @@ def calibrate(model: str, data: DataArgs, output: str) -> None:
 def quantize(
     model: str,
     data: DataArgs | None,
-    per_channel: bool,
-    activation_type: str,
-    weight_type: str,
-    calibration_method: str,
-    denylist_nodes: tuple[str, ...],
-    denylist_ops: tuple[str, ...],
-    calibration_path: str | None,
+    quant: QuantArgs,
     output: str,
 ) -> None:
     """Quantize MODEL to a QDQ model that onnxruntime runs, leaving denylisted nodes in float.
@@ -59,17 +52,16 @@ def quantize(
     Give --data to calibrate, or --calibration with ranges from 'quantdebug calibrate'.
     """
     float_model = load_model(model)
-    if calibration_path is not None and data is not None:
+    if quant.calibration_path is not None and data is not None:
         note("note: --data is not read; the ranges come from --calibration")
         data = None
-    calibration, _ = calibrate_or_load(float_model, data, calibration_path, "quantize")
-    config = quant_config(per_channel, activation_type, weight_type, calibration_method)
+    calibration, _ = calibrate_or_load(float_model, data, quant.calibration_path, "quantize")
     qd.quantize(
         float_model,
         calibration,
-        config,
-        denylisted_nodes=split_names(denylist_nodes),
-        denylisted_ops=split_names(denylist_ops),
+        quant.config,
+        denylisted_nodes=quant.denylisted_nodes,
+        denylisted_ops=quant.denylisted_ops,
         output_path=output,
     )
     note(f"wrote {output}")

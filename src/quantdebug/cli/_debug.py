@@ -8,12 +8,11 @@ import quantdebug as qd
 from quantdebug.cli._common import common_options, load_model, note, progress
 from quantdebug.cli._options import (
     DataArgs,
+    QuantArgs,
     calibrate_or_load,
     data_options,
     open_dataset,
-    quant_config,
     quant_options,
-    split_names,
 )
 from quantdebug.config import VERIFY_MODES
 from quantdebug.fix import CULPRIT_SAMPLES
@@ -72,13 +71,7 @@ def debug(
     data: DataArgs,
     quantized: str | None,
     mode: str,
-    per_channel: bool,
-    activation_type: str,
-    weight_type: str,
-    calibration_method: str,
-    denylist_nodes: tuple[str, ...],
-    denylist_ops: tuple[str, ...],
-    calibration_path: str | None,
+    quant: QuantArgs,
     output: str,
     top: int,
     threshold: float,
@@ -95,8 +88,8 @@ def debug(
     """
     float_model = load_model(model)
     options = qd.DebugOptions(
-        denylisted_nodes=split_names(denylist_nodes),
-        denylisted_ops=split_names(denylist_ops),
+        denylisted_nodes=quant.denylisted_nodes,
+        denylisted_ops=quant.denylisted_ops,
         verify_mode=mode.replace("-", "_"),  # type: ignore[arg-type]
         progress=progress(),
     )
@@ -108,11 +101,14 @@ def debug(
             debug_options=options,
         )
     else:
-        calibration, dataset = calibrate_or_load(float_model, data, calibration_path, "debug")
+        calibration, dataset = calibrate_or_load(float_model, data, quant.calibration_path, "debug")
         assert dataset is not None
-        config = quant_config(per_channel, activation_type, weight_type, calibration_method)
         debugger = qd.QuantizationDebugger(
-            float_model, debug_dataset=dataset, quant_config=config, debug_options=options, calibration=calibration
+            float_model,
+            debug_dataset=dataset,
+            quant_config=quant.config,
+            debug_options=options,
+            calibration=calibration,
         )
     note(f"debugging {len(debugger.layer_names)} layers ...")
     debugger.run()

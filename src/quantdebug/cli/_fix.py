@@ -13,10 +13,10 @@ import quantdebug as qd
 from quantdebug.cli._common import common_options, fail, load_model, settings
 from quantdebug.cli._options import (
     DataArgs,
+    QuantArgs,
     calibrate_or_load,
     data_options,
     open_dataset,
-    quant_config,
     quant_options,
     split_names,
 )
@@ -64,13 +64,7 @@ def _eval_function(spec: str | None) -> Any:
 def fix(
     model: str,
     data: DataArgs | None,
-    per_channel: bool,
-    activation_type: str,
-    weight_type: str,
-    calibration_method: str,
-    denylist_nodes: tuple[str, ...],
-    denylist_ops: tuple[str, ...],
-    calibration_path: str | None,
+    quant: QuantArgs,
     target: float | None,
     max_drop: float | None,
     eval_spec: str | None,
@@ -92,15 +86,14 @@ def fix(
         fail("fix needs --data (debug samples; also used to calibrate unless --calibration is given)", code=2)
     eval_fn = _eval_function(eval_spec)  # before any work: a typo in --eval must not wait for calibration
     float_model = load_model(model)
-    calibration, dataset = calibrate_or_load(float_model, data, calibration_path, "fix")
+    calibration, dataset = calibrate_or_load(float_model, data, quant.calibration_path, "fix")
     if dataset is None:
         dataset = open_dataset(data, float_model)
-    config = quant_config(per_channel, activation_type, weight_type, calibration_method)
     result = qd.fix(
         float_model,
         calibration=calibration,
         debug_dataset=dataset,
-        quant_config=config,
+        quant_config=quant.config,
         eval_fn=eval_fn,
         higher_is_better=not lower_is_better,
         target=target,

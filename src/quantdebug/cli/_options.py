@@ -118,16 +118,41 @@ def data_options(required: bool) -> Callable[[F], F]:
             ),
             click.option("--bgr", is_flag=True, help="Feed channels in BGR order (--mean/--std follow it)."),
         ]
-        decorated: Any = wrapper
-        for option in reversed(options):
-            decorated = option(decorated)
-        return decorated  # type: ignore[no-any-return]
+        return _with_options(wrapper, options)  # type: ignore[no-any-return]
 
     return decorate
 
 
+@dataclasses.dataclass(frozen=True)
+class QuantArgs:
+    """What the quantize options asked for."""
+
+    config: qd.QuantConfig
+    denylisted_nodes: tuple[str, ...]
+    denylisted_ops: tuple[str, ...]
+    calibration_path: str | None
+
+
 def quant_options(f: F) -> F:
-    """How to quantize: precision, per-channel weights, calibration method, denylists, a saved calibration."""
+    """How to quantize (precision, per-channel weights, calibration method, denylists, a saved calibration),
+    gathered into one ``quant: QuantArgs`` argument."""
+
+    @functools.wraps(f)
+    def wrapper(**kwargs: Any) -> Any:
+        config = qd.QuantConfig(
+            per_channel=kwargs.pop("per_channel"),
+            activation_type=kwargs.pop("activation_type"),
+            weight_type=kwargs.pop("weight_type"),
+            calibration_method=kwargs.pop("calibration_method"),
+        )
+        kwargs["quant"] = QuantArgs(
+            config=config,
+            denylisted_nodes=split_names(kwargs.pop("denylist_nodes")),
+            denylisted_ops=split_names(kwargs.pop("denylist_ops")),
+            calibration_path=kwargs.pop("calibration_path"),
+        )
+        return f(**kwargs)
+
     options = [
         click.option("--per-channel", is_flag=True, help="Quantize weights per output channel."),
         click.option(
@@ -173,19 +198,14 @@ def quant_options(f: F) -> F:
             help="Use ranges saved by 'quantdebug calibrate' instead of reading --data to calibrate.",
         ),
     ]
-    decorated: Any = f
+    return _with_options(wrapper, options)  # type: ignore[no-any-return]
+
+
+def _with_options(f: Any, options: list[Callable[[Any], Any]]) -> Any:
+    """``f`` decorated with ``options``, the first listed outermost (as when written as decorators above it)."""
     for option in reversed(options):
-        decorated = option(decorated)
-    return decorated  # type: ignore[no-any-return]
-
-
-def quant_config(per_channel: bool, activation_type: str, weight_type: str, calibration_method: str) -> qd.QuantConfig:
-    return qd.QuantConfig(
-        per_channel=per_channel,
-        activation_type=activation_type,  # type: ignore[arg-type]
-        weight_type=weight_type,  # type: ignore[arg-type]
-        calibration_method=calibration_method,  # type: ignore[arg-type]
-    )
+        f = option(f)
+    return f
 
 
 def open_dataset(data: DataArgs, model: onnx.ModelProto) -> Dataset:

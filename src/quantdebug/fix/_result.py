@@ -138,7 +138,7 @@ class FixResult:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the summary, then the first suspects with their noise shares."""
-        from quantdebug.report._tables import fix_result_html  # the report package imports this one
+        from quantdebug.report import fix_result_html  # import cycle: the report package imports this one
 
         return fix_result_html(self.summary(), self.ranking)
 
