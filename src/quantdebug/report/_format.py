@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from quantdebug.pipeline.results import LayerRow
-from quantdebug.report._plots import is_tiny
+from quantdebug.report._rows import is_tiny
 from quantdebug.thresholds import FEW_ELEMENTS, SEVERITY, severity
 
 CULPRITS_TITLE = "Likely culprits (by effect on the outputs)"  # the page, the notebook and the terminal

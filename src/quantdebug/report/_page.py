@@ -26,7 +26,7 @@ from quantdebug.report._charts import (
     propagation_chart,
 )
 from quantdebug.report._format import CULPRITS_TITLE, badge, esc, fmt, name_cell, rank_worst, tooltip
-from quantdebug.report._plots import graph_order, is_tiny
+from quantdebug.report._rows import graph_order, is_tiny
 from quantdebug.report._sections import HOW_TO_READ, cards, culprits_section, header_meta, legend
 from quantdebug.report._tables import coverage_table, full_table, kv_table, provenance_table, ranking_table, worst_table
 from quantdebug.support import _io

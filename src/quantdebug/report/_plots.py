@@ -1,4 +1,4 @@
-"""Notebook plots (matplotlib) and the row predicates every report view shares (tiny, exact copy, graph order).
+"""Notebook plots (matplotlib).
 
 `plot_statistics` draws the TensorFlow Lite tutorial's two bar plots, range and rmse/scale per
 layer, on `matplotlib.figure.Figure` objects with their own Agg canvas: pyplot and the global
@@ -8,41 +8,16 @@ backend are never touched, so it is safe in notebooks, servers and tests alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from quantdebug.errors import missing_extra
-from quantdebug.pipeline.results import LayerRow, Statistics
-from quantdebug.thresholds import FEW_ELEMENTS, IDEAL_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, severity
+from quantdebug.pipeline.results import Statistics
+from quantdebug.report._rows import graph_order
+from quantdebug.thresholds import IDEAL_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, severity
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-
-def is_tiny(row: LayerRow) -> bool:
-    """Rows with fewer than `FEW_ELEMENTS` elements: rmse/scale is too noisy to judge."""
-    n = row.metrics.get("num_elements", math.nan)
-    return math.isfinite(n) and n < FEW_ELEMENTS
-
-
-def is_exact_copy(row: LayerRow) -> bool:
-    """Rows whose error is exactly zero: data movement (Slice, Pad, Reshape, ...) copying integers as they are.
-
-    They say nothing about quantization, and a model full of them drags summary figures to 0.
-    """
-    return row.metrics.get("max_abs_error", math.nan) == 0.0 and row.metrics.get("mean_squared_error", math.nan) == 0.0
-
-
-def has_mean_elements(row: LayerRow) -> bool:
-    """Rows whose ``num_elements`` is not a whole number: the mean over samples of different sizes (as TFLite)."""
-    n = row.metrics.get("num_elements", math.nan)
-    return math.isfinite(n) and not float(n).is_integer()
-
-
-def graph_order(layers: Sequence[LayerRow]) -> list[LayerRow]:
-    """Rows in graph (tensor index) order; ties keep their saved order."""
-    return sorted(layers, key=lambda r: r.tensor_idx)
 
 
 def plot_statistics(statistics: Statistics) -> list[Figure]:

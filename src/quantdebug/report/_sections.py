@@ -11,7 +11,7 @@ from typing import Any
 from quantdebug.pipeline.results import LayerRow, Statistics
 from quantdebug.report._charts import IDEAL_LINE, bar_chart, impact_color
 from quantdebug.report._format import esc, fmt, rank_worst, short
-from quantdebug.report._plots import has_mean_elements, is_exact_copy
+from quantdebug.report._rows import has_mean_elements, is_exact_copy
 from quantdebug.report._tables import WORST_ROWS, culprits_table, denylist_line
 from quantdebug.thresholds import FEW_ELEMENTS, IDEAL_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, severity
 

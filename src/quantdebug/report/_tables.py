@@ -26,7 +26,7 @@ from quantdebug.report._format import (
     rank_worst,
     tiny_flag,
 )
-from quantdebug.report._plots import graph_order
+from quantdebug.report._rows import graph_order
 
 BAR_WIDTH = 120  # px of an impact of 1.0
 NOTEBOOK_ROWS = 15  # rows a notebook shows; the frame itself has them all

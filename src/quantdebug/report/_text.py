@@ -13,7 +13,7 @@ from typing import Any
 from quantdebug.fix import REASONS, number
 from quantdebug.pipeline.results import CSV_NAME, JSON_NAME, LayerRow, Statistics, compare_statistics
 from quantdebug.report._format import CULPRITS_TITLE
-from quantdebug.report._plots import has_mean_elements
+from quantdebug.report._rows import has_mean_elements
 from quantdebug.thresholds import SUSPECT_RMSE_OVER_SCALE
 
 TEXT_WIDTH = 79  # everything printed fits an 80-column terminal
