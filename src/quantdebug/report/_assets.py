@@ -15,8 +15,6 @@ from importlib import resources
 
 from quantdebug.thresholds import SEVERITY
 
-ASSETS = ("report.css", "report.js")  # the files under report/assets/ that the wheel must ship
-
 
 def _read(name: str) -> str:
     return resources.files("quantdebug.report").joinpath("assets", name).read_text(encoding="utf-8")
