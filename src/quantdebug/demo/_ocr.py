@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
+import onnx
+from onnx import version_converter
 
 from quantdebug.errors import QuantDebugError, missing_extra
 from quantdebug.support import _io
 
 if TYPE_CHECKING:
-    import onnx
     import onnxruntime
     from PIL import ImageFont
 
@@ -145,9 +146,6 @@ def load_rec_model(opset: int = QUANT_OPSET) -> onnx.ModelProto:
     The Paddle2ONNX export stores every weight in a ``Constant`` node; ``quantize_static`` only treats
     initializers as weights, so unprepared it quantizes weights as activations and ignores ``per_channel``.
     """
-    import onnx
-    from onnx import version_converter
-
     model = onnx.load(str(rec_model_path()))
     current = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if current < opset:
@@ -177,8 +175,6 @@ def save_rec_model(path: str | Path, opset: int = QUANT_OPSET) -> Path:
 
 @functools.cache
 def _charset(model_path: Path) -> tuple[str, ...]:
-    import onnx
-
     model = onnx.load(str(model_path))
     meta = {prop.key: prop.value for prop in model.metadata_props}
     if "character" not in meta:

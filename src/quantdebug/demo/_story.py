@@ -11,15 +11,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from quantdebug._debugger import QuantizationDebugger
+from quantdebug import QuantizationDebugger
 from quantdebug.config import DebugOptions, QuantConfig
 from quantdebug.demo._ocr import CALIB_SEED, make_eval_fn, ocr_dataset, rec_model_path, require_demo_packages
+from quantdebug.report import save_html
 from quantdebug.runtime import make_session
 from quantdebug.support import _io
+from quantdebug.thresholds import FIRST_LAYERS, SUSPECT_RMSE_OVER_SCALE
 
 DEBUG_SEED = 2
-SUSPECT_THRESHOLD = 0.7  # the tutorial's rmse/scale cut-off
-FIRST_LAYERS = 5  # the tutorial also keeps the first few layers in float
 
 
 @dataclasses.dataclass
@@ -82,14 +82,14 @@ def run_demo(
     stats = debugger.statistics(histograms=6)
     stats.save(out / "stats")
     rows = stats.layers
-    suspects = stats.suspects(SUSPECT_THRESHOLD, first=FIRST_LAYERS)
+    suspects = stats.suspects(SUSPECT_RMSE_OVER_SCALE, first=FIRST_LAYERS)
     echo(
         f"  3. debugged {len(rows)} quantized layers on {debug_samples} samples in {seconds['debug run']:.1f} s"
         f" -> {out / 'stats' / 'layer_statistics.csv'}"
     )
     worst = sorted(rows, key=lambda r: r.rmse_over_scale, reverse=True)[:3]
     echo(
-        f"  4. suspects (rmse/scale > {SUSPECT_THRESHOLD}, plus the first {FIRST_LAYERS} layers): "
+        f"  4. suspects (rmse/scale > {SUSPECT_RMSE_OVER_SCALE}, plus the first {FIRST_LAYERS} layers): "
         f"{len(suspects)}; worst: " + ", ".join(f"{r.node_name} ({r.op_name}) {r.rmse_over_scale:.2f}" for r in worst)
     )
     debugger.options = DebugOptions(denylisted_nodes=[r.tensor_name for r in suspects], progress=progress)
@@ -125,8 +125,6 @@ def run_demo(
         )
         stats.extras["fix"] = result.trace_dict()
         stats.save(out / "stats")
-    from quantdebug.report import save_html
-
     save_html(stats, out / "report.html", title="quantdebug demo: PP-OCRv4 recogniser")
     echo(f"  outputs: {out}/ (models, stats/layer_statistics.csv, stats/statistics.json, report.html)")
     return DemoResult(

@@ -1,11 +1,19 @@
-"""Reports rendered from saved statistics: a self-contained HTML page, notebook plots, Model Explorer overlays."""
+"""Reports rendered from saved statistics: a self-contained HTML page, notebook plots, Model Explorer overlays,
+and the text summaries the command line prints."""
 
 from quantdebug.report._explorer import explorer_node_data, save_explorer_node_data
-from quantdebug.report._html import render_html, save_html
-from quantdebug.report._plots import has_mean_elements, is_exact_copy, plot_statistics
-from quantdebug.report._tables import fix_result_html
+from quantdebug.report._page import MAX_HISTOGRAMS, render_html, save_html
+from quantdebug.report._plots import plot_statistics
+from quantdebug.report._rows import has_mean_elements, is_exact_copy
+from quantdebug.report._tables import fix_result_html, statistics_html
+from quantdebug.report._text import TEXT_WIDTH, compare_summary, compare_table, debug_summary
 
 __all__ = [
+    "MAX_HISTOGRAMS",
+    "TEXT_WIDTH",
+    "compare_summary",
+    "compare_table",
+    "debug_summary",
     "explorer_node_data",
     "fix_result_html",
     "has_mean_elements",
@@ -14,4 +22,5 @@ __all__ = [
     "render_html",
     "save_explorer_node_data",
     "save_html",
+    "statistics_html",
 ]

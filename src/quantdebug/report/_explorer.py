@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from quantdebug.errors import QuantDebugError
-from quantdebug.pipeline.results._results import LayerRow, Statistics
-from quantdebug.report._plots import SEVERE_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, WATCH_RMSE_OVER_SCALE
+from quantdebug.pipeline.results import LayerRow, Statistics
 from quantdebug.support import _io
+from quantdebug.thresholds import SEVERE_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, WATCH_RMSE_OVER_SCALE
 
 DEFAULT_GRAPH_ID = "main_graph"  # the name torch.onnx gives a graph; pass graph_id for others
 RATIO_METRIC = "rmse/scale"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from quantdebug.fix._culprits import COLUMNS
+from quantdebug.fix import COLUMNS
 from quantdebug.report._tables import NOTEBOOK_ROWS, culprits_table, denylist_line
 
 

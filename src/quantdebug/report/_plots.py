@@ -1,4 +1,4 @@
-"""Notebook plots (matplotlib) and the severity scale that every report view shares.
+"""Notebook plots (matplotlib).
 
 `plot_statistics` draws the TensorFlow Lite tutorial's two bar plots, range and rmse/scale per
 layer, on `matplotlib.figure.Figure` objects with their own Agg canvas: pyplot and the global
@@ -8,49 +8,16 @@ backend are never touched, so it is safe in notebooks, servers and tests alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from quantdebug.errors import missing_extra
-from quantdebug.pipeline.results._results import LayerRow, Statistics
-from quantdebug.thresholds import (  # noqa: F401  (re-exported for the report modules)
-    FEW_ELEMENTS,
-    IDEAL_RMSE_OVER_SCALE,
-    SEVERE_RMSE_OVER_SCALE,
-    SEVERITY,
-    SUSPECT_RMSE_OVER_SCALE,
-    WATCH_RMSE_OVER_SCALE,
-    severity,
-)
+from quantdebug.pipeline.results import Statistics
+from quantdebug.report._rows import graph_order
+from quantdebug.thresholds import IDEAL_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, severity
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-
-def is_tiny(row: LayerRow) -> bool:
-    """Rows with fewer than `FEW_ELEMENTS` elements: rmse/scale is too noisy to judge."""
-    n = row.metrics.get("num_elements", math.nan)
-    return math.isfinite(n) and n < FEW_ELEMENTS
-
-
-def is_exact_copy(row: LayerRow) -> bool:
-    """Rows whose error is exactly zero: data movement (Slice, Pad, Reshape, ...) copying integers as they are.
-
-    They say nothing about quantization, and a model full of them drags summary figures to 0.
-    """
-    return row.metrics.get("max_abs_error", math.nan) == 0.0 and row.metrics.get("mean_squared_error", math.nan) == 0.0
-
-
-def has_mean_elements(row: LayerRow) -> bool:
-    """Rows whose ``num_elements`` is not a whole number: the mean over samples of different sizes (as TFLite)."""
-    n = row.metrics.get("num_elements", math.nan)
-    return math.isfinite(n) and not float(n).is_integer()
-
-
-def graph_order(layers: Sequence[LayerRow]) -> list[LayerRow]:
-    """Rows in graph (tensor index) order; ties keep their saved order."""
-    return sorted(layers, key=lambda r: r.tensor_idx)
 
 
 def plot_statistics(statistics: Statistics) -> list[Figure]:
@@ -98,9 +65,19 @@ def plot_statistics(statistics: Statistics) -> list[Figure]:
     ax = fig_rmse.add_subplot()
     ax.bar(x, [v if math.isfinite(v) else 0.0 for v in ratios], color=[SEVERITY[severity(v)][1] for v in ratios])
     ax.axhline(
-        IDEAL_RMSE_OVER_SCALE, color="#222222", linestyle="--", linewidth=1, label="1/√12 ≈ 0.289 (ideal rounding)"
+        IDEAL_RMSE_OVER_SCALE,
+        color="#222222",
+        linestyle="--",
+        linewidth=1,
+        label=f"1/√12 ≈ {IDEAL_RMSE_OVER_SCALE:.3f} (ideal rounding)",
     )
-    ax.axhline(SUSPECT_RMSE_OVER_SCALE, color="#d9534f", linestyle=":", linewidth=1, label="0.7 (suspect)")
+    ax.axhline(
+        SUSPECT_RMSE_OVER_SCALE,
+        color="#d9534f",
+        linestyle=":",
+        linewidth=1,
+        label=f"{SUSPECT_RMSE_OVER_SCALE:g} (suspect)",
+    )
     ax.set_ylabel("rmse / scale")
     ax.set_title("Quantization error per layer (rmse / scale)")
     ax.legend(loc="upper right", fontsize=8)

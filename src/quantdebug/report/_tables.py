@@ -1,4 +1,5 @@
-"""HTML tables of the culprits, Statistics and FixResult, for the report and for notebooks (``_repr_html_``).
+"""HTML tables: the report's layer, ranking, coverage and provenance tables, and the culprits, Statistics and
+FixResult tables shared with notebooks (``_repr_html_``).
 
 Names come from untrusted models: every piece of text goes through ``html.escape``. Impact bars
 are inline SVG (no style attributes, which the report's Content-Security-Policy would block).
@@ -6,19 +7,31 @@ are inline SVG (no style attributes, which the report's Content-Security-Policy 
 
 from __future__ import annotations
 
-import html
+import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from quantdebug.fix._culprits import REASONS, number
+from quantdebug.fix import REASONS, number
+from quantdebug.pipeline.results import LayerRow, Statistics
+from quantdebug.report._format import (
+    CULPRITS_TITLE,
+    badge,
+    esc,
+    fmt,
+    metric,
+    name_cell,
+    num_attr,
+    rank_worst,
+    tiny_flag,
+)
+from quantdebug.report._rows import graph_order
 
 BAR_WIDTH = 120  # px of an impact of 1.0
 NOTEBOOK_ROWS = 15  # rows a notebook shows; the frame itself has them all
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+WORST_ROWS = 10  # rows of the report's worst-layers and culprits tables
+RANKING_ROWS = 15  # suspects shown in the report; the trace file has them all
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -37,7 +50,7 @@ def impact_bar(impact: float) -> str:
         f'<svg class="impact" width="{BAR_WIDTH + 44}" height="12" role="img" aria-label="impact {_fmt(impact)}">'
         f'<rect x="0" y="1" width="{BAR_WIDTH}" height="10" fill="#eceff3"/>'
         f'<rect x="0" y="1" width="{share * BAR_WIDTH:.1f}" height="10" fill="#c62828"/>'
-        f'<text x="{BAR_WIDTH + 4}" y="10" font-size="10">{_esc(_fmt(impact, 2))}</text></svg>'
+        f'<text x="{BAR_WIDTH + 4}" y="10" font-size="10">{esc(_fmt(impact, 2))}</text></svg>'
     )
 
 
@@ -52,14 +65,14 @@ def culprits_table(rows: Sequence[Mapping[str, Any]], limit: int | None = None) 
     for i, row in enumerate(rows[:limit] if limit else rows, 1):
         reason = str(row.get("reason", ""))
         body.append(
-            f"<tr><td class='num'>{i}</td><td class='n'><span class='name'>{_esc(row.get('node_name', ''))}</span></td>"
-            f"<td>{_esc(row.get('op_name', ''))}</td><td>{impact_bar(number(row.get('impact')))}</td>"
-            f"<td class='num'>{_esc(_fmt(row.get('quantized_alone_sqnr_db')))}</td>"
-            f"<td class='num'>{_esc(_fmt(row.get('float_alone_sqnr_db')))}</td>"
-            f"<td class='num'>{_esc(_fmt(row.get('per_layer_rmse/scale')))}</td>"
-            f"<td class='num'>{_esc(_fmt(row.get('whole_model_rmse/scale')))}</td>"
-            f"<td title='{_esc(row.get('detail', ''))}'>{_esc(REASONS.get(reason, reason))}</td>"
-            f"<td><code class='change'>{_esc(row.get('suggested_change', ''))}</code></td></tr>"
+            f"<tr><td class='num'>{i}</td><td class='n'><span class='name'>{esc(row.get('node_name', ''))}</span></td>"
+            f"<td>{esc(row.get('op_name', ''))}</td><td>{impact_bar(number(row.get('impact')))}</td>"
+            f"<td class='num'>{esc(_fmt(row.get('quantized_alone_sqnr_db')))}</td>"
+            f"<td class='num'>{esc(_fmt(row.get('float_alone_sqnr_db')))}</td>"
+            f"<td class='num'>{esc(_fmt(row.get('per_layer_rmse/scale')))}</td>"
+            f"<td class='num'>{esc(_fmt(row.get('whole_model_rmse/scale')))}</td>"
+            f"<td title='{esc(row.get('detail', ''))}'>{esc(REASONS.get(reason, reason))}</td>"
+            f"<td><code class='change'>{esc(row.get('suggested_change', ''))}</code></td></tr>"
         )
     return f'<table class="data culprits"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -71,8 +84,8 @@ def denylist_line(measured: Mapping[str, Any]) -> str:
     code = f"DebugOptions(denylisted_nodes={names!r})"
     removes = number(measured.get("denylist_removes"))
     return (
-        f"<p>Suggested denylist: {len(names)} layer(s), removing {_esc(_fmt(100 * removes, 3))}% of the output "
-        f"noise: <code class='change'>{_esc(code)}</code></p>"
+        f"<p>Suggested denylist: {len(names)} layer(s), removing {esc(_fmt(100 * removes, 3))}% of the output "
+        f"noise: <code class='change'>{esc(code)}</code></p>"
     )
 
 
@@ -82,13 +95,13 @@ def statistics_html(layers: Sequence[Any], verify_mode: str, culprits: Mapping[s
     body = []
     for r in worst[:NOTEBOOK_ROWS]:
         body.append(
-            f"<tr><td>{_esc(r.op_name)}</td><td><span class='name'>{_esc(r.node_name)}</span></td>"
-            f"<td class='num'>{_esc(_fmt(r.rmse_over_scale))}</td><td class='num'>{_esc(_fmt(r.range))}</td>"
+            f"<tr><td>{esc(r.op_name)}</td><td><span class='name'>{esc(r.node_name)}</span></td>"
+            f"<td class='num'>{esc(_fmt(r.rmse_over_scale))}</td><td class='num'>{esc(_fmt(r.range))}</td>"
             f"<td>{impact_bar(r.impact) if math.isfinite(r.impact) else '—'}</td></tr>"
         )
-    parts = [f"<div><p>{len(layers)} verified layers ({_esc(verify_mode.replace('_', '-'))})</p>"]
+    parts = [f"<div><p>{len(layers)} verified layers ({esc(verify_mode.replace('_', '-'))})</p>"]
     if culprits:
-        parts.append("<h4>Likely culprits (by effect on the outputs)</h4>")
+        parts.append(f"<h4>{CULPRITS_TITLE}</h4>")
         parts.append(culprits_table(list(culprits.get("rows", [])), NOTEBOOK_ROWS) + denylist_line(culprits))
     parts.append("<h4>Worst layers by rmse/scale (TFLite's view)</h4>")
     parts.append(
@@ -101,7 +114,7 @@ def statistics_html(layers: Sequence[Any], verify_mode: str, culprits: Mapping[s
 def fix_result_html(summary: str, ranking: Sequence[Mapping[str, Any]]) -> str:
     """A notebook view of a FixResult: its summary, then the first suspects with their noise shares."""
     rows = "".join(
-        f"<tr><td class='num'>{_esc(r.get('rank', ''))}</td><td><span class='name'>{_esc(r.get('node_name', ''))}"
+        f"<tr><td class='num'>{esc(r.get('rank', ''))}</td><td><span class='name'>{esc(r.get('node_name', ''))}"
         f"</span></td><td>{impact_bar(number(r.get('noise_share')))}</td></tr>"
         for r in ranking[:NOTEBOOK_ROWS]
     )
@@ -111,4 +124,169 @@ def fix_result_html(summary: str, ranking: Sequence[Mapping[str, Any]]) -> str:
         if rows
         else ""
     )
-    return f"<div><pre>{_esc(summary)}</pre>{table}</div>"
+    return f"<div><pre>{esc(summary)}</pre>{table}</div>"
+
+
+# -- the report's tables -----------------------------------------------------------------------
+def worst_table(layers: Sequence[LayerRow]) -> str:
+    head = (
+        "<tr><th>#</th><th>op type</th><th>node</th><th>tensor</th><th>precision</th><th>scale</th>"
+        "<th>zero point</th><th>rmse/scale</th><th>MSE</th><th>max abs error</th><th>elements</th></tr>"
+    )
+    body = []
+    for i, r in enumerate(rank_worst(layers)[:WORST_ROWS], 1):
+        body.append(
+            f"<tr><td class='num'>{i}</td><td>{esc(r.op_name)}</td><td class='n'>{name_cell(r.node_name)}</td>"
+            f"<td class='n'>{name_cell(r.tensor_name)}</td><td>{esc(r.precision)}</td>"
+            f"<td class='num'>{esc(fmt(r.scale))}</td>"
+            f"<td class='num'>{esc(r.zero_point)}</td><td class='num'>{badge(r)}</td>"
+            f"<td class='num'>{esc(fmt(metric(r, 'mean_squared_error')))}</td>"
+            f"<td class='num'>{esc(fmt(metric(r, 'max_abs_error')))}</td>"
+            f"<td class='num'>{esc(fmt(metric(r, 'num_elements'), 6))}{tiny_flag(r)}</td></tr>"
+        )
+    return (
+        f'<div class="scroll"><table id="worst" class="data"><thead>{head}</thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def full_table(statistics: Statistics) -> str:
+    metric_names = list(dict.fromkeys([*statistics.metric_names, *(m for r in statistics.layers for m in r.metrics)]))
+    cols: list[tuple[str, bool]] = [
+        ("#", True),
+        ("op type", False),
+        ("node", False),
+        ("tensor", False),
+        ("precision", False),
+    ]
+    cols += [("scale", True), ("zero point", True), ("range", True), ("rmse/scale", True)]
+    cols += [(m, True) for m in metric_names] + [("covers", False)]
+    head = "".join(
+        f'<th tabindex="0" data-type="{"num" if num else "text"}" title="sort">{esc(c)}</th>' for c, num in cols
+    )
+    body = []
+    for i, r in enumerate(graph_order(statistics.layers)):
+        cells = [
+            f"<td class='num' data-v='{i}'>{i}</td>",
+            f"<td>{esc(r.op_name)}</td>",
+            f"<td class='n'>{name_cell(r.node_name)}</td>",
+            f"<td class='n'>{name_cell(r.tensor_name)}</td>",
+            f"<td>{esc(r.precision)}</td>",
+            f"<td class='num' data-v='{num_attr(r.scale)}'>{esc(fmt(r.scale))}</td>",
+            f"<td class='num' data-v='{num_attr(r.zero_point)}'>{esc(r.zero_point)}</td>",
+            f"<td class='num' data-v='{num_attr(r.range)}'>{esc(fmt(r.range))}</td>",
+            f"<td class='num' data-v='{num_attr(r.rmse_over_scale)}'>{badge(r)}{tiny_flag(r)}</td>",
+        ]
+        for m in metric_names:
+            v = metric(r, m)
+            cells.append(f"<td class='num' data-v='{num_attr(v)}'>{esc(fmt(v))}</td>")
+        cells.append(f"<td>{esc(', '.join(r.covers))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        '<div class="table-tools"><label>Filter rows <input type="search" id="filter" '
+        'placeholder="node, tensor or op type" autocomplete="off"></label>'
+        '<span class="muted">click a column header to sort</span></div>'
+        f'<div class="scroll tall"><table id="all" class="data sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def ranking_table(ranking: object) -> str:
+    """The first suspects of the fix ranking with the evidence behind each rank (empty when absent)."""
+    if not isinstance(ranking, Sequence) or not ranking:
+        return ""
+    cols = [
+        ("rank", "rank"),
+        ("node", "node_name"),
+        ("noise share", "noise_share"),
+        ("group share", "group_noise_share"),
+        ("per-layer rmse/scale", "per_layer_rmse/scale"),
+        ("whole-model rmse/scale", "whole_model_rmse/scale"),
+    ]
+    body = []
+    for row in ranking[:RANKING_ROWS]:
+        if not isinstance(row, Mapping):
+            continue
+        cells = []
+        for _, key in cols:
+            value = row.get(key)
+            if key == "node_name":
+                cells.append(f"<td class='n'>{name_cell(str(value or ''))}</td>")
+            else:
+                x = float(value) if isinstance(value, (int, float)) else math.nan
+                cells.append(f"<td class='num'>{esc(fmt(x, 3))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    if not body:
+        return ""
+    head = "".join(f"<th>{esc(label)}</th>" for label, _ in cols)
+    return (
+        "<h3>Suspects, in the order the search tried them</h3>"
+        "<p class='note'>Noise share: the part of the fully quantized model's output noise the node accounts for "
+        "in the switchable graph (— where only its group was measured). The two rmse/scale columns are the "
+        "debugger's statistics in both verify modes; they order the nodes of a group not measured one by one.</p>"
+        f'<div class="scroll"><table class="data"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def kv_table(items: Mapping[str, Any], cls: str = "kv") -> str:
+    rows = []
+    for key, value in items.items():
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        rows.append(f"<tr><th>{esc(key)}</th><td>{esc(shown)}</td></tr>")
+    return f'<table class="{cls}">{"".join(rows)}</table>'
+
+
+def provenance_table(prov: Mapping[str, Any]) -> str:
+    if not prov:
+        return '<p class="muted">No provenance was recorded with these statistics.</p>'
+    versions = {k: prov[k] for k in ("quantdebug", "onnx", "onnxruntime", "numpy", "python", "machine") if k in prov}
+    prints = {k: prov[k] for k in ("model_fingerprint", "dataset_fingerprint", "created") if k in prov}
+    flags = prov.get("cpu_flags") or []
+    configs = {k: prov[k] for k in ("quant_config", "debug_options") if isinstance(prov.get(k), Mapping)}
+    known = {*versions, *prints, *configs, "cpu_flags"}
+    other = {k: v for k, v in prov.items() if k not in known}
+    flag_html = (
+        "".join(f'<span class="chip">{esc(f)}</span>' for f in flags)
+        if isinstance(flags, list) and flags
+        else '<span class="muted">none recorded</span>'
+    )
+    parts = [
+        '<div class="prov">',
+        f"<div><h3>Versions</h3>{kv_table(versions)}</div>",
+        f"<div><h3>Fingerprints</h3>{kv_table(prints)}"
+        f"<h3>CPU instruction sets</h3><div class='chips'>{flag_html}</div></div>",
+        "</div>",
+    ]
+    if other:
+        parts.append(f"<h3>Other</h3>{kv_table(other)}")
+    if configs:
+        inner = "".join(f"<div><h3>{esc(k)}</h3>{kv_table(v)}</div>" for k, v in configs.items())
+        parts.append(f'<details><summary>Configuration</summary><div class="prov">{inner}</div></details>')
+    return "".join(parts)
+
+
+def coverage_table(coverage: Sequence[Mapping[str, Any]]) -> str:
+    if not coverage:
+        return '<p class="muted">No coverage was recorded with these statistics.</p>'
+    counts = Counter(str(c.get("status", "unknown")) for c in coverage)
+    chips = "".join(
+        f'<span class="chip status-{esc(s) if s.isidentifier() else "other"}"><b>{n}</b> {esc(s)}</span>'
+        for s, n in counts.most_common()
+    )
+    others = [c for c in coverage if c.get("status") != "verified"]
+    if not others:
+        return f'<div class="chips">{chips}</div><p>Every node was verified.</p>'
+    rows = "".join(
+        f"<tr><td class='n'>{name_cell(str(c.get('node', '')))}</td><td>{esc(c.get('op_type', ''))}</td>"
+        f"<td class='n'>{name_cell(str(c.get('user_nodes', '')))}</td><td>{esc(c.get('status', ''))}</td>"
+        f"<td>{esc(c.get('reason', ''))}</td></tr>"
+        for c in others
+    )
+    opened = " open" if len(others) <= 10 else ""
+    return (
+        f'<div class="chips">{chips}</div>'
+        f"<details{opened}><summary>{len(others)} node(s) not verified, and why</summary>"
+        '<div class="scroll"><table class="data"><thead><tr><th>node</th><th>op type</th><th>user nodes</th>'
+        f"<th>status</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table></div></details>"
+    )

@@ -142,7 +142,7 @@ class Statistics:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the culprits when measured, then the worst layers by rmse/scale."""
-        from quantdebug.report._tables import statistics_html  # the report package imports this one
+        from quantdebug.report import statistics_html  # import cycle: the report package imports this one
 
         culprits = self.extras.get("culprits")
         return statistics_html(self.layers, self.verify_mode, culprits if isinstance(culprits, Mapping) else None)

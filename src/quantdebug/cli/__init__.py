@@ -1,0 +1,10 @@
+"""The ``quantdebug`` command line: calibrate, quantize, debug, report, compare and fix ONNX models.
+
+Thin commands over the public API, one module per command (``_calibrate``, ``_debug``, ``_report``,
+``_fix``, ``_demo``), their shared options in ``_options`` and ``_common``; the text they print
+comes from `quantdebug.report`.
+"""
+
+from quantdebug.cli._main import cli, main
+
+__all__ = ["cli", "main"]
