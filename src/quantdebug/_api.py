@@ -15,7 +15,7 @@ from quantdebug.data._dataset import Dataset
 from quantdebug.errors import ConfigError
 from quantdebug.fix import LEVERS, FixResult
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 from quantdebug.pipeline.prepare._load import ModelSource
 from quantdebug.pipeline.prepare._prepared import PreparedModel, needs_16bit, prepared_model
 from quantdebug.support._progress import progress_bar
@@ -129,9 +129,9 @@ def quantize(
         dataset = as_dataset(adapt_dataset(dataset), prepared.model, what="dataset")
     quantized = prepared.quantize(calibration, config, precisions, dataset)
     if output_path is not None:
-        _external.write_model(quantized, output_path)
+        external.write_model(quantized, output_path)
         return None
-    return _external.as_proto(quantized, "quantized model", "qd.quantize(..., output_path=...)")
+    return external.as_proto(quantized, "quantized model", "qd.quantize(..., output_path=...)")
 
 
 def fix(

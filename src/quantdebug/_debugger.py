@@ -20,7 +20,7 @@ from quantdebug.pipeline.calibrate import Calibration, calibrate_model
 from quantdebug.pipeline.plan import default_op_types
 from quantdebug.pipeline.plan._plan import Plan, build_plan
 from quantdebug.pipeline.plan._units import topo_index
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 from quantdebug.pipeline.prepare._load import ModelSource, load_model
 from quantdebug.pipeline.prepare._prepared import PreparedModel, prepared_model
 from quantdebug.pipeline.results._coverage import node_coverage
@@ -154,7 +154,7 @@ class QuantizationDebugger:
             self._precisions = precisions
         if old is not None:  # a model over 2 GB: the old plan's quantized weights are gigabytes on disk
             for model in (old.qdq, old.optimized):
-                _external.release(model, keep=self.float_model)
+                external.release(model, keep=self.float_model)
         self._debug_graph = None
         self._raw_graph = None
         self._loop = None
@@ -177,7 +177,7 @@ class QuantizationDebugger:
         ``save_nondebug_quantized_model`` then.
         """
         assert self._plan is not None
-        return _external.as_proto(self._plan.qdq, "quantized model", "save_nondebug_quantized_model")
+        return external.as_proto(self._plan.qdq, "quantized model", "save_nondebug_quantized_model")
 
     def _graph(self) -> DebugGraph:
         assert self._plan is not None
@@ -197,7 +197,7 @@ class QuantizationDebugger:
         Raises ``ModelTooLargeError`` when the model is over protobuf's 2 GB limit: use
         ``save_debug_quantized_model`` then.
         """
-        return _external.as_proto(self._graph().model, "debug model", "save_debug_quantized_model")
+        return external.as_proto(self._graph().model, "debug model", "save_debug_quantized_model")
 
     def save_nondebug_quantized_model(self, path: str | os.PathLike[str]) -> None:
         """Write the quantized QDQ model to ``path`` atomically.
@@ -205,11 +205,11 @@ class QuantizationDebugger:
         A model over protobuf's 2 GB limit gets its weights in ``<file name>.data`` next to it.
         """
         assert self._plan is not None
-        _external.write_model(self._plan.qdq, path)
+        external.write_model(self._plan.qdq, path)
 
     def save_debug_quantized_model(self, path: str | os.PathLike[str]) -> None:
         """Write the debug model to ``path`` atomically (weights in ``<file name>.data`` when over 2 GB)."""
-        _external.write_model(self._graph().model, path)
+        external.write_model(self._graph().model, path)
 
     @property
     def layer_names(self) -> list[str]:

@@ -18,7 +18,7 @@ from quantdebug.config import QuantConfig
 from quantdebug.fix._result import Candidate
 from quantdebug.fix._settings import quantized_tensors
 from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external as _external
 from quantdebug.pipeline.prepare._prepared import PreparedModel
 
 

@@ -116,7 +116,7 @@ class FixResult:
     @property
     def model(self) -> onnx.ModelProto:
         """The fixed QDQ model; ``ModelTooLargeError`` for a model over 2 GB (use ``save_model``)."""
-        from quantdebug.pipeline.prepare._external import as_proto
+        from quantdebug.support.external import as_proto
 
         return as_proto(self.quantized, "fixed model", "FixResult.save_model")
 
@@ -171,7 +171,7 @@ class FixResult:
 
     def save_model(self, path: str | os.PathLike[str]) -> None:
         """Write the fixed model atomically (weights in ``<file name>.data`` for a model over 2 GB)."""
-        from quantdebug.pipeline.prepare._external import write_model
+        from quantdebug.support.external import write_model
 
         write_model(self.quantized, path)
 
@@ -185,7 +185,7 @@ class FixResult:
 
     def save_float_model(self, path: str | os.PathLike[str]) -> None:
         """Write the pre-processed float model that ``ort_settings`` applies to (its node and tensor names)."""
-        from quantdebug.pipeline.prepare._external import write_model
+        from quantdebug.support.external import write_model
 
         if self.float_model is None:
             raise ConfigError("this FixResult was made without its float model")

@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quantdebug.pipeline.plan._plan import Plan
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external as _external
 from quantdebug.runtime import make_session
 
 ACT_SWITCHES = "__qd/switch/activations"

@@ -23,7 +23,7 @@ from quantdebug.data._dataset import Dataset, batches
 from quantdebug.errors import CalibrationError
 from quantdebug.pipeline.calibrate._ranges import entropy_range, minmax_range, percentile_range
 from quantdebug.pipeline.calibrate._stats import TensorStats
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 from quantdebug.runtime import make_session
 from quantdebug.support import _io
 
@@ -55,8 +55,8 @@ def model_fingerprint(model: onnx.ModelProto, version: int = FINGERPRINT_VERSION
                 h.update(attr.SerializeToString(deterministic=True))
     for init in sorted(model.graph.initializer, key=lambda t: t.name):
         h.update(init.name.encode())
-        if _external.is_reference(init):  # weights of a model over 2 GB, still in their file
-            _external.fingerprint_tensor(init, h)
+        if external.is_reference(init):  # weights of a model over 2 GB, still in their file
+            external.fingerprint_tensor(init, h)
         else:
             h.update(init.raw_data if init.HasField("raw_data") else init.SerializeToString())
     return h.hexdigest()[:32]

@@ -13,7 +13,7 @@ from quantdebug.errors import ConfigError
 from quantdebug.pipeline.calibrate import Calibration, Calibrator, model_fingerprint
 from quantdebug.pipeline.plan import PlannedPrecision, _weights, default_op_types, quantize_with_ranges
 from quantdebug.pipeline.plan._select import Selector, resolve_precisions
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 from quantdebug.pipeline.prepare._load import ModelSource, load_model
 from quantdebug.pipeline.prepare._preprocess import Preprocessed, default_opset, preprocess
 from quantdebug.support._progress import progress_bar
@@ -169,7 +169,7 @@ def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, op
 
     model = load_model(source, what="float model")
     h = hashlib.sha256(model.SerializeToString(deterministic=True))
-    h.update(_external.file_stamps(model).encode())  # weights left in external data (models over 2 GB)
+    h.update(external.file_stamps(model).encode())  # weights left in external data (models over 2 GB)
     digest = h.hexdigest()
     key = (digest, 21 if config is not None and needs_16bit(config) else 13, optimize)
     if key not in _CACHE:
