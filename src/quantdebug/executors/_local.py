@@ -57,7 +57,7 @@ class LocalExecutor:
         self.shards = shards
 
     def _parts(self, dataset: Dataset) -> list[Dataset]:
-        source = dataset._factory
+        source = dataset.factory
         if self.shards == 1:
             return [dataset]
         if isinstance(source, ShardedDataset):

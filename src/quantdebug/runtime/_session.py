@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +33,7 @@ def _options(level: str, threads: int | None, optimized_path: Path | None) -> or
     so = ort.SessionOptions()
     so.graph_optimization_level = _ORT_LEVELS[level]
     so.log_severity_level = 4  # errors come back as exceptions; onnxruntime's own log only repeats them
-    if threads is None:
-        env = os.environ.get("QUANTDEBUG_THREADS")
-        threads = int(env) if env else 0
-    so.intra_op_num_threads = threads
+    so.intra_op_num_threads = threads if threads is not None else 0  # 0: onnxruntime picks the cores
     so.inter_op_num_threads = 1
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)

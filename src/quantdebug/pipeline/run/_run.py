@@ -106,11 +106,14 @@ class DebugJob:
     float_model: bytes | None  # for model metrics
     custom_params: list[tuple[float, int, int]]  # per unit: scale, zero point, runtime zero-point shift
 
-    def loop(self) -> DebugLoop:
+    def loop(self, *, threads: int | None = None) -> DebugLoop:
+        """The sessions and loop of this job. ``threads``: onnxruntime's intra-op threads when the options
+        leave them open (an executor's worker passes its CPU count); the options' count wins."""
         from quantdebug.runtime import make_session
 
         opts = self.options
-        threads = opts.intra_op_num_threads
+        if opts.intra_op_num_threads is not None:
+            threads = opts.intra_op_num_threads
         level = opts.graph_optimization_level
         session = debug_session(self.graph.model, level=level, threads=threads)
         deployed_bytes = self.deployed
