@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -156,6 +160,46 @@ class PreparedModel:
 
 _CACHE: dict[tuple[str, int, bool], PreparedModel] = {}
 _CACHE_SIZE = 2
+_LOCK = threading.Lock()  # debuggers in threads share the cache; a PreparedModel is built once per key
+_Stamps = tuple[tuple[str, int, int], ...]  # (resolved path, size, mtime_ns) of a model file and its data files
+_DIGESTS: dict[_Stamps, str] = {}  # a path's digest, until one of its files changes
+_DIGESTS_SIZE = 16
+
+
+def _stamps(paths: Iterable[Path]) -> _Stamps | None:
+    try:
+        return tuple((str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in paths)
+    except OSError:  # gone or unreadable: load_model names the problem
+        return None
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The model file and the external-data files it names (read without loading the data)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    names = {
+        entry.value
+        for tensor in external.all_tensors(proto)
+        for entry in tensor.external_data
+        if entry.key == "location" and not entry.value.startswith(external.PREFIX)
+    }
+    return [path, *sorted((path.parent / n).resolve() for n in names)]
+
+
+def _digest(model: onnx.ModelProto) -> str:
+    h = hashlib.sha256(model.SerializeToString(deterministic=True))
+    h.update(external.file_stamps(model).encode())  # weights left in external data (models over 2 GB)
+    return h.hexdigest()
+
+
+def _path_digest(source: ModelSource) -> tuple[str | None, _Stamps | None]:
+    """The remembered digest of a model file whose files have not changed since (no load, no hash)."""
+    if not isinstance(source, str | os.PathLike):
+        return None, None
+    path = Path(source).resolve()
+    for stamps, digest in _DIGESTS.items():
+        if stamps[0][0] == str(path):
+            return (digest, stamps) if _stamps(Path(s[0]) for s in stamps) == stamps else (None, None)
+    return None, None
 
 
 def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, optimize: bool = True) -> PreparedModel:
@@ -163,17 +207,27 @@ def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, op
 
     Pre-processing a large model takes seconds; ``qd.quantize`` called in a loop over denylists
     would otherwise redo it every time. The key is a digest of the model's bytes, so a changed
-    file is prepared afresh.
+    file is prepared afresh; a path's digest is remembered with its files' sizes and times, so
+    asking again for an unchanged file neither loads nor hashes it.
     """
-    import hashlib
-
-    model = load_model(source, what="float model")
-    h = hashlib.sha256(model.SerializeToString(deterministic=True))
-    h.update(external.file_stamps(model).encode())  # weights left in external data (models over 2 GB)
-    digest = h.hexdigest()
-    key = (digest, 21 if config is not None and needs_16bit(config) else 13, optimize)
-    if key not in _CACHE:
-        while len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = PreparedModel(model, config, optimize=optimize)
-    return _CACHE[key]
+    opset = 21 if config is not None and needs_16bit(config) else 13
+    with _LOCK:
+        digest, _ = _path_digest(source)
+        if digest is not None and (digest, opset, optimize) in _CACHE:
+            return _CACHE[(digest, opset, optimize)]
+        model = load_model(source, what="float model")
+        digest = _digest(model)
+        if isinstance(source, str | os.PathLike):
+            stamps = _stamps(_data_files(Path(source).resolve()))
+            if stamps is not None:
+                for old in [k for k in _DIGESTS if k[0][0] == stamps[0][0]]:
+                    del _DIGESTS[old]
+                while len(_DIGESTS) >= _DIGESTS_SIZE:
+                    _DIGESTS.pop(next(iter(_DIGESTS)))
+                _DIGESTS[stamps] = digest
+        key = (digest, opset, optimize)
+        if key not in _CACHE:
+            while len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = PreparedModel(model, config, optimize=optimize)
+        return _CACHE[key]
