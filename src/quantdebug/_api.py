@@ -10,15 +10,12 @@ from typing import Any, overload
 import onnx
 
 from quantdebug.config import QuantConfig
-from quantdebug.data import as_dataset
-from quantdebug.data._dataset import Dataset
+from quantdebug.data import Dataset, as_dataset
 from quantdebug.errors import ConfigError
 from quantdebug.fix import LEVERS, FixResult
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
-from quantdebug.support import external
-from quantdebug.pipeline.prepare._load import ModelSource
-from quantdebug.pipeline.prepare._prepared import PreparedModel, needs_16bit, prepared_model
-from quantdebug.support._progress import progress_bar
+from quantdebug.pipeline.prepare import ModelSource, PreparedModel, needs_16bit, prepared_model
+from quantdebug.support import external, progress_bar
 
 
 def from_framework(model: object, *datasets: object) -> tuple[object, list[object]]:
@@ -214,8 +211,8 @@ def run_search(
     feeds: list[dict[str, Any]],
     **kwargs: Any,
 ) -> FixResult:
-    from quantdebug.fix._search import Search
-    from quantdebug.pipeline.plan._plan import build_plan
+    from quantdebug.fix import Search
+    from quantdebug.pipeline.plan import build_plan
 
     verbose = kwargs.pop("verbose", False)
     search = Search(prepared, calibration, config, feeds, echo=print if verbose else None, **kwargs)

@@ -13,21 +13,15 @@ import numpy as np
 import onnx
 
 from quantdebug.config import DEFAULT_METRICS, DebugOptions, QuantConfig
-from quantdebug.data._dataset import Dataset, as_dataset
+from quantdebug.data import Dataset, as_dataset
 from quantdebug.errors import ConfigError, ModelError, QuantDebugError, RunInterrupted, suggest
-from quantdebug.fix._culprits import CULPRIT_SAMPLES, stored_culprits
+from quantdebug.fix import CULPRIT_SAMPLES, stored_culprits
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
-from quantdebug.pipeline.plan import default_op_types
-from quantdebug.pipeline.plan._plan import Plan, build_plan
-from quantdebug.pipeline.plan._units import topo_index
-from quantdebug.support import external
-from quantdebug.pipeline.prepare._load import ModelSource, load_model
-from quantdebug.pipeline.prepare._prepared import PreparedModel, prepared_model
-from quantdebug.pipeline.results._coverage import node_coverage
-from quantdebug.pipeline.results._results import LayerRow, Statistics
-from quantdebug.pipeline.run._debug_model import ROWS_INPUT, DebugGraph, build_debug_model
-from quantdebug.pipeline.run._run import DebugJob, DebugLoop, RunState, skip
-from quantdebug.support._progress import progress_bar
+from quantdebug.pipeline.plan import Plan, build_plan, default_op_types, topo_index
+from quantdebug.pipeline.prepare import ModelSource, PreparedModel, load_model, prepared_model
+from quantdebug.pipeline.results import LayerRow, Statistics, node_coverage
+from quantdebug.pipeline.run import ROWS_INPUT, DebugGraph, DebugJob, DebugLoop, RunState, build_debug_model, skip
+from quantdebug.support import external, progress_bar
 
 
 class QuantizationDebugger:
@@ -355,9 +349,7 @@ class QuantizationDebugger:
         """Per quantized node: output SQNR (dB) when it alone is quantized, and when it alone stays float,
         separately for its activation and its weights, measured on one switchable graph; and its
         rmse/scale in both verify modes on the same samples (what ``fix`` ranks suspects by)."""
-        from quantdebug.fix._evidence import layer_evidence
-        from quantdebug.fix._search import sensitivity_table
-        from quantdebug.fix._switch import SwitchRunner
+        from quantdebug.fix import SwitchRunner, layer_evidence, sensitivity_table
 
         assert self._plan is not None
         feeds = list(itertools.islice(iter(self._debug), samples))
@@ -375,9 +367,8 @@ class QuantizationDebugger:
         of the output noise. Measured on the switchable graph over the first ``samples`` debug
         samples, 2L + 1 runs for L layers; afterwards the statistics' ``impact`` column is filled in.
         """
-        from quantdebug.fix._culprits import measure_culprits
-        from quantdebug.fix._evidence import layer_evidence
-        from quantdebug.report._notebook import CulpritFrame  # pandas: loaded when asked for, not at import
+        from quantdebug.fix import layer_evidence, measure_culprits
+        from quantdebug.report import CulpritFrame  # pandas: loaded when asked for, not at import
 
         assert self._plan is not None
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
@@ -401,7 +392,7 @@ class QuantizationDebugger:
     # -- drill-down ---------------------------------------------------------------------------
     def weight_statistics(self) -> list[dict[str, Any]]:
         """Per quantized weight and bias: scale, max abs error, SQNR, spread of per-channel ranges."""
-        from quantdebug.pipeline.results._weights import weight_statistics
+        from quantdebug.pipeline.results import weight_statistics
 
         assert self._plan is not None
         return weight_statistics(self.float_model, self._plan.qdq)
@@ -519,7 +510,7 @@ class QuantizationDebugger:
         ``histograms=N`` adds float-vs-quantized histograms of the N worst tensors (a short second
         pass over a few samples) for the HTML report.
         """
-        from quantdebug.support._provenance import provenance
+        from quantdebug.pipeline.results import provenance
 
         extras: dict[str, Any] = {}
         if self._culprits is not None:

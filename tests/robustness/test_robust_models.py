@@ -18,11 +18,10 @@ from tests.robustness import hostile
 
 import quantdebug as qd
 from quantdebug.errors import ModelTooLargeError
-from quantdebug.pipeline.prepare import _load
-from quantdebug.support import external as _external
 from quantdebug.pipeline.prepare._load import load_model
 from quantdebug.pipeline.run._debug_model import ROWS_INPUT
 from quantdebug.runtime import _session, make_session
+from quantdebug.support import external as _external
 
 
 def feeds_for(model: onnx.ModelProto, rng: np.random.Generator, n: int = 3) -> list[dict[str, np.ndarray]]:

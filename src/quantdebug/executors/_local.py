@@ -11,10 +11,9 @@ from typing import Any, Protocol, TypeVar
 
 import onnx
 
-from quantdebug.data._dataset import Dataset
-from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.calibrate._calibrate import Calibrator
-from quantdebug.pipeline.run._run import DebugJob, RunState
+from quantdebug.data import Dataset
+from quantdebug.pipeline.calibrate import Calibration, Calibrator
+from quantdebug.pipeline.run import DebugJob, RunState
 
 T = TypeVar("T")
 R = TypeVar("R")

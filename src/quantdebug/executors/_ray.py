@@ -20,13 +20,12 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from quantdebug.data._dataset import Dataset, InputSpec
+from quantdebug.data import Dataset, InputSpec, is_ray_dataset
 from quantdebug.errors import ConfigError, DatasetError, QuantDebugError, RunInterrupted
 from quantdebug.executors._local import ShardedDataset
-from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.calibrate._calibrate import Calibrator
-from quantdebug.pipeline.run._run import DebugJob, DebugLoop, RunState
-from quantdebug.support._progress import progress_bar
+from quantdebug.pipeline.calibrate import Calibration, Calibrator
+from quantdebug.pipeline.run import DebugJob, DebugLoop, RunState
+from quantdebug.support import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,7 +37,7 @@ _INSTALL_HINT = "RayExecutor needs Ray: pip install 'quantdebug[ray]' (or pip in
 
 def _import_ray() -> Any:
     try:
-        import ray
+        import ray  # optional dependency
     except ImportError as exc:
         raise ConfigError(f"{_INSTALL_HINT}; importing it failed: {exc}") from exc
     return ray
@@ -499,7 +498,7 @@ class RayExecutor:
             return [_Shard(ref, i, count, dataset.specs, dataset.what) for i in range(count)], count, None
         ray_data = ray_dataset_of(source)
         if ray_data is not None:
-            from ray.data.dataset import MaterializedDataset
+            from ray.data.dataset import MaterializedDataset  # optional dependency
 
             if not isinstance(ray_data, MaterializedDataset) and self._free_cpus() < 1.0:
                 self._release()  # the Ray Data pipeline needs a CPU that kept workers would hold

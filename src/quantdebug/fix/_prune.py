@@ -18,8 +18,8 @@ from quantdebug.config import QuantConfig
 from quantdebug.fix._result import Candidate
 from quantdebug.fix._settings import quantized_tensors
 from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.support import external as _external
 from quantdebug.pipeline.prepare._prepared import PreparedModel
+from quantdebug.support import external as _external
 
 
 def per_channel_nodes(model: onnx.ModelProto) -> set[str]:

@@ -34,11 +34,11 @@ from quantdebug.fix._switch import SwitchRunner, build_switch_model, output_sqnr
 from quantdebug.fix._trace import TRACE_FORMAT
 from quantdebug.pipeline.calibrate import Calibration
 from quantdebug.pipeline.plan._plan import Plan, build_plan
-from quantdebug.support import external as _external
 from quantdebug.pipeline.prepare._prepared import PreparedModel, needs_16bit
 from quantdebug.pipeline.results._weights import weight_statistics
 from quantdebug.runtime import make_session
 from quantdebug.support import _io
+from quantdebug.support import external as _external
 
 LEVERS = ("int16", "float", "per_channel", "calibration", "clamp")
 DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given

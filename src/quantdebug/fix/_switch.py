@@ -18,8 +18,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quantdebug.pipeline.plan._plan import Plan
-from quantdebug.support import external as _external
 from quantdebug.runtime import make_session
+from quantdebug.support import external as _external
 
 ACT_SWITCHES = "__qd/switch/activations"
 WEIGHT_SWITCHES = "__qd/switch/weights"

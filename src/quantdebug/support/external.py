@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import helper
 
 from quantdebug.errors import ModelError, ModelTooLargeError
@@ -246,8 +247,6 @@ def to_array(tensor: onnx.TensorProto) -> np.ndarray:
 
 def session_initializers(model: onnx.ModelProto) -> tuple[list[str], list[object]]:
     """Names and OrtValues for ``add_external_initializers``: every reference of the main graph."""
-    import onnxruntime as ort
-
     main = [t for t in model.graph.initializer if is_reference(t)]
     everywhere = referenced_tensors(model)
     if len(everywhere) > len(main):

@@ -19,13 +19,12 @@ import onnx
 from onnx import TensorProto, helper
 
 from quantdebug.config import QuantConfig
-from quantdebug.data._dataset import Dataset, batches
+from quantdebug.data import Dataset, batches
 from quantdebug.errors import CalibrationError
 from quantdebug.pipeline.calibrate._ranges import entropy_range, minmax_range, percentile_range
 from quantdebug.pipeline.calibrate._stats import TensorStats
-from quantdebug.support import external
 from quantdebug.runtime import make_session
-from quantdebug.support import _io
+from quantdebug.support import external, read_json_object, write_text
 
 FORMAT = "quantdebug.pipeline.calibrate"
 FORMAT_VERSION = 2  # 2: the model fingerprint covers node attributes, domains and opsets
@@ -211,7 +210,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the calibration as JSON, atomically."""
-        _io.write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
+        write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], dataset: object | None = None) -> Calibration:
@@ -219,7 +218,7 @@ class Calibration:
         p = Path(path)
         if not p.is_file():
             raise CalibrationError(f"calibration file {str(p)!r} does not exist")
-        calibration = cls.from_dict(_io.read_json_object(p, CalibrationError, "calibration"))
+        calibration = cls.from_dict(read_json_object(p, CalibrationError, "calibration"))
         calibration.dataset = dataset  # type: ignore[assignment]  # validated against the model at quantize time
         return calibration
 

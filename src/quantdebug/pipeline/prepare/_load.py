@@ -124,7 +124,7 @@ def _check_external_data(model: onnx.ModelProto, base: Path | None, given: str) 
 def _runtime_ops() -> frozenset[tuple[str, str]] | None:
     """(domain, op_type) of every op schema onnxruntime registers; None when it cannot be asked."""
     try:
-        from onnxruntime.capi import _pybind_state
+        from onnxruntime.capi import _pybind_state  # private to onnxruntime: asked once, guarded
 
         return frozenset((s.domain or "", s.name) for s in _pybind_state.get_all_operator_schema())
     except Exception:  # pragma: no cover - an onnxruntime without this private helper

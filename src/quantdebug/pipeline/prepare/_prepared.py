@@ -15,12 +15,21 @@ from quantdebug.config import QuantConfig
 from quantdebug.data import Dataset, as_dataset
 from quantdebug.errors import ConfigError
 from quantdebug.pipeline.calibrate import Calibration, Calibrator, model_fingerprint
-from quantdebug.pipeline.plan import PlannedPrecision, _weights, default_op_types, quantize_with_ranges
-from quantdebug.pipeline.plan._select import Selector, resolve_precisions
-from quantdebug.support import external
+from quantdebug.pipeline.plan import (
+    PlannedPrecision,
+    Selector,
+    adjust_weights,
+    default_op_types,
+    limited,
+    missing_data_error,
+    quantize_with_ranges,
+    resolve_precisions,
+    stamp,
+    transform_float,
+)
 from quantdebug.pipeline.prepare._load import ModelSource, load_model
 from quantdebug.pipeline.prepare._preprocess import Preprocessed, default_opset, preprocess
-from quantdebug.support._progress import progress_bar
+from quantdebug.support import external, progress_bar
 
 _WIDE = ("int16", "uint16")
 
@@ -96,10 +105,10 @@ class PreparedModel:
             return quantize_with_ranges(self.model, calibration.ranges(config), config, plan)
         data = dataset if dataset is not None else calibration.dataset
         if data is None:
-            raise _weights.missing_data_error(config)
+            raise missing_data_error(config)
         if not isinstance(data, Dataset):  # the user's own samples (Calibration.load, qd.quantize): validate them
             data = as_dataset(data, self.model, what="dataset")
-        feeds = _weights.limited(data, config)
+        feeds = limited(data, config)
         model, ranges_from = self.model, calibration
         records: list[dict[str, Any]] = []
         if config.equalize_on or config.smooth_quant_on:
@@ -108,7 +117,7 @@ class PreparedModel:
         if config.adaround_on or config.bias_correction_on:
             qdq, more = self.adjusted(qdq, model, config, data, feeds)
             records = [*records, *more]
-        _weights.stamp(qdq, records)
+        stamp(qdq, records)
         return qdq
 
     def adjusted(
@@ -129,7 +138,7 @@ class PreparedModel:
         cached = self._adjusted
         if cached is None or cached[0] != key or cached[3] is not data:
             with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
-                out, records = _weights.adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
+                out, records = adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
             cached = self._adjusted = (key, out, records, data)
         result = onnx.ModelProto()
         result.CopyFrom(cached[1])  # callers stamp and may change it
@@ -148,7 +157,7 @@ class PreparedModel:
         key += (config.smooth_quant_nodes, config.adaround_samples, id(data))
         cached = self._transformed.get(key)
         if cached is None or cached[3] is not data:  # the same samples, not an object that reused its id
-            model, records = _weights.transform_float(self.model, config, feeds, self.resolve)
+            model, records = transform_float(self.model, config, feeds, self.resolve)
             # other weights give other activation ranges: calibrate the transformed model afresh
             with progress_bar("re-calibrating", None) as advance:
                 samples = iter(feeds)

@@ -17,9 +17,10 @@ import onnx
 import onnxruntime as ort
 
 from quantdebug.config import DEFAULT_METRICS, DebugOptions
-from quantdebug.data._dataset import batches
+from quantdebug.data import batches
 from quantdebug.errors import ModelError
-from quantdebug.pipeline.calibrate._calibrate import batching_is_safe, has_control_flow
+from quantdebug import runtime  # its make_session is looked up per call: one place creates sessions
+from quantdebug.pipeline.calibrate import batching_is_safe, has_control_flow
 from quantdebug.pipeline.run._accumulate import MeanAccumulator, default_metrics
 from quantdebug.pipeline.run._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph
 
@@ -83,14 +84,12 @@ _PROPAGATION = ("QDQPropagationTransformer",)
 
 
 def debug_session(model: onnx.ModelProto, *, level: str, threads: int | None) -> ort.InferenceSession:
-    from quantdebug.runtime import make_session
-
     try:
-        return make_session(model, level=level, threads=threads, what="debug model")
+        return runtime.make_session(model, level=level, threads=threads, what="debug model")
     except ModelError as exc:
         if _PROPAGATION_BUG not in str(exc):
             raise
-        return make_session(model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION)
+        return runtime.make_session(model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION)
 
 
 @dataclasses.dataclass
@@ -109,8 +108,6 @@ class DebugJob:
     def loop(self, *, threads: int | None = None) -> DebugLoop:
         """The sessions and loop of this job. ``threads``: onnxruntime's intra-op threads when the options
         leave them open (an executor's worker passes its CPU count); the options' count wins."""
-        from quantdebug.runtime import make_session
-
         opts = self.options
         if opts.intra_op_num_threads is not None:
             threads = opts.intra_op_num_threads
@@ -120,11 +117,11 @@ class DebugJob:
 
         def deployed() -> ort.InferenceSession:  # made only when a run checks fidelity (not on resume)
             assert deployed_bytes is not None
-            return make_session(deployed_bytes, level=level, threads=threads, what="quantized model")
+            return runtime.make_session(deployed_bytes, level=level, threads=threads, what="quantized model")
 
         float_session = None
         if self.float_model is not None and opts.model_debug_metrics:
-            float_session = make_session(self.float_model, level="all", threads=threads, what="float model")
+            float_session = runtime.make_session(self.float_model, level="all", threads=threads, what="float model")
         custom = self.custom_values if opts.has_raw_tensor_metrics else None
         return DebugLoop(self.graph, opts, session, deployed if deployed_bytes else None, float_session, custom)
 
