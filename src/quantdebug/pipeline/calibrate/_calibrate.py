@@ -7,6 +7,7 @@ calibrations of two halves of a dataset merge into the calibration of the whole.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import warnings
@@ -298,7 +299,7 @@ class Calibrator:
         count = 0
         head = [f for _, f in zip(range(2), feeds)]
         can_batch = batch_free and not self.control_flow and batching_is_safe(self._run, head)
-        for feed, n in batches(_chain(head, feeds), batch_size, can_batch):
+        for feed, n in batches(itertools.chain(head, feeds), batch_size, can_batch):
             values = self._run(feed)
             for name in self.input_names:
                 if name in feed and feed[name].dtype.kind == "f":
@@ -327,8 +328,3 @@ def calibrate_model(
     )
     calibration.dataset = dataset
     return calibration
-
-
-def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
-    yield from head
-    yield from rest

@@ -11,6 +11,7 @@ from quantdebug.pipeline.prepare._load import (
 from quantdebug.pipeline.prepare._prepared import (
     PreparedModel,
     needs_16bit,
+    prepared_for_quantized,
     prepared_model,
 )
 from quantdebug.pipeline.prepare._preprocess import (
@@ -28,6 +29,7 @@ __all__ = [
     "default_opset",
     "load_model",
     "needs_16bit",
+    "prepared_for_quantized",
     "prepared_model",
     "preprocess",
 ]

@@ -13,12 +13,14 @@ import onnx
 
 from quantdebug.config import QuantConfig
 from quantdebug.data import Dataset, as_dataset
-from quantdebug.errors import ConfigError
+from quantdebug.errors import ConfigError, ModelError
 from quantdebug.pipeline.calibrate import Calibration, Calibrator, model_fingerprint
 from quantdebug.pipeline.plan import (
+    Plan,
     PlannedPrecision,
     Selector,
     adjust_weights,
+    build_plan,
     default_op_types,
     limited,
     missing_data_error,
@@ -86,6 +88,21 @@ class PreparedModel:
             exclude=tuple(n for n, p in precisions.items() if p == "float"),
             int16=tuple(n for n, p in precisions.items() if p in _WIDE and not wide_default),
         )
+
+    def quantized_plan(
+        self,
+        calibration: Calibration,
+        config: QuantConfig,
+        denylisted_nodes: Iterable[str] = (),
+        denylisted_ops: Iterable[str] = (),
+        row_tensors: Mapping[str, Sequence[str]] | None = None,
+        dataset: Iterable[Mapping[str, Any]] | None = None,
+    ) -> tuple[Plan, dict[str, str]]:
+        """Quantize under ``config`` and the denylists, and map the result back to float nodes: the plan
+        (QDQ model, units) and the precision of every node."""
+        precisions = self.precisions(config, denylisted_nodes, denylisted_ops, row_tensors)
+        qdq = self.quantize(calibration, config, precisions, dataset)
+        return build_plan(self.model, qdq, {n for n, p in precisions.items() if p != "float"}), precisions
 
     def quantize(
         self,
@@ -165,6 +182,27 @@ class PreparedModel:
             cached = (model, records, again, data)
             self._transformed = {key: cached}  # one entry: a transformed model is a full copy
         return cached[0], cached[1], cached[2]
+
+
+def prepared_for_quantized(float_model: ModelSource, quantized: onnx.ModelProto) -> PreparedModel:
+    """Pick the pre-processing of the float model whose names match the given quantized model best.
+
+    Other tools quantize either the raw export or an onnxruntime-optimized copy of it; both are
+    tried, and the one under which more quantized units map back to float twins is kept.
+    """
+    if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in quantized.graph.node):
+        raise ModelError(
+            "the quantized model has no QuantizeLinear/DequantizeLinear nodes: only QDQ-format models can be "
+            "debugged (quantize with quant_format=QuantFormat.QDQ)"
+        )
+    best: tuple[int, PreparedModel] | None = None
+    for optimize in (False, True):
+        prepared = PreparedModel(float_model, optimize=optimize)
+        plan = build_plan(prepared.model, quantized, None)
+        if best is None or len(plan.units) > best[0]:
+            best = (len(plan.units), prepared)
+    assert best is not None
+    return best[1]
 
 
 _CACHE: dict[tuple[str, int, bool], PreparedModel] = {}

@@ -1,6 +1,6 @@
 """Stage 6, results: layer rows, model statistics, CSV and JSON output, coverage, weight statistics.
 
-Entry: ``layer_rows(plan, graph, state, ...) -> list[LayerRow]``, then ``Statistics``.
+Entry: ``layer_rows(plan, graph, state, covers, tensor_index) -> list[LayerRow]``, then ``Statistics``.
 """
 
 from quantdebug.pipeline.results._coverage import (
@@ -20,6 +20,12 @@ from quantdebug.pipeline.results._results import (
     csv_safe,
     rmse_over_scale,
 )
+from quantdebug.pipeline.results._rows import (
+    layer_rows,
+    model_statistics,
+    with_impact,
+    worst_tensors,
+)
 from quantdebug.pipeline.results._weights import (
     weight_statistics,
 )
@@ -34,10 +40,14 @@ __all__ = [
     "compare_statistics",
     "cpu_flags",
     "csv_safe",
+    "layer_rows",
+    "model_statistics",
     "node_coverage",
     "provenance",
     "rmse_over_scale",
     "weight_statistics",
+    "with_impact",
+    "worst_tensors",
 ]
 
 _publish(__name__, globals(), __all__)

@@ -1,6 +1,7 @@
 """Stage 5, run: build the debug graph, stream the debug dataset through it and accumulate the metrics.
 
-Entry: ``run_debug(job, dataset, state) -> RunState`` over a ``DebugJob`` (what executors ship).
+Entry: ``debug_job(plan, graph, options, float_model) -> DebugJob`` (what executors ship), then
+``run_debug(job.loop(), dataset, state) -> RunState`` in this process or ``Executor.run_debug``.
 """
 
 from quantdebug.pipeline.run._accumulate import (
@@ -14,12 +15,20 @@ from quantdebug.pipeline.run._debug_model import (
     DebugGraph,
     build_debug_model,
 )
+from quantdebug.pipeline.run._probe import (
+    TensorProbe,
+    unit_named,
+)
 from quantdebug.pipeline.run._run import (
     DebugJob,
     DebugLoop,
     RunState,
     debug_session,
     skip,
+)
+from quantdebug.pipeline.run._stage import (
+    debug_job,
+    run_debug,
 )
 from quantdebug.support import publish as _publish
 
@@ -32,10 +41,14 @@ __all__ = [
     "DebugLoop",
     "MeanAccumulator",
     "RunState",
+    "TensorProbe",
     "build_debug_model",
+    "debug_job",
     "debug_session",
     "default_metrics",
+    "run_debug",
     "skip",
+    "unit_named",
 ]
 
 _publish(__name__, globals(), __all__)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from quantdebug import runtime  # its make_session is looked up per call: one place creates sessions
 from quantdebug.config import DEFAULT_METRICS, DebugOptions
 from quantdebug.data import batches
 from quantdebug.errors import ModelError
-from quantdebug import runtime  # its make_session is looked up per call: one place creates sessions
 from quantdebug.pipeline.calibrate import batching_is_safe, has_control_flow
 from quantdebug.pipeline.run._accumulate import MeanAccumulator, default_metrics
 from quantdebug.pipeline.run._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph
@@ -89,7 +90,9 @@ def debug_session(model: onnx.ModelProto, *, level: str, threads: int | None) ->
     except ModelError as exc:
         if _PROPAGATION_BUG not in str(exc):
             raise
-        return runtime.make_session(model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION)
+        return runtime.make_session(
+            model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION
+        )
 
 
 @dataclasses.dataclass
@@ -231,7 +234,7 @@ class DebugLoop:
         check = self.checks_fidelity and state.fidelity is None
         for feed, out in zip(head, singles):
             self._absorb(state, feed, out, 1, check, advance)
-        rest = _chain(head[len(singles) :], guarded)
+        rest = itertools.chain(head[len(singles) :], guarded)
         for feed, n in batches(rest, self.options.batch_size, can_batch):
             self._absorb(state, feed, self.run_batch(feed, n > 1), n, check, advance)
         if guarded.error is not None:
@@ -313,11 +316,6 @@ class _Guarded:
         except BaseException as exc:  # Ctrl-C included: what was read so far is still processed
             self.error = exc
             raise StopIteration from None
-
-
-def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
-    yield from head
-    yield from rest
 
 
 def skip(feeds: Iterator[Any], count: int) -> Iterator[Any]:
