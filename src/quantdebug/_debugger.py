@@ -14,10 +14,9 @@ from typing import IO, Any
 import numpy as np
 import onnx
 
-from quantdebug._api import _calibrate_prepared, from_framework
+from quantdebug._api import debug_inputs
 from quantdebug._api import fix as _fix
 from quantdebug.config import DEFAULT_METRICS, DebugOptions, QuantConfig
-from quantdebug.data import as_dataset
 from quantdebug.errors import ConfigError, QuantDebugError
 from quantdebug.executors import Executor
 from quantdebug.fix import (
@@ -30,7 +29,7 @@ from quantdebug.fix import (
 )
 from quantdebug.pipeline.calibrate import Calibration
 from quantdebug.pipeline.plan import Plan, build_plan, default_op_types, topo_index
-from quantdebug.pipeline.prepare import ModelSource, load_model, prepared_for_quantized, prepared_model
+from quantdebug.pipeline.prepare import ModelSource
 from quantdebug.pipeline.results import (
     LayerRow,
     Statistics,
@@ -42,16 +41,7 @@ from quantdebug.pipeline.results import (
     with_impact,
     worst_tensors,
 )
-from quantdebug.pipeline.run import (
-    DebugGraph,
-    DebugJob,
-    DebugLoop,
-    RunState,
-    TensorProbe,
-    build_debug_model,
-    debug_job,
-    run_debug,
-)
+from quantdebug.pipeline.run import DebugGraph, DebugJob, DebugRun, RunState
 from quantdebug.support import external
 
 
@@ -74,43 +64,19 @@ class QuantizationDebugger:
         calibration: Calibration | None = None,
         quantized_model: ModelSource | None = None,
     ) -> None:
-        if float_model is None:
-            raise ConfigError("float_model is required: a path, bytes or onnx.ModelProto of the float model")
-        float_model, (representative_dataset, debug_dataset) = from_framework(  # type: ignore[assignment]
-            float_model, representative_dataset, debug_dataset
+        inputs = debug_inputs(
+            float_model,
+            representative_dataset,
+            debug_dataset,
+            quant_config,
+            debug_options,
+            calibration,
+            quantized_model,
         )
-        self.quant_config = quant_config or QuantConfig()
-        if not isinstance(self.quant_config, QuantConfig):
-            raise ConfigError(f"quant_config must be a qd.QuantConfig; got {type(self.quant_config).__name__}")
-        self._options = debug_options or DebugOptions()
-        if not isinstance(self._options, DebugOptions):
-            raise ConfigError(f"debug_options must be a qd.DebugOptions; got {type(self._options).__name__}")
-        self._external: onnx.ModelProto | None = None
-        if quantized_model is not None:
-            self._external = load_model(quantized_model, what="quantized model")
-            self._prepared = prepared_for_quantized(float_model, self._external)
-        else:
-            self._prepared = prepared_model(float_model, self.quant_config)
+        self.quant_config, self._options, self.calibration = inputs.quant_config, inputs.options, inputs.calibration
+        self._prepared, self._external = inputs.prepared, inputs.external
+        self._rep, self._debug = inputs.rep, inputs.debug
         self._pre, self.float_model = self._prepared.pre, self._prepared.model
-        self._rep = (
-            as_dataset(representative_dataset, self.float_model, what="representative_dataset")
-            if representative_dataset is not None
-            else None
-        )
-        debug_source = debug_dataset if debug_dataset is not None else representative_dataset
-        if debug_source is None:
-            raise ConfigError("debug_dataset is required (or a representative_dataset to use for both)")
-        self._debug = as_dataset(debug_source, self.float_model, what="debug_dataset")
-        self.calibration: Calibration | None = None
-        if calibration is not None:
-            calibration.check_model(self._prepared.fingerprint, self._prepared.user_model)
-            self.calibration = calibration
-        elif self._external is None:
-            if self._rep is None:
-                raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
-            self.calibration = _calibrate_prepared(
-                self._prepared, self._rep, batch_size=16, progress=self._options.progress, executor=None
-            )
         self._tensor_idx = topo_index(self.float_model)
         self._plan: Plan | None = None
         self.model_statistics: dict[str, float] = {}
@@ -149,26 +115,14 @@ class QuantizationDebugger:
             self._precisions = {n.name: "external" for n in self.float_model.graph.node}
         else:
             assert self.calibration is not None
-            rows = {u.float_tensor: u.twin for u in self._plan.units} if self._plan is not None else {}
-            opts = self._options
-            self._plan, self._precisions = self._prepared.quantized_plan(
-                self.calibration, self.quant_config, opts.denylisted_nodes, opts.denylisted_ops, rows, self._rep
-            )
+            self._precisions = self.precisions()
+            self._plan = self._prepared.quantized_plan(self.calibration, self.quant_config, self._precisions, self._rep)
         if old is not None:  # a model over 2 GB: the old plan's quantized weights are gigabytes on disk
             for model in (old.qdq, old.optimized):
                 external.release(model, keep=self.float_model)
-        self._debug_graph: DebugGraph | None = None
-        self._probe = TensorProbe(
-            self._plan,
-            self.float_model,
-            self._debug,
-            whole_model=self._options.verify_mode == "whole_model",
-            level=self._options.graph_optimization_level,
-        )
-        self._loop: DebugLoop | None = None  # the debug sessions, kept for later runs on the same plan
+        self._run = DebugRun(self._plan, self.float_model, self._options, self._debug)
         self._rows: list[LayerRow] | None = None
         self._culprits: dict[str, Any] | None = None  # the last culprits() measurement, for this plan
-        self._state: RunState | None = None
         self.model_statistics = {}
         if not self._plan.units:
             warnings.warn(
@@ -188,16 +142,7 @@ class QuantizationDebugger:
         return external.as_proto(self._plan.qdq, "quantized model", "save_nondebug_quantized_model")
 
     def _graph(self) -> DebugGraph:
-        assert self._plan is not None
-        if self._debug_graph is None:
-            self._debug_graph = build_debug_model(
-                self._plan.optimized,
-                self.float_model,
-                self._plan.units,
-                whole_model=self._options.verify_mode == "whole_model",
-                raw=self._options.has_raw_tensor_metrics,
-            )
-        return self._debug_graph
+        return self._run.graph()
 
     def get_debug_quantized_model(self) -> onnx.ModelProto:
         """The debug model: what onnxruntime runs for the quantized model, plus float twins and statistics.
@@ -227,8 +172,11 @@ class QuantizationDebugger:
 
     # -- running ------------------------------------------------------------------------------
     def _job(self) -> DebugJob:
-        assert self._plan is not None
-        return debug_job(self._plan, self._graph(), self._options, self.float_model)
+        return self._run.job()
+
+    @property
+    def _state(self) -> RunState | None:
+        return self._run.state
 
     def run(self, *, resume: bool = False, executor: Executor | None = None) -> None:
         """Run the debug model over the debug dataset and accumulate every layer's statistics.
@@ -245,16 +193,7 @@ class QuantizationDebugger:
                 "see debugger.coverage()"
             )
 
-        def keep(part: RunState | None) -> None:  # an executor's shards are no prefix: resume starts over
-            self._state = part if executor is None else None
-            if part is not None and part.samples:
-                self._finish(part)
-
-        resumed = self._state if resume and executor is None else None
-        state, self._loop = run_debug(
-            self._job, self._debug, executor=executor, loop=self._loop, resume=resumed, on_interrupt=keep
-        )
-        self._state = state
+        state = self._run.run(resume=resume, executor=executor, on_partial=self._finish)
         self._finish(state)
         if self._options.impact and self._culprits is None:
             self.culprits()
@@ -334,7 +273,7 @@ class QuantizationDebugger:
 
     def layer_tensors(self, name: str, sample_index: int = 0) -> dict[str, np.ndarray]:
         """Float tensor, quantized tensor (dequantized) and their difference for one layer and sample."""
-        return self._probe.layer_tensors(name, sample_index)
+        return self._run.probe.layer_tensors(name, sample_index)
 
     # -- results ------------------------------------------------------------------------------
     def _require_rows(self) -> list[LayerRow]:
@@ -358,7 +297,7 @@ class QuantizationDebugger:
 
         Only the first ``samples`` debug samples are read, and only these tensors are fetched.
         """
-        return self._probe.histograms(worst_tensors(self._require_rows(), top), samples, bins)
+        return self._run.probe.histograms(worst_tensors(self._require_rows(), top), samples, bins)
 
     def plot(self) -> list[Any]:
         """The tutorial's Step 3 plots (range and rmse/scale per layer) as matplotlib figures."""

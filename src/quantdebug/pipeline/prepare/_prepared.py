@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,16 +94,12 @@ class PreparedModel:
         self,
         calibration: Calibration,
         config: QuantConfig,
-        denylisted_nodes: Iterable[str] = (),
-        denylisted_ops: Iterable[str] = (),
-        row_tensors: Mapping[str, Sequence[str]] | None = None,
+        precisions: Mapping[str, str],
         dataset: Iterable[Mapping[str, Any]] | None = None,
-    ) -> tuple[Plan, dict[str, str]]:
-        """Quantize under ``config`` and the denylists, and map the result back to float nodes: the plan
-        (QDQ model, units) and the precision of every node."""
-        precisions = self.precisions(config, denylisted_nodes, denylisted_ops, row_tensors)
+    ) -> Plan:
+        """Quantize with these node ``precisions`` and map the result back to the float nodes it came from."""
         qdq = self.quantize(calibration, config, precisions, dataset)
-        return build_plan(self.model, qdq, {n for n, p in precisions.items() if p != "float"}), precisions
+        return build_plan(self.model, qdq, {n for n, p in precisions.items() if p != "float"})
 
     def quantize(
         self,
@@ -211,6 +208,10 @@ _LOCK = threading.Lock()  # debuggers in threads share the cache; a PreparedMode
 _Stamps = tuple[tuple[str, int, int], ...]  # (resolved path, size, mtime_ns) of a model file and its data files
 _DIGESTS: dict[_Stamps, str] = {}  # a path's digest, until one of its files changes
 _DIGESTS_SIZE = 16
+# A file written again within the file system's clock tick (a few ms on Linux) can keep its size and
+# time: as git does with racily clean files, a digest is remembered only for files last written
+# well before they were hashed, so that any later write shows in the time.
+_RACY_NS = 2 * 10**9
 
 
 def _stamps(paths: Iterable[Path]) -> _Stamps | None:
@@ -262,11 +263,12 @@ def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, op
         digest, _ = _path_digest(source)
         if digest is not None and (digest, opset, optimize) in _CACHE:
             return _CACHE[(digest, opset, optimize)]
+        hashed_at = time.time_ns()
         model = load_model(source, what="float model")
         digest = _digest(model)
         if isinstance(source, str | os.PathLike):
             stamps = _stamps(_data_files(Path(source).resolve()))
-            if stamps is not None:
+            if stamps is not None and max(s[2] for s in stamps) < hashed_at - _RACY_NS:
                 for old in [k for k in _DIGESTS if k[0][0] == stamps[0][0]]:
                     del _DIGESTS[old]
                 while len(_DIGESTS) >= _DIGESTS_SIZE:

@@ -19,6 +19,7 @@ from typing import IO, Any
 from quantdebug.config import DEFAULT_METRICS
 from quantdebug.errors import QuantDebugError
 from quantdebug.support import FORMULA_CHARS, read_json_object, write_text
+from quantdebug.thresholds import SUSPECT_RMSE_OVER_SCALE
 
 FORMAT = "quantdebug.statistics"
 FORMAT_VERSION = 1
@@ -131,7 +132,7 @@ class Statistics:
         extra = ["precision", "range", "rmse/scale", "user_nodes"]
         return pd.DataFrame.from_records(records, columns=[*columns, *extra])
 
-    def suspects(self, threshold: float = 0.7, first: int = 0) -> list[LayerRow]:
+    def suspects(self, threshold: float = SUSPECT_RMSE_OVER_SCALE, first: int = 0) -> list[LayerRow]:
         """The tutorial's rule: rows with rmse/scale above ``threshold`` (plus the first ``first`` rows)."""
         picked = [r for r in self.layers if r.rmse_over_scale > threshold]
         for r in self.layers[:first]:

@@ -27,6 +27,7 @@ from quantdebug.pipeline.run._run import (
     skip,
 )
 from quantdebug.pipeline.run._stage import (
+    DebugRun,
     debug_job,
     run_debug,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "DebugGraph",
     "DebugJob",
     "DebugLoop",
+    "DebugRun",
     "MeanAccumulator",
     "RunState",
     "TensorProbe",

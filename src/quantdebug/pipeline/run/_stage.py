@@ -1,5 +1,5 @@
-"""The run stage's entry: a plan and a debug graph to the job executors ship, and the in-process run
-that keeps what it measured when it is interrupted."""
+"""The run stage's entry: a plan and a debug graph to the job executors ship, the run (here or on an
+executor) that keeps what it measured when it is interrupted, and DebugRun, which holds one plan's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from quantdebug.config import DebugOptions
 from quantdebug.data import Dataset
 from quantdebug.errors import RunInterrupted
 from quantdebug.pipeline.plan import Plan
-from quantdebug.pipeline.run._debug_model import DebugGraph
+from quantdebug.pipeline.run._debug_model import DebugGraph, build_debug_model
+from quantdebug.pipeline.run._probe import TensorProbe
 from quantdebug.pipeline.run._run import DebugJob, DebugLoop, RunState, skip
 from quantdebug.support import progress_bar
 
@@ -77,3 +78,46 @@ def run_debug(
             "of those samples are available, and debugger.run(resume=True) continues after them"
         ) from exc
     return state, loop
+
+
+class DebugRun:
+    """One plan's debug graph (built on first use), sessions, tensor probe and the state of its last run:
+    what a debugger keeps between runs until its plan changes."""
+
+    def __init__(self, plan: Plan, float_model: onnx.ModelProto, options: DebugOptions, dataset: Dataset) -> None:
+        self.plan, self.float_model, self.options, self.dataset = plan, float_model, options, dataset
+        whole_model = options.verify_mode == "whole_model"
+        self.probe = TensorProbe(
+            plan, float_model, dataset, whole_model=whole_model, level=options.graph_optimization_level
+        )
+        self._graph: DebugGraph | None = None
+        self.loop: DebugLoop | None = None  # the debug sessions, kept for later runs on the same plan
+        self.state: RunState | None = None  # the last run's, for resume
+
+    def graph(self) -> DebugGraph:
+        if self._graph is None:
+            self._graph = build_debug_model(
+                self.plan.optimized,
+                self.float_model,
+                self.plan.units,
+                whole_model=self.options.verify_mode == "whole_model",
+                raw=self.options.has_raw_tensor_metrics,
+            )
+        return self._graph
+
+    def job(self) -> DebugJob:
+        return debug_job(self.plan, self.graph(), self.options, self.float_model)
+
+    def run(self, *, resume: bool, executor: Executor | None, on_partial: Callable[[RunState], None]) -> RunState:
+        """``run_debug`` on this plan; ``on_partial`` sees the statistics an interrupted run keeps."""
+
+        def keep(part: RunState | None) -> None:  # an executor's shards are no prefix: resume starts over
+            self.state = part if executor is None else None
+            if part is not None and part.samples:
+                on_partial(part)
+
+        resumed = self.state if resume and executor is None else None
+        self.state, self.loop = run_debug(
+            self.job, self.dataset, executor=executor, loop=self.loop, resume=resumed, on_interrupt=keep
+        )
+        return self.state
