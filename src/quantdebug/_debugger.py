@@ -316,21 +316,12 @@ class QuantizationDebugger:
             extras["culprits"] = stored_culprits(self._culprits)
         if histograms:
             extras["histograms"] = self.histograms(top=histograms)
+        rows, opts, user = self._require_rows(), self._options, self._prepared.user_model
+        made = provenance(self._prepared.fingerprint, self.quant_config, opts, self._debug_fingerprint, user.graph.name)
         return Statistics(
-            layers=self._require_rows(),
-            metric_names=self._metric_columns(),
-            verify_mode=self._options.verify_mode,
-            model_statistics=dict(self.model_statistics),
-            coverage=self.coverage(),
-            provenance=provenance(
-                self._prepared.fingerprint,
-                self.quant_config,
-                self._options,
-                self._debug_fingerprint,
-                graph_name=self._prepared.user_model.graph.name,
-            ),
-            extras=extras,
-        )
+            layers=rows, metric_names=self._metric_columns(), verify_mode=opts.verify_mode,
+            model_statistics=dict(self.model_statistics), coverage=self.coverage(), provenance=made, extras=extras,
+        )  # fmt: skip
 
     @property
     def layer_statistics(self) -> dict[str, dict[str, float]]:
