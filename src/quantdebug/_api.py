@@ -13,6 +13,7 @@ import onnx
 from quantdebug.config import DebugOptions, QuantConfig
 from quantdebug.data import Dataset, as_dataset
 from quantdebug.errors import ConfigError
+from quantdebug.executors import Executor
 from quantdebug.fix import LEVERS, FixResult
 from quantdebug.frontends import adapt_dataset, convert, first_sample, framework_of
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
@@ -111,7 +112,7 @@ def calibrate(
     *,
     batch_size: int = 16,
     progress: bool | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
 ) -> Calibration:
     """One streaming pass over ``representative_dataset``; the result serves any later quantization.
 
@@ -126,13 +127,13 @@ def calibrate(
 
 
 def _calibrate_prepared(
-    prepared: PreparedModel, dataset: Dataset, *, batch_size: int, progress: bool | None, executor: Any
+    prepared: PreparedModel, dataset: Dataset, *, batch_size: int, progress: bool | None, executor: Executor | None
 ) -> Calibration:
     """The calibration pass of ``prepared``, on ``executor`` or here, stamped with the user model's fingerprint."""
     if executor is not None:
         return executor.run_calibration(
             prepared.model, dataset, batch_size=batch_size, fingerprint=prepared.fingerprint
-        )  # type: ignore[no-any-return]
+        )
     with progress_bar("calibrating", progress) as advance:
         return calibrate_model(
             prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=batch_size, progress=advance
