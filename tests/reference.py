@@ -10,6 +10,8 @@ import onnxruntime as ort
 from numpy.typing import ArrayLike, DTypeLike
 from onnx import helper
 
+from quantdebug.pipeline.calibrate import bin_edges
+
 TFLITE_METRIC_NAMES = ("num_elements", "stddev", "mean_error", "max_abs_error", "mean_squared_error")
 
 
@@ -110,3 +112,18 @@ def dequantize_ref(
     s = _per_axis(np.asarray(scale, dtype=np.float32), qa.ndim, axis)
     zp = _per_axis(np.asarray(0 if zero_point is None else zero_point, dtype=np.int64), qa.ndim, axis)
     return ((qa.astype(np.int64) - zp).astype(np.float32) * s).astype(np.float32)
+
+
+def bin_indices(values: ArrayLike) -> np.ndarray:
+    """Calibration histogram bin of each float32 value (flattened), found by value among
+    ``bin_edges()`` rather than by bit pattern as calibration does; -1 for NaN and Inf.
+
+    Positive bins are ``[lo, hi)``, negative ones ``(lo, hi]``, the zero bin ``(-2**-24, 2**-24)``.
+    """
+    x = np.asarray(values, dtype=np.float32).reshape(-1).astype(np.float64)
+    edges = bin_edges()
+    finite = np.isfinite(x)
+    safe = np.where(finite, x, 0.0)
+    right = np.searchsorted(edges, safe, side="right") - 1
+    left = np.searchsorted(edges, safe, side="left") - 1
+    return np.where(finite, np.where(safe < 0, left, right), -1).astype(np.int64)

@@ -18,9 +18,10 @@ from quantdebug.executors import LocalExecutor, RayExecutor, ShardedDataset
 from quantdebug.fix import FixInterrupted, FixOptions, FixResult, onnxruntime_settings
 from quantdebug.frontends import from_keras, from_tflite, from_torch
 from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.results._results import LayerRow, Statistics, compare_statistics
+from quantdebug.pipeline.results import LayerRow, Statistics, compare_statistics
+from quantdebug.support import publish as _publish
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # written once: pyproject.toml reads it (dynamic version)
 
 __all__ = [
     "Calibration",
@@ -54,3 +55,5 @@ __all__ = [
     "onnxruntime_settings",
     "quantize",
 ]
+
+_publish(__name__, globals(), __all__)

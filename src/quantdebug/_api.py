@@ -2,34 +2,105 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
-from typing import Any, overload
+from typing import overload
 
 import onnx
 
-from quantdebug.config import QuantConfig
-from quantdebug.data import as_dataset
-from quantdebug.data._dataset import Dataset
+from quantdebug.config import DebugOptions, QuantConfig
+from quantdebug.data import Dataset, as_dataset
 from quantdebug.errors import ConfigError
+from quantdebug.executors import Executor
 from quantdebug.fix import fix
+from quantdebug.frontends import adapt_dataset, convert, first_sample, framework_of
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
-from quantdebug.pipeline.prepare import _external
-from quantdebug.pipeline.prepare._load import ModelSource
-from quantdebug.pipeline.prepare._prepared import PreparedModel, prepared_model
-from quantdebug.support._progress import progress_bar
+from quantdebug.pipeline.prepare import (
+    ModelSource,
+    PreparedModel,
+    load_model,
+    prepared_for_quantized,
+    prepared_model,
+)
+from quantdebug.support import external, progress_bar
 
 
 def from_framework(model: object, *datasets: object) -> tuple[object, list[object]]:
     """Turn a PyTorch/Keras/TFLite model and framework datasets (DataLoader, tf.data, arrays) into
     an ONNX model and seed-style datasets; the conversion is checked on the first sample."""
-    from quantdebug.frontends import adapt_dataset, convert, first_sample, framework_of
-
     adapted = [adapt_dataset(d) if d is not None else None for d in datasets]
     if framework_of(model):
         source = next((d for d in adapted if d is not None), None)
         model = convert(model, first_sample(source) if source is not None else None)
     return model, adapted
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DebugInputs:
+    """What a QuantizationDebugger works on, checked: its prepared model and datasets, and the
+    calibration (given, or made here), or the model quantized elsewhere it was given instead."""
+
+    quant_config: QuantConfig
+    options: DebugOptions
+    prepared: PreparedModel
+    external: onnx.ModelProto | None
+    rep: Dataset | None
+    debug: Dataset
+    calibration: Calibration | None
+
+
+def debug_inputs(
+    float_model: object,
+    representative_dataset: object | None,
+    debug_dataset: object | None,
+    quant_config: QuantConfig | None,
+    debug_options: DebugOptions | None,
+    calibration: Calibration | None,
+    quantized_model: ModelSource | None,
+) -> DebugInputs:
+    """QuantizationDebugger's arguments checked and turned into pipeline inputs (calibrating if needed)."""
+    if float_model is None:
+        raise ConfigError("float_model is required: a path, bytes or onnx.ModelProto of the float model")
+    float_model, (representative_dataset, debug_dataset) = from_framework(
+        float_model, representative_dataset, debug_dataset
+    )
+    config = quant_config or QuantConfig()
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(f"quant_config must be a qd.QuantConfig; got {type(config).__name__}")
+    options = debug_options or DebugOptions()
+    if not isinstance(options, DebugOptions):
+        raise ConfigError(f"debug_options must be a qd.DebugOptions; got {type(options).__name__}")
+    external: onnx.ModelProto | None = None
+    if quantized_model is not None:
+        external = load_model(quantized_model, what="quantized model")
+        prepared = prepared_for_quantized(float_model, external)  # type: ignore[arg-type]
+    else:
+        prepared = prepared_model(float_model, config)  # type: ignore[arg-type]
+    rep = (
+        as_dataset(representative_dataset, prepared.model, what="representative_dataset")
+        if representative_dataset is not None
+        else None
+    )
+    debug_source = debug_dataset if debug_dataset is not None else representative_dataset
+    if debug_source is None:
+        raise ConfigError("debug_dataset is required (or a representative_dataset to use for both)")
+    debug = as_dataset(debug_source, prepared.model, what="debug_dataset")
+    if calibration is not None:
+        calibration.check_model(prepared.fingerprint, prepared.user_model)
+    elif external is None:
+        if rep is None:
+            raise ConfigError("representative_dataset is required to calibrate (or pass calibration=...)")
+        calibration = _calibrate_prepared(prepared, rep, batch_size=16, progress=options.progress, executor=None)
+    return DebugInputs(
+        quant_config=config,
+        options=options,
+        prepared=prepared,
+        external=external,
+        rep=rep,
+        debug=debug,
+        calibration=calibration,
+    )
 
 
 def calibrate(
@@ -39,7 +110,7 @@ def calibrate(
     *,
     batch_size: int = 16,
     progress: bool | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
 ) -> Calibration:
     """One streaming pass over ``representative_dataset``; the result serves any later quantization.
 
@@ -54,13 +125,13 @@ def calibrate(
 
 
 def _calibrate_prepared(
-    prepared: PreparedModel, dataset: Dataset, *, batch_size: int, progress: bool | None, executor: Any
+    prepared: PreparedModel, dataset: Dataset, *, batch_size: int, progress: bool | None, executor: Executor | None
 ) -> Calibration:
     """The calibration pass of ``prepared``, on ``executor`` or here, stamped with the user model's fingerprint."""
     if executor is not None:
         return executor.run_calibration(
             prepared.model, dataset, batch_size=batch_size, fingerprint=prepared.fingerprint
-        )  # type: ignore[no-any-return]
+        )
     with progress_bar("calibrating", progress) as advance:
         return calibrate_model(
             prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=batch_size, progress=advance
@@ -123,14 +194,12 @@ def quantize(
     calibration.check_model(prepared.fingerprint, prepared.user_model)
     precisions = prepared.precisions(config, tuple(denylisted_nodes), tuple(denylisted_ops))
     if dataset is not None:
-        from quantdebug.frontends import adapt_dataset  # start-up time: frontends import lazily, as in from_framework
-
         dataset = as_dataset(adapt_dataset(dataset), prepared.model, what="dataset")
     quantized = prepared.quantize(calibration, config, precisions, dataset)
     if output_path is not None:
-        _external.write_model(quantized, output_path)
+        external.write_model(quantized, output_path)
         return None
-    return _external.as_proto(quantized, "quantized model", "qd.quantize(..., output_path=...)")
+    return external.as_proto(quantized, "quantized model", "qd.quantize(..., output_path=...)")
 
 
 __all__ = ["calibrate", "fix", "from_framework", "quantize"]

@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnxruntime.quantization.calibrate import HistogramCollector
+from tests.reference import bin_indices
 
 from quantdebug.errors import CalibrationError
 from quantdebug.pipeline.calibrate._ranges import _entropy_window, entropy_range, minmax_range, percentile_range
-from quantdebug.pipeline.calibrate._stats import MANTISSA_BITS, NBINS, ZERO_BIN, TensorStats, bin_edges, bin_indices
+from quantdebug.pipeline.calibrate._stats import MANTISSA_BITS, NBINS, ZERO_BIN, TensorStats, bin_edges
 
 F32_MAX = float(np.finfo(np.float32).max)
 TINY = 2.0**-24

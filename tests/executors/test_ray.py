@@ -20,7 +20,7 @@ from tests import models  # noqa: E402
 from tests.helpers import dataset  # noqa: E402
 
 import quantdebug as qd  # noqa: E402
-import quantdebug.data._dataset  # noqa: E402
+import quantdebug.data  # noqa: E402
 from quantdebug.executors import LocalExecutor, ShardedDataset  # noqa: E402
 from quantdebug.executors._ray import RayExecutor, ray_dataset_of  # noqa: E402
 from quantdebug.pipeline.run._run import RunState  # noqa: E402
@@ -182,7 +182,7 @@ def test_ray_dataset_is_split_over_the_workers(
 
 
 @pytest.mark.skipif(
-    not hasattr(quantdebug.data._dataset, "_is_ray_dataset"), reason="Dataset does not take a ray.data.Dataset yet"
+    not hasattr(quantdebug.data, "is_ray_dataset"), reason="Dataset does not take a ray.data.Dataset yet"
 )
 def test_a_ray_dataset_passed_as_it_is(
     executor: RayExecutor, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], calibration: qd.Calibration

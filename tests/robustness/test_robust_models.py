@@ -18,10 +18,10 @@ from tests.robustness import hostile
 
 import quantdebug as qd
 from quantdebug.errors import ModelTooLargeError
-from quantdebug.pipeline.prepare import _external, _load
 from quantdebug.pipeline.prepare._load import load_model
 from quantdebug.pipeline.run._debug_model import ROWS_INPUT
 from quantdebug.runtime import _session, make_session
+from quantdebug.support import external as _external
 
 
 def feeds_for(model: onnx.ModelProto, rng: np.random.Generator, n: int = 3) -> list[dict[str, np.ndarray]]:
@@ -349,7 +349,7 @@ def test_model_over_the_protobuf_limit_is_refused_clearly(
     Only a path whose weights are in external data can be over the limit (see the tests below).
     """
     model = models.conv_relu(rng)
-    monkeypatch.setattr(_load, "PROTOBUF_LIMIT", model.ByteSize() // 2)
+    monkeypatch.setattr(_external, "PROTOBUF_LIMIT", model.ByteSize() // 2)
     source = {"proto": model, "bytes": model.SerializeToString(), "path": tmp_path / "big.onnx"}[given]
     (tmp_path / "big.onnx").write_bytes(model.SerializeToString())
     with pytest.raises(ModelTooLargeError, match=r"over protobuf's 2 GB limit.*save_as_external_data=True"):
@@ -365,7 +365,7 @@ def over_limit(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
 
     def lower(path: Path) -> None:
         weights = os.path.getsize(path.parent / "weights.bin")
-        monkeypatch.setattr(_load, "PROTOBUF_LIMIT", os.path.getsize(path) + weights // 2)
+        monkeypatch.setattr(_external, "PROTOBUF_LIMIT", os.path.getsize(path) + weights // 2)
         monkeypatch.setattr(_external, "MIN_EXTERNAL_BYTES", 64)
 
     return lower
@@ -506,7 +506,7 @@ def test_model_quantized_elsewhere_over_the_limit_debugs_like_in_memory(
     files = [float_path, quantized_path]
     limit = min(os.path.getsize(p) + os.path.getsize(p.parent / "weights.bin") for p in files) - 1
     assert all(os.path.getsize(p) < limit for p in files)
-    monkeypatch.setattr(_load, "PROTOBUF_LIMIT", limit)
+    monkeypatch.setattr(_external, "PROTOBUF_LIMIT", limit)
     monkeypatch.setattr(_external, "MIN_EXTERNAL_BYTES", 64)
     big = debugger(float_path, feeds, quantized_model=quantized_path)
     assert _external.has_references(big._plan.qdq) and _external.has_references(big._prepared.user_model)

@@ -63,8 +63,12 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
-def _is_ray_dataset(obj: object) -> bool:
-    """A ``ray.data.Dataset``: iterable by name only (its ``__iter__`` raises), read with ``iter_rows``."""
+def is_ray_dataset(obj: object) -> bool:
+    """A ``ray.data.Dataset``: iterable by name only (its ``__iter__`` raises), read with ``iter_rows``.
+
+    The one rule for every path (``Dataset`` here, ``RayExecutor``'s split): duck typing on the type's
+    module, so that ``ray.data`` is never imported to ask and every Ray Dataset class passes.
+    """
     return type(obj).__module__.startswith("ray.data") and hasattr(obj, "iter_rows") and hasattr(obj, "split")
 
 
@@ -87,7 +91,7 @@ class Dataset:
                 "(calibration, then debugging); pass the generator function itself (without calling it) "
                 "or a list of samples"
             )
-        if _is_ray_dataset(source):  # rows are samples; qd.RayExecutor splits it over its workers
+        if is_ray_dataset(source):  # rows are samples; qd.RayExecutor splits it over its workers
             self._factory: Callable[[], Iterable[Any]] = source.iter_rows  # type: ignore[attr-defined]
         elif callable(source):
             self._factory = source  # type: ignore[assignment]
@@ -102,6 +106,12 @@ class Dataset:
         self.specs = specs
         self.what = what
         self._cast_noted: set[tuple[str, str]] = set()  # (from, to) dtypes already warned about
+
+    @property
+    def factory(self) -> Callable[[], Iterable[Any]]:
+        """The callable behind the dataset (a ``ShardedDataset``, a Ray Dataset's ``iter_rows``, the
+        user's function, or one returning the given collection): what executors split into shards."""
+        return self._factory
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield validated feeds, one per sample; errors name the sample index and the input."""

@@ -11,10 +11,9 @@ from typing import Any, Protocol, TypeVar
 
 import onnx
 
-from quantdebug.data._dataset import Dataset
-from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.calibrate._calibrate import Calibrator
-from quantdebug.pipeline.run._run import DebugJob, RunState
+from quantdebug.data import Dataset
+from quantdebug.pipeline.calibrate import Calibration, Calibrator
+from quantdebug.pipeline.run import DebugJob, RunState
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,7 +56,7 @@ class LocalExecutor:
         self.shards = shards
 
     def _parts(self, dataset: Dataset) -> list[Dataset]:
-        source = dataset._factory
+        source = dataset.factory
         if self.shards == 1:
             return [dataset]
         if isinstance(source, ShardedDataset):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import inspect
 import itertools
 import math
 import os
@@ -19,13 +20,12 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from quantdebug.data._dataset import Dataset, InputSpec
+from quantdebug.data import Dataset, InputSpec, is_ray_dataset
 from quantdebug.errors import ConfigError, DatasetError, QuantDebugError, RunInterrupted
 from quantdebug.executors._local import ShardedDataset
-from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.calibrate._calibrate import Calibrator
-from quantdebug.pipeline.run._run import DebugJob, DebugLoop, RunState
-from quantdebug.support._progress import progress_bar
+from quantdebug.pipeline.calibrate import Calibration, Calibrator
+from quantdebug.pipeline.run import DebugJob, DebugLoop, RunState
+from quantdebug.support import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,27 +37,18 @@ _INSTALL_HINT = "RayExecutor needs Ray: pip install 'quantdebug[ray]' (or pip in
 
 def _import_ray() -> Any:
     try:
-        import ray
+        import ray  # optional dependency
     except ImportError as exc:
         raise ConfigError(f"{_INSTALL_HINT}; importing it failed: {exc}") from exc
     return ray
 
 
-def _is_ray_dataset(obj: object) -> bool:
-    """True for a ``ray.data.Dataset`` (checked by type, so that ``ray.data`` is imported only when used)."""
-    if not type(obj).__module__.startswith("ray.data"):
-        return False
-    import ray.data
-
-    return isinstance(obj, ray.data.Dataset)
-
-
 def ray_dataset_of(source: object) -> Any | None:
     """The ``ray.data.Dataset`` behind a dataset source: the Dataset itself or its bound ``iter_rows``."""
-    if _is_ray_dataset(source):
+    if is_ray_dataset(source):
         return source
     owner = getattr(source, "__self__", None)
-    if owner is not None and getattr(source, "__name__", "") == "iter_rows" and _is_ray_dataset(owner):
+    if owner is not None and getattr(source, "__name__", "") == "iter_rows" and is_ray_dataset(owner):
         return owner
     return None
 
@@ -150,9 +141,9 @@ class _Chunks:
 class _DebugProgram:
     """One worker's debug sessions, built once from the DebugJob and reused for every task."""
 
-    def __init__(self, job: DebugJob) -> None:
+    def __init__(self, job: DebugJob, threads: int) -> None:
         self.job = job
-        self.loop: DebugLoop = job.loop()
+        self.loop: DebugLoop = job.loop(threads=threads)
         self.fidelity_measured = False
 
     def run(self, work: _Work, batch_free: bool) -> RunState:
@@ -167,9 +158,9 @@ class _DebugProgram:
 class _Calibrator:
     """A worker's ``Calibrator``, built once from the model's bytes and run for every task."""
 
-    def __init__(self, payload: tuple[bytes, str]) -> None:
+    def __init__(self, payload: tuple[bytes, str], threads: int) -> None:
         model_bytes, fingerprint = payload
-        self.calibrator = Calibrator(onnx.load_model_from_string(model_bytes), fingerprint=fingerprint)
+        self.calibrator = Calibrator(onnx.load_model_from_string(model_bytes), fingerprint=fingerprint, threads=threads)
 
     def run(self, work: _Work, batch_size: int, batch_free: bool) -> Calibration:
         return self.calibrator.run(work.feeds(), batch_size=batch_size, batch_free=batch_free)
@@ -179,7 +170,7 @@ class _Worker:
     """A Ray actor: keeps the program of the current call (sessions, or the mapped function) between tasks."""
 
     def __init__(self, threads: int) -> None:
-        os.environ["QUANTDEBUG_THREADS"] = str(threads)  # onnxruntime's intra-op threads = this worker's CPUs
+        self.threads = threads  # onnxruntime's intra-op threads = this worker's CPUs, handed to every session
         self.key: str | None = None
         self.program: Any = None
 
@@ -195,16 +186,26 @@ class _Worker:
         return self.program
 
     def debug(self, key: str, holder: list[Any], work: _Work, batch_free: bool) -> RunState:
-        program: _DebugProgram = self._load(key, holder, _DebugProgram)
+        program: _DebugProgram = self._load(key, holder, lambda job: _DebugProgram(job, self.threads))
         return program.run(work, batch_free)
 
     def calibrate(self, key: str, holder: list[Any], work: _Work, batch_size: int, batch_free: bool) -> Calibration:
-        program: _Calibrator = self._load(key, holder, _Calibrator)
+        program: _Calibrator = self._load(key, holder, lambda payload: _Calibrator(payload, self.threads))
         return program.run(work, batch_size, batch_free)
 
     def call(self, key: str, holder: list[Any], item: Any) -> Any:
         fn = self._load(key, holder, _import_ray().cloudpickle.loads)
+        if _takes_threads(fn):
+            return fn(item, threads=self.threads)
         return fn(item)
+
+
+def _takes_threads(fn: Callable[..., Any]) -> bool:
+    """Whether a mapped task takes ``threads=`` (the worker's CPU count, for the sessions it builds)."""
+    try:
+        return "threads" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins and some callables have no signature
+        return False
 
 
 _REMOTE: dict[str, Any] = {}
@@ -490,14 +491,14 @@ class RayExecutor:
 
     def _works(self, dataset: Dataset, *, guard: bool) -> tuple[Iterable[_Work], int | None, _Chunks | None]:
         """What the tasks read: shards the workers read themselves, or chunks streamed from the driver."""
-        source = dataset._factory
+        source = dataset.factory
         count = self.shards or self.num_workers
         if isinstance(source, ShardedDataset):
             ref = self._ray.put(source)
             return [_Shard(ref, i, count, dataset.specs, dataset.what) for i in range(count)], count, None
         ray_data = ray_dataset_of(source)
         if ray_data is not None:
-            from ray.data.dataset import MaterializedDataset
+            from ray.data.dataset import MaterializedDataset  # optional dependency
 
             if not isinstance(ray_data, MaterializedDataset) and self._free_cpus() < 1.0:
                 self._release()  # the Ray Data pipeline needs a CPU that kept workers would hold
@@ -561,7 +562,9 @@ class RayExecutor:
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(item) for item in items]`` on the workers, in submission order. ``fn`` is shipped once per
-        call and kept by each worker, so state it builds lazily (sessions) serves all of that worker's items."""
+        call and kept by each worker, so state it builds lazily (sessions) serves all of that worker's items.
+        A ``fn`` with a ``threads`` parameter is called ``fn(item, threads=n)``, n the worker's CPUs, for the
+        onnxruntime sessions it builds."""
         items = list(items)
         if not items:
             return []

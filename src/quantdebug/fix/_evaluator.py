@@ -28,12 +28,12 @@ from quantdebug.fix._trace import FLOAT_KEY, Trace
 from quantdebug.fix.levers import LeverContext
 from quantdebug.pipeline.calibrate import Calibration
 from quantdebug.pipeline.plan import Plan, build_plan
-from quantdebug.pipeline.prepare import ModelSource, release
 
 # PreparedModel has no public home yet: pipeline.prepare cannot import it at package level without
 # an import cycle with pipeline.plan (see the report); the pipeline refactor gives it one
-from quantdebug.pipeline.prepare._prepared import PreparedModel, needs_16bit
+from quantdebug.pipeline.prepare import ModelSource, PreparedModel, needs_16bit
 from quantdebug.runtime import make_session
+from quantdebug.support.external import release
 
 DEFAULT_SQNR_TARGET = 30.0  # dB of output agreement with the float model, when no eval_fn is given
 DEFAULT_RELATIVE_DROP = 0.01  # with an eval_fn and no target: within 1% of the float model's quality

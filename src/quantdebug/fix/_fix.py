@@ -24,8 +24,7 @@ from quantdebug.fix._strategy import Best, search
 from quantdebug.fix.levers import DEFAULT_LEVERS
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
 from quantdebug.pipeline.plan import build_plan
-from quantdebug.pipeline.prepare import ModelSource
-from quantdebug.pipeline.prepare._prepared import PreparedModel  # no public home yet (see _evaluator)
+from quantdebug.pipeline.prepare import ModelSource, PreparedModel
 
 EvalFn = Callable[[ort.InferenceSession], float]
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(FixOptions)}

@@ -18,8 +18,8 @@ from quantdebug.config import QuantConfig
 from quantdebug.fix._result import Candidate
 from quantdebug.fix._settings import quantized_tensors
 from quantdebug.pipeline.calibrate import Calibration
-from quantdebug.pipeline.prepare import has_references
-from quantdebug.pipeline.prepare._prepared import PreparedModel  # no public home yet (see _evaluator)
+from quantdebug.pipeline.prepare import PreparedModel
+from quantdebug.support.external import has_references
 
 
 def per_channel_nodes(model: onnx.ModelProto) -> set[str]:

@@ -13,8 +13,8 @@ import onnx
 
 from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError, QuantDebugError
-from quantdebug.pipeline.prepare import as_proto, write_model
 from quantdebug.support import write_text
+from quantdebug.support.external import as_proto, write_model
 
 
 @dataclasses.dataclass(frozen=True)

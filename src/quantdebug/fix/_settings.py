@@ -21,7 +21,7 @@ from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError
 from quantdebug.pipeline.calibrate import Calibration
 from quantdebug.pipeline.plan import QUANT_TYPES, default_op_types, tensor_overrides
-from quantdebug.pipeline.prepare._prepared import PreparedModel  # no public home yet (see _evaluator)
+from quantdebug.pipeline.prepare import PreparedModel
 from quantdebug.support import read_json_object
 
 SETTINGS_FORMAT = "quantdebug.onnxruntime-settings"

@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantdebug.pipeline.calibrate import batching_is_safe, has_control_flow
 from quantdebug.pipeline.plan import Plan
-from quantdebug.pipeline.prepare import tensor_like, to_array
 from quantdebug.runtime import make_session
+from quantdebug.support.external import tensor_like, to_array
 
 ACT_SWITCHES = "__qd/switch/activations"
 WEIGHT_SWITCHES = "__qd/switch/weights"

@@ -23,6 +23,7 @@ from quantdebug.frontends._verify import (
     VerificationReport,
     verify_conversion,
 )
+from quantdebug.support import publish as _publish
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -44,3 +45,5 @@ __all__ = [
     "layout_hint",
     "verify_conversion",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from quantdebug.frontends._verify import ConversionError, _compare, cast_like, input_names
+from quantdebug.runtime import make_session
 
 
 def ort_reason(exc: BaseException) -> str:
@@ -35,7 +36,6 @@ def batch_problem(model: onnx.ModelProto, feed: dict[str, np.ndarray], rtol: flo
 
     ``feed`` holds an example value for every model input (extra entries are ignored).
     """
-    from quantdebug.runtime import make_session
 
     names = input_names(model)
     missing = [n for n in names if n not in feed]

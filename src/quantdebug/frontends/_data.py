@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantdebug.data import layout_hint
+from quantdebug.data import input_specs, layout_hint
 from quantdebug.errors import DatasetError
 from quantdebug.frontends._verify import to_numpy
 
@@ -157,7 +157,6 @@ def _passthrough(samples: Iterable[Any]) -> Iterator[Any]:
 # -- layout -----------------------------------------------------------------------------------
 def check_layout(model: onnx.ModelProto, sample: object) -> None:
     """Raise DatasetError with a transposing hint when ``sample`` is in the other layout than ``model``'s inputs."""
-    from quantdebug.data import input_specs
 
     specs = input_specs(model)
     if isinstance(sample, Mapping):
@@ -181,11 +180,11 @@ def is_framework_dataset(obj: object) -> bool:
         return True
     roots = {c.__module__.split(".")[0] for c in type(obj).__mro__}
     if "torch" in roots:
-        import torch
+        import torch  # optional dependency
 
         return isinstance(obj, torch.utils.data.DataLoader)
     if "tensorflow" in roots:
-        import tensorflow as tf
+        import tensorflow as tf  # optional dependency
 
         return isinstance(obj, tf.data.Dataset)
     return False

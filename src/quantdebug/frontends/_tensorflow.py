@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from quantdebug.data import input_specs
 from quantdebug.errors import ConfigError, ModelError
 from quantdebug.frontends._batch import batch_problem
 from quantdebug.frontends._common import missing_extra, rename_values, safe_name, set_metadata
@@ -35,8 +36,8 @@ def _tf() -> tuple[Any, Any]:
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     try:
-        import tensorflow as tf
-        import tf2onnx
+        import tensorflow as tf  # optional dependency
+        import tf2onnx  # optional dependency
     except ImportError as exc:
         raise missing_extra("this frontend", "TensorFlow and tf2onnx", "tensorflow", exc) from exc
     return tf, tf2onnx
@@ -62,17 +63,17 @@ def is_keras_model(obj: object) -> bool:
     """True for a Keras (3, or tf_keras) model, decided without importing TensorFlow otherwise."""
     roots = {c.__module__.split(".")[0] for c in type(obj).__mro__}
     if "keras" in roots and "keras" in sys.modules:
-        import keras
+        import keras  # optional dependency
 
         if isinstance(obj, keras.Model):
             return True
     if "tf_keras" in roots and "tf_keras" in sys.modules:
-        import tf_keras
+        import tf_keras  # optional dependency
 
         if isinstance(obj, tf_keras.Model):
             return True
     if "tensorflow" in roots and "tensorflow" in sys.modules:
-        import tensorflow as tf
+        import tensorflow as tf  # optional dependency
 
         return isinstance(obj, tf.keras.Model)
     return False
@@ -100,7 +101,7 @@ def _load_keras(model_or_path: object) -> Any:
         path = Path(model_or_path)
         if not path.exists():
             raise ModelError(f"Keras model file {str(path)!r} does not exist")
-        import keras
+        import keras  # optional dependency
 
         try:
             with _quiet():
@@ -259,7 +260,7 @@ def _arrays(sample: object) -> list[np.ndarray]:
 def _interpreter(path: Path) -> Any:
     """A TFLite interpreter: ai_edge_litert's when installed, else TensorFlow's (deprecated) one."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # optional dependency
     except ImportError:
         tf, _ = _tf()
         Interpreter = tf.lite.Interpreter
@@ -350,7 +351,6 @@ def from_tflite(
 
 
 def _onnx_synth(model: onnx.ModelProto) -> list[np.ndarray]:
-    from quantdebug.data import input_specs
 
     specs = input_specs(model)
     return _synth([s.shape or () for s in specs], [s.dtype for s in specs])

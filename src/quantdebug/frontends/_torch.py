@@ -29,7 +29,7 @@ DEFAULT_OPSET = 17
 
 def _torch() -> Any:
     try:
-        import torch
+        import torch  # optional dependency
     except ImportError as exc:
         raise missing_extra("qd.from_torch", "PyTorch", "torch", exc) from exc
     return torch
@@ -39,7 +39,7 @@ def is_torch_module(obj: object) -> bool:
     """True for a torch.nn.Module, decided without importing torch for anything else."""
     if not any(c.__module__.split(".")[0] == "torch" for c in type(obj).__mro__):
         return False
-    import torch
+    import torch  # optional dependency
 
     return isinstance(obj, torch.nn.Module)
 

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from quantdebug.data import input_specs
 from quantdebug.errors import ModelError
+from quantdebug.runtime import make_session
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-4
@@ -125,7 +127,6 @@ def to_numpy(value: object) -> np.ndarray:
 
 def cast_like(arrays: list[np.ndarray], model: onnx.ModelProto) -> list[np.ndarray]:
     """Cast each array to its model input's dtype when both are of one kind (float64 data for a float32 input)."""
-    from quantdebug.data import input_specs
 
     out = []
     for array, spec in zip(arrays, input_specs(model)):
@@ -181,7 +182,6 @@ def verify_conversion(
     integer and boolean outputs must be equal. A disagreement raises :class:`ConversionError` naming
     the output, its max abs diff and the tolerance, unless ``raise_on_mismatch`` is False.
     """
-    from quantdebug.runtime import make_session
 
     if rtol < 0 or atol < 0:
         raise ValueError(f"rtol and atol must be >= 0; got rtol={rtol}, atol={atol}")

@@ -2,6 +2,7 @@
 and the text summaries the command line prints."""
 
 from quantdebug.report._explorer import explorer_node_data, save_explorer_node_data
+from quantdebug.report._notebook import CulpritFrame
 from quantdebug.report._page import MAX_HISTOGRAMS, render_html, save_html
 from quantdebug.report._plots import plot_statistics
 from quantdebug.report._rows import has_mean_elements, is_exact_copy
@@ -11,6 +12,7 @@ from quantdebug.report._text import TEXT_WIDTH, compare_summary, compare_table, 
 __all__ = [
     "MAX_HISTOGRAMS",
     "TEXT_WIDTH",
+    "CulpritFrame",
     "compare_summary",
     "compare_table",
     "debug_summary",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,26 +9,31 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
+from quantdebug.config import OPT_LEVELS
 from quantdebug.errors import ModelError
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 
-OPT_LEVELS = {
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-}
+# the level names are config's choices (written once there); this is only their onnxruntime value
+_ORT_LEVELS = dict(
+    zip(
+        OPT_LEVELS,
+        (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        ),
+        strict=True,
+    )
+)
 PROVIDERS = ["CPUExecutionProvider"]
 
 
 def _options(level: str, threads: int | None, optimized_path: Path | None) -> ort.SessionOptions:
     so = ort.SessionOptions()
-    so.graph_optimization_level = OPT_LEVELS[level]
+    so.graph_optimization_level = _ORT_LEVELS[level]
     so.log_severity_level = 4  # errors come back as exceptions; onnxruntime's own log only repeats them
-    if threads is None:
-        env = os.environ.get("QUANTDEBUG_THREADS")
-        threads = int(env) if env else 0
-    so.intra_op_num_threads = threads
+    so.intra_op_num_threads = threads if threads is not None else 0  # 0: onnxruntime picks the cores
     so.inter_op_num_threads = 1
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
@@ -51,7 +55,7 @@ def make_session(
     """
     disabled = list(disabled_optimizers)
     payload: bytes | str
-    if isinstance(model, bytes) and _external.payload_has_references(model):
+    if isinstance(model, bytes) and external.payload_has_references(model):
         model = onnx.load_from_string(model)
     if isinstance(model, onnx.ModelProto):
         payload = model.SerializeToString()
@@ -62,9 +66,9 @@ def make_session(
     options = _options(level, threads, optimized_path)
     keep: list[object] = []
     try:
-        if isinstance(model, onnx.ModelProto) and _external.has_references(model):
+        if isinstance(model, onnx.ModelProto) and external.has_references(model):
             # weights over protobuf's limit: handed over as read-only memory maps, never serialized
-            names, keep = _external.session_initializers(model)
+            names, keep = external.session_initializers(model)
             if optimized_path is None:
                 try:
                     return _shared_weights_session(model, names, keep, level, threads, disabled)
@@ -77,7 +81,7 @@ def make_session(
                 )
                 options.add_session_config_entry(
                     "session.optimized_model_external_initializers_min_size_in_bytes",
-                    str(_external.MIN_EXTERNAL_BYTES),
+                    str(external.MIN_EXTERNAL_BYTES),
                 )
         session = ort.InferenceSession(payload, options, providers=PROVIDERS, disabled_optimizers=disabled or None)
     except ModelError:
@@ -110,7 +114,7 @@ def _shared_weights_session(
         options.add_initializer(name, value)
     with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
         path = Path(tmp) / "model.onnx"
-        _external.write_placeholder_model(model, path)
+        external.write_placeholder_model(model, path)
         session = ort.InferenceSession(str(path), options, providers=PROVIDERS, disabled_optimizers=disabled or None)
     session._quantdebug_external = values  # type: ignore[attr-defined]  # the maps must outlive the session
     return session
@@ -127,14 +131,14 @@ def optimized_model(model: onnx.ModelProto, *, level: str = "extended", what: st
     A model whose weights are external-data references (over protobuf's limit) gets its large
     optimized tensors written to a folder of quantdebug's workspace and referenced from there.
     """
-    if _external.has_references(model):
-        folder = _external.new_folder()
+    if external.has_references(model):
+        folder = external.new_folder()
         path = folder / "optimized.onnx"
         optimize_to_file(model, path, level=level, what=what)
         optimized = onnx.load(str(path), load_external_data=False)
-        _external.adopt(optimized, folder)
+        external.adopt(optimized, folder)
         path.unlink()
-        _external.share_unchanged(optimized, model, folder)
+        external.share_unchanged(optimized, model, folder)
         return optimized
     with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
         path = Path(tmp) / "optimized.onnx"

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+FORMULA_CHARS = ("=", "+", "-", "@")
+"""A CSV cell starting with one of these runs as a formula in a spreadsheet: the CSV guards such names."""
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[str]]:

@@ -14,7 +14,7 @@ def progress_bar(label: str, enabled: bool | None = None) -> Iterator[Callable[[
     if not show:
         yield lambda n: None
         return
-    from tqdm import tqdm
+    from tqdm import tqdm  # start-up time: only when a bar is drawn
 
     with tqdm(desc=label, unit="sample", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         yield bar.update

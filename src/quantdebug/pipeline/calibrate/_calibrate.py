@@ -7,6 +7,7 @@ calibrations of two halves of a dataset merge into the calibration of the whole.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import warnings
@@ -19,13 +20,12 @@ import onnx
 from onnx import TensorProto, helper
 
 from quantdebug.config import QuantConfig
-from quantdebug.data._dataset import Dataset, batches
+from quantdebug.data import Dataset, batches
 from quantdebug.errors import CalibrationError
 from quantdebug.pipeline.calibrate._ranges import entropy_range, minmax_range, percentile_range
 from quantdebug.pipeline.calibrate._stats import TensorStats
-from quantdebug.pipeline.prepare import _external
 from quantdebug.runtime import make_session
-from quantdebug.support import _io
+from quantdebug.support import external, read_json_object, write_text
 
 FORMAT = "quantdebug.pipeline.calibrate"
 FORMAT_VERSION = 2  # 2: the model fingerprint covers node attributes, domains and opsets
@@ -55,8 +55,8 @@ def model_fingerprint(model: onnx.ModelProto, version: int = FINGERPRINT_VERSION
                 h.update(attr.SerializeToString(deterministic=True))
     for init in sorted(model.graph.initializer, key=lambda t: t.name):
         h.update(init.name.encode())
-        if _external.is_reference(init):  # weights of a model over 2 GB, still in their file
-            _external.fingerprint_tensor(init, h)
+        if external.is_reference(init):  # weights of a model over 2 GB, still in their file
+            external.fingerprint_tensor(init, h)
         else:
             h.update(init.raw_data if init.HasField("raw_data") else init.SerializeToString())
     return h.hexdigest()[:32]
@@ -211,7 +211,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the calibration as JSON, atomically."""
-        _io.write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
+        write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], dataset: object | None = None) -> Calibration:
@@ -219,7 +219,7 @@ class Calibration:
         p = Path(path)
         if not p.is_file():
             raise CalibrationError(f"calibration file {str(p)!r} does not exist")
-        calibration = cls.from_dict(_io.read_json_object(p, CalibrationError, "calibration"))
+        calibration = cls.from_dict(read_json_object(p, CalibrationError, "calibration"))
         calibration.dataset = dataset  # type: ignore[assignment]  # validated against the model at quantize time
         return calibration
 
@@ -299,7 +299,7 @@ class Calibrator:
         count = 0
         head = [f for _, f in zip(range(2), feeds)]
         can_batch = batch_free and not self.control_flow and batching_is_safe(self._run, head)
-        for feed, n in batches(_chain(head, feeds), batch_size, can_batch):
+        for feed, n in batches(itertools.chain(head, feeds), batch_size, can_batch):
             values = self._run(feed)
             for name in self.input_names:
                 if name in feed and feed[name].dtype.kind == "f":
@@ -328,8 +328,3 @@ def calibrate_model(
     )
     calibration.dataset = dataset
     return calibration
-
-
-def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
-    yield from head
-    yield from rest

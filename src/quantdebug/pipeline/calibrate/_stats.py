@@ -84,11 +84,6 @@ def _codes(values: npt.NDArray[np.float32]) -> npt.NDArray[np.uint32]:
     return bits >> np.uint32(_SHIFT)
 
 
-def bin_indices(values: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
-    """Bin index of each float32 value (flattened); -1 for NaN and Inf."""
-    return _CODE_TO_BIN[_codes(values)]
-
-
 def _empty_hist() -> npt.NDArray[np.int64]:
     return np.zeros(NBINS, dtype=np.int64)
 

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantdebug.pipeline.calibrate._calibrate import augmented
+from quantdebug.pipeline.calibrate import augmented
 from quantdebug.runtime import make_session
 
 GAMMA, ZETA = -0.1, 1.1  # the rectified sigmoid's stretch (Nagel et al. 2020)

@@ -22,7 +22,7 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from quantdebug.config import QuantConfig
 from quantdebug.errors import ModelError
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 
 QUANT_TYPES = {
     "int8": QuantType.QInt8,
@@ -172,18 +172,18 @@ def quantize_with_ranges(
     work.CopyFrom(model)
     meta = work.metadata_props.add()
     meta.key, meta.value = "onnx.quant.pre_process", "onnxruntime.quant"
-    big = _external.has_references(work)
+    big = external.has_references(work)
     with tempfile.TemporaryDirectory(prefix="quantdebug-") as tmp:
         cache = Path(tmp) / "ranges.json"
         # a model over protobuf's limit goes to the quantizer as a file with its weights beside it,
         # and its quantized weights stay in a data file of quantdebug's workspace
-        folder = _external.new_folder() if big else Path(tmp)
+        folder = external.new_folder() if big else Path(tmp)
         out = folder / "quantized.onnx"
         source: onnx.ModelProto | str = work
         hidden: list[str] = []
         if big:
             needed = {t for n in work.graph.node if n.op_type in quantized_ops for t in n.input}
-            path, hidden = _external.materialize(work, folder, "float.onnx", needed)
+            path, hidden = external.materialize(work, folder, "float.onnx", needed)
             source = str(path)
         save_tensors_data(_tensors_data(ranges), cache)
         try:
@@ -213,7 +213,7 @@ def quantize_with_ranges(
         if not big:
             return onnx.load(str(out))
         quantized = onnx.load(str(out), load_external_data=False)
-        _external.adopt(quantized, folder)
-        _external.restore(quantized, work, hidden)
+        external.adopt(quantized, folder)
+        external.restore(quantized, work, hidden)
         out.unlink()
     return quantized

@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import onnx
 
 from quantdebug.errors import ConfigError, suggest
-
-FORMULA_CHARS = ("=", "+", "-", "@")
+from quantdebug.support import FORMULA_CHARS
 
 
 def unguard(name: str) -> str:

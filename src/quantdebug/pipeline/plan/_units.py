@@ -9,7 +9,6 @@ that tensor from the unit's inputs (its float twin).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 
 import onnx
 
@@ -323,7 +322,3 @@ def topo_index(model: onnx.ModelProto) -> dict[str, int]:
             if o:
                 order.setdefault(o, len(order))
     return order
-
-
-def covered_nodes(units: Iterable[Unit]) -> set[str]:
-    return {n for u in units for n in u.twin}

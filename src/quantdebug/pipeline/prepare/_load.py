@@ -4,7 +4,7 @@ Models are untrusted input. Nothing here executes code from the model; external-
 read only from inside the model's own folder (no ``..``, no absolute paths, no symlinks that
 leave the folder); ops from domains onnxruntime does not know are refused by name before any
 session is made. A model over protobuf's 2 GB limit is read only from a path with its weights in
-external data, which then stay in their files (see ``_external``); as bytes or a ``ModelProto``
+external data, which then stay in their files (see ``quantdebug.support.external``); as bytes or a ``ModelProto``
 it stops with ``ModelTooLargeError``.
 """
 
@@ -21,12 +21,9 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from quantdebug.errors import ModelError, ModelTooLargeError
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
-
-PROTOBUF_LIMIT = 2**31 - 1
-"""Largest serialized ModelProto protobuf can hold (2 GB); the tests lower it to exercise the checks."""
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -54,9 +51,9 @@ def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     """Every tensor (initializers, also in subgraphs, and Constant attributes) that keeps its data outside."""
     return [
         t
-        for t in external_data_helper._get_all_tensors(model)
+        for t in external.all_tensors(model)
         if (external_data_helper.uses_external_data(t) or t.data_location == onnx.TensorProto.EXTERNAL)
-        and not _external.trusted(t)  # quantdebug's own references to weights it already checked
+        and not external.trusted(t)  # quantdebug's own references to weights it already checked
     ]
 
 
@@ -127,7 +124,7 @@ def _check_external_data(model: onnx.ModelProto, base: Path | None, given: str) 
 def _runtime_ops() -> frozenset[tuple[str, str]] | None:
     """(domain, op_type) of every op schema onnxruntime registers; None when it cannot be asked."""
     try:
-        from onnxruntime.capi import _pybind_state
+        from onnxruntime.capi import _pybind_state  # private to onnxruntime: asked once, guarded
 
         return frozenset((s.domain or "", s.name) for s in _pybind_state.get_all_operator_schema())
     except Exception:  # pragma: no cover - an onnxruntime without this private helper
@@ -223,12 +220,12 @@ def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
         for info in (*model.graph.input, *model.graph.output)
         if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape")
     ]
-    referenced = _external.has_references(model)
+    referenced = external.has_references(model)
     if not missing and not referenced:
         return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for tensor in _external.referenced_tensors(copy):
+    for tensor in external.referenced_tensors(copy):
         # weights left in their files (models over 2 GB) were checked by _check_external_data; the
         # checker would look for them relative to the working folder, so it sees empty stand-ins
         del tensor.external_data[:]
@@ -249,13 +246,13 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
     base: Path | None = None
     if isinstance(source, onnx.ModelProto):
         size = source.ByteSize()
-        if size > PROTOBUF_LIMIT:
+        if size > external.PROTOBUF_LIMIT:
             raise _too_large(what, size, "")
         model = onnx.ModelProto()
         model.CopyFrom(source)
         given = "an onnx.ModelProto whose external data is not loaded"
     elif isinstance(source, bytes | bytearray):
-        if len(source) > PROTOBUF_LIMIT:
+        if len(source) > external.PROTOBUF_LIMIT:
             raise _too_large(what, len(source), "")
         model = _parse(bytes(source), what, "the given bytes")
         given = "bytes"
@@ -270,7 +267,7 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
         if not path.is_file():
             raise ModelError(f"{what} path {str(path)!r} is not a regular file")
         size = path.stat().st_size
-        if size > PROTOBUF_LIMIT:
+        if size > external.PROTOBUF_LIMIT:
             raise _too_large(what, size, f" in one file ({str(path)!r})")
         try:
             data = path.read_bytes()
@@ -284,14 +281,14 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
             f"{what} must be a path, bytes or onnx.ModelProto; got {type(source).__name__} "
             "(PyTorch and Keras models go through qd.from_torch / qd.from_keras)"
         )
-    external = _check_external_data(model, base, given)
-    if external and model.ByteSize() + external > PROTOBUF_LIMIT:
-        # over protobuf's limit with its weights: they stay in their files (see _external)
+    external_bytes = _check_external_data(model, base, given)
+    if external_bytes and model.ByteSize() + external_bytes > external.PROTOBUF_LIMIT:
+        # over protobuf's limit with its weights: they stay in their files (see quantdebug.support.external)
         assert base is not None
-        _external.reference_data(model, base)
-        if model.ByteSize() > PROTOBUF_LIMIT:
+        external.reference_data(model, base)
+        if model.ByteSize() > external.PROTOBUF_LIMIT:
             raise _too_large(what, model.ByteSize(), " without its external data")
-    elif external:
+    elif external_bytes:
         try:
             external_data_helper.load_external_data_for_model(model, str(base))
         except Exception as exc:  # onnx raises ValidationError, OSError or ValueError here

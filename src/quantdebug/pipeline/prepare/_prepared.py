@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import onnx
 
 from quantdebug.config import QuantConfig
 from quantdebug.data import Dataset, as_dataset
-from quantdebug.errors import ConfigError
+from quantdebug.errors import ConfigError, ModelError
 from quantdebug.pipeline.calibrate import Calibration, Calibrator, model_fingerprint
-from quantdebug.pipeline.plan import PlannedPrecision, _weights, default_op_types, quantize_with_ranges
-from quantdebug.pipeline.plan._select import Selector, resolve_precisions
-from quantdebug.pipeline.prepare import _external
+from quantdebug.pipeline.plan import (
+    Plan,
+    PlannedPrecision,
+    Selector,
+    adjust_weights,
+    build_plan,
+    default_op_types,
+    limited,
+    missing_data_error,
+    quantize_with_ranges,
+    resolve_precisions,
+    stamp,
+    transform_float,
+)
 from quantdebug.pipeline.prepare._load import ModelSource, load_model
 from quantdebug.pipeline.prepare._preprocess import Preprocessed, default_opset, preprocess
-from quantdebug.support._progress import progress_bar
+from quantdebug.support import external, progress_bar
 
 _WIDE = ("int16", "uint16")
 
@@ -74,6 +90,17 @@ class PreparedModel:
             int16=tuple(n for n, p in precisions.items() if p in _WIDE and not wide_default),
         )
 
+    def quantized_plan(
+        self,
+        calibration: Calibration,
+        config: QuantConfig,
+        precisions: Mapping[str, str],
+        dataset: Iterable[Mapping[str, Any]] | None = None,
+    ) -> Plan:
+        """Quantize with these node ``precisions`` and map the result back to the float nodes it came from."""
+        qdq = self.quantize(calibration, config, precisions, dataset)
+        return build_plan(self.model, qdq, {n for n, p in precisions.items() if p != "float"})
+
     def quantize(
         self,
         calibration: Calibration,
@@ -92,10 +119,10 @@ class PreparedModel:
             return quantize_with_ranges(self.model, calibration.ranges(config), config, plan)
         data = dataset if dataset is not None else calibration.dataset
         if data is None:
-            raise _weights.missing_data_error(config)
+            raise missing_data_error(config)
         if not isinstance(data, Dataset):  # the user's own samples (Calibration.load, qd.quantize): validate them
             data = as_dataset(data, self.model, what="dataset")
-        feeds = _weights.limited(data, config)
+        feeds = limited(data, config)
         model, ranges_from = self.model, calibration
         records: list[dict[str, Any]] = []
         if config.equalize_on or config.smooth_quant_on:
@@ -104,7 +131,7 @@ class PreparedModel:
         if config.adaround_on or config.bias_correction_on:
             qdq, more = self.adjusted(qdq, model, config, data, feeds)
             records = [*records, *more]
-        _weights.stamp(qdq, records)
+        stamp(qdq, records)
         return qdq
 
     def adjusted(
@@ -125,7 +152,7 @@ class PreparedModel:
         cached = self._adjusted
         if cached is None or cached[0] != key or cached[3] is not data:
             with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
-                out, records = _weights.adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
+                out, records = adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
             cached = self._adjusted = (key, out, records, data)
         result = onnx.ModelProto()
         result.CopyFrom(cached[1])  # callers stamp and may change it
@@ -144,7 +171,7 @@ class PreparedModel:
         key += (config.smooth_quant_nodes, config.adaround_samples, id(data))
         cached = self._transformed.get(key)
         if cached is None or cached[3] is not data:  # the same samples, not an object that reused its id
-            model, records = _weights.transform_float(self.model, config, feeds, self.resolve)
+            model, records = transform_float(self.model, config, feeds, self.resolve)
             # other weights give other activation ranges: calibrate the transformed model afresh
             with progress_bar("re-calibrating", None) as advance:
                 samples = iter(feeds)
@@ -154,8 +181,73 @@ class PreparedModel:
         return cached[0], cached[1], cached[2]
 
 
+def prepared_for_quantized(float_model: ModelSource, quantized: onnx.ModelProto) -> PreparedModel:
+    """Pick the pre-processing of the float model whose names match the given quantized model best.
+
+    Other tools quantize either the raw export or an onnxruntime-optimized copy of it; both are
+    tried, and the one under which more quantized units map back to float twins is kept.
+    """
+    if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in quantized.graph.node):
+        raise ModelError(
+            "the quantized model has no QuantizeLinear/DequantizeLinear nodes: only QDQ-format models can be "
+            "debugged (quantize with quant_format=QuantFormat.QDQ)"
+        )
+    best: tuple[int, PreparedModel] | None = None
+    for optimize in (False, True):
+        prepared = PreparedModel(float_model, optimize=optimize)
+        plan = build_plan(prepared.model, quantized, None)
+        if best is None or len(plan.units) > best[0]:
+            best = (len(plan.units), prepared)
+    assert best is not None
+    return best[1]
+
+
 _CACHE: dict[tuple[str, int, bool], PreparedModel] = {}
 _CACHE_SIZE = 2
+_LOCK = threading.Lock()  # debuggers in threads share the cache; a PreparedModel is built once per key
+_Stamps = tuple[tuple[str, int, int], ...]  # (resolved path, size, mtime_ns) of a model file and its data files
+_DIGESTS: dict[_Stamps, str] = {}  # a path's digest, until one of its files changes
+_DIGESTS_SIZE = 16
+# A file written again within the file system's clock tick (a few ms on Linux) can keep its size and
+# time: as git does with racily clean files, a digest is remembered only for files last written
+# well before they were hashed, so that any later write shows in the time.
+_RACY_NS = 2 * 10**9
+
+
+def _stamps(paths: Iterable[Path]) -> _Stamps | None:
+    try:
+        return tuple((str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in paths)
+    except OSError:  # gone or unreadable: load_model names the problem
+        return None
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The model file and the external-data files it names (read without loading the data)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    names = {
+        entry.value
+        for tensor in external.all_tensors(proto)
+        for entry in tensor.external_data
+        if entry.key == "location" and not entry.value.startswith(external.PREFIX)
+    }
+    return [path, *sorted((path.parent / n).resolve() for n in names)]
+
+
+def _digest(model: onnx.ModelProto) -> str:
+    h = hashlib.sha256(model.SerializeToString(deterministic=True))
+    h.update(external.file_stamps(model).encode())  # weights left in external data (models over 2 GB)
+    return h.hexdigest()
+
+
+def _path_digest(source: ModelSource) -> tuple[str | None, _Stamps | None]:
+    """The remembered digest of a model file whose files have not changed since (no load, no hash)."""
+    if not isinstance(source, str | os.PathLike):
+        return None, None
+    path = Path(source).resolve()
+    for stamps, digest in _DIGESTS.items():
+        if stamps[0][0] == str(path):
+            return (digest, stamps) if _stamps(Path(s[0]) for s in stamps) == stamps else (None, None)
+    return None, None
 
 
 def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, optimize: bool = True) -> PreparedModel:
@@ -163,17 +255,28 @@ def prepared_model(source: ModelSource, config: QuantConfig | None = None, *, op
 
     Pre-processing a large model takes seconds; ``qd.quantize`` called in a loop over denylists
     would otherwise redo it every time. The key is a digest of the model's bytes, so a changed
-    file is prepared afresh.
+    file is prepared afresh; a path's digest is remembered with its files' sizes and times, so
+    asking again for an unchanged file neither loads nor hashes it.
     """
-    import hashlib
-
-    model = load_model(source, what="float model")
-    h = hashlib.sha256(model.SerializeToString(deterministic=True))
-    h.update(_external.file_stamps(model).encode())  # weights left in external data (models over 2 GB)
-    digest = h.hexdigest()
-    key = (digest, 21 if config is not None and needs_16bit(config) else 13, optimize)
-    if key not in _CACHE:
-        while len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = PreparedModel(model, config, optimize=optimize)
-    return _CACHE[key]
+    opset = 21 if config is not None and needs_16bit(config) else 13
+    with _LOCK:
+        digest, _ = _path_digest(source)
+        if digest is not None and (digest, opset, optimize) in _CACHE:
+            return _CACHE[(digest, opset, optimize)]
+        hashed_at = time.time_ns()
+        model = load_model(source, what="float model")
+        digest = _digest(model)
+        if isinstance(source, str | os.PathLike):
+            stamps = _stamps(_data_files(Path(source).resolve()))
+            if stamps is not None and max(s[2] for s in stamps) < hashed_at - _RACY_NS:
+                for old in [k for k in _DIGESTS if k[0][0] == stamps[0][0]]:
+                    del _DIGESTS[old]
+                while len(_DIGESTS) >= _DIGESTS_SIZE:
+                    _DIGESTS.pop(next(iter(_DIGESTS)))
+                _DIGESTS[stamps] = digest
+        key = (digest, opset, optimize)
+        if key not in _CACHE:
+            while len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = PreparedModel(model, config, optimize=optimize)
+        return _CACHE[key]

@@ -78,7 +78,7 @@ def _symbolic_shape_inference() -> Any:
         path = Path(package.origin).parent / "tools" / "symbolic_shape_infer.py" if package and package.origin else None
         spec = importlib.util.spec_from_file_location("_quantdebug_symbolic_shape_infer", path) if path else None
         if spec is None or spec.loader is None or path is None or not path.is_file():
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference  # fallback: the packaged copy
 
             return SymbolicShapeInference
         loaded = importlib.util.module_from_spec(spec)
@@ -144,7 +144,7 @@ _CPP_FRAME = re.compile(r"/onnxruntime_src/\S+ [^)]*\)\s*|\[ONNXRuntimeError\] :
 
 def explain_runtime_failure(model: onnx.ModelProto, message: str) -> str:
     """onnxruntime's refusal to load ``model``, rewritten to name the opset or the nodes at fault."""
-    import onnxruntime
+    import onnxruntime  # start-up time: only on a failure
 
     opset = _OPSET.search(message)
     if opset:

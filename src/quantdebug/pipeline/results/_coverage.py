@@ -6,8 +6,8 @@ from collections.abc import Mapping, Set
 
 import onnx
 
-from quantdebug.pipeline.plan._plan import Plan
-from quantdebug.pipeline.prepare._preprocess import Preprocessed
+from quantdebug.pipeline.plan import Plan
+from quantdebug.pipeline.prepare import Preprocessed
 
 
 def node_coverage(

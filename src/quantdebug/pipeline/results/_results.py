@@ -18,13 +18,13 @@ from typing import IO, Any
 
 from quantdebug.config import DEFAULT_METRICS
 from quantdebug.errors import QuantDebugError
-from quantdebug.support import _io
+from quantdebug.support import FORMULA_CHARS, read_json_object, write_text
+from quantdebug.thresholds import SUSPECT_RMSE_OVER_SCALE
 
 FORMAT = "quantdebug.statistics"
 FORMAT_VERSION = 1
 CSV_NAME = "layer_statistics.csv"
 JSON_NAME = "statistics.json"
-FORMULA_CHARS = ("=", "+", "-", "@")
 
 
 def csv_safe(text: str) -> str:
@@ -115,7 +115,7 @@ class Statistics:
         """pandas DataFrame: the CSV columns (``impact`` NaN where not measured), then 'precision', 'range',
         'rmse/scale' and 'user_nodes' (the nodes of the user's model that each row covers, e.g. a Conv
         and the Relu fused into it)."""
-        import pandas as pd
+        import pandas as pd  # start-up time: pandas loads only for a DataFrame
 
         columns = [
             *("op_name", "tensor_idx", *self.metric_names, "scale", "zero_point", "tensor_name", "node_name", "impact")
@@ -132,7 +132,7 @@ class Statistics:
         extra = ["precision", "range", "rmse/scale", "user_nodes"]
         return pd.DataFrame.from_records(records, columns=[*columns, *extra])
 
-    def suspects(self, threshold: float = 0.7, first: int = 0) -> list[LayerRow]:
+    def suspects(self, threshold: float = SUSPECT_RMSE_OVER_SCALE, first: int = 0) -> list[LayerRow]:
         """The tutorial's rule: rows with rmse/scale above ``threshold`` (plus the first ``first`` rows)."""
         picked = [r for r in self.layers if r.rmse_over_scale > threshold]
         for r in self.layers[:first]:
@@ -188,8 +188,8 @@ class Statistics:
         # render both first: a failure then leaves both old files; the JSON (what load reads) goes last
         csv_text = self.csv_text()
         json_text = json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
-        _io.write_text(out / CSV_NAME, csv_text)
-        _io.write_text(out / JSON_NAME, json_text)
+        write_text(out / CSV_NAME, csv_text)
+        write_text(out / JSON_NAME, json_text)
         return out
 
     @classmethod
@@ -199,7 +199,7 @@ class Statistics:
             path = path / JSON_NAME
         if not path.is_file():
             raise QuantDebugError(f"no statistics at {str(folder)!r} (expected a folder with {JSON_NAME})")
-        return cls.from_dict(_io.read_json_object(path, QuantDebugError, "statistics file"))
+        return cls.from_dict(read_json_object(path, QuantDebugError, "statistics file"))
 
 
 def _json_default(value: object) -> object:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantdebug.pipeline.prepare import _external
+from quantdebug.support import external
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int | None) -> np.ndarray:
@@ -40,8 +40,8 @@ def weight_statistics(float_model: onnx.ModelProto, qdq: onnx.ModelProto) -> lis
             original = f_node.input[index]
             if original not in f_init:
                 continue
-            w = _external.to_array(f_init[original]).astype(np.float32)
-            q = _external.to_array(q_init[dq.input[0]])
+            w = external.to_array(f_init[original]).astype(np.float32)
+            q = external.to_array(q_init[dq.input[0]])
             scale = numpy_helper.to_array(q_init[dq.input[1]]).astype(np.float32).reshape(-1)
             zp = numpy_helper.to_array(q_init[dq.input[2]]).reshape(-1) if len(dq.input) > 2 and dq.input[2] else None
             axis = next((int(a.i) for a in dq.attribute if a.name == "axis"), None)

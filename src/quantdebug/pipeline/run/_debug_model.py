@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quantdebug.pipeline.plan._units import Unit
+from quantdebug.pipeline.plan import Unit
 
 PREFIX = "__qd"
 METRICS_OUTPUT = f"{PREFIX}/metrics"

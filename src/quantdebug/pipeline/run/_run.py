@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from quantdebug import runtime  # its make_session is looked up per call: one place creates sessions
 from quantdebug.config import DEFAULT_METRICS, DebugOptions
-from quantdebug.data._dataset import batches
+from quantdebug.data import batches
 from quantdebug.errors import ModelError
-from quantdebug.pipeline.calibrate._calibrate import batching_is_safe, has_control_flow
+from quantdebug.pipeline.calibrate import batching_is_safe, has_control_flow
 from quantdebug.pipeline.run._accumulate import MeanAccumulator, default_metrics
 from quantdebug.pipeline.run._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph
 
@@ -83,14 +85,14 @@ _PROPAGATION = ("QDQPropagationTransformer",)
 
 
 def debug_session(model: onnx.ModelProto, *, level: str, threads: int | None) -> ort.InferenceSession:
-    from quantdebug.runtime import make_session
-
     try:
-        return make_session(model, level=level, threads=threads, what="debug model")
+        return runtime.make_session(model, level=level, threads=threads, what="debug model")
     except ModelError as exc:
         if _PROPAGATION_BUG not in str(exc):
             raise
-        return make_session(model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION)
+        return runtime.make_session(
+            model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION
+        )
 
 
 @dataclasses.dataclass
@@ -106,22 +108,23 @@ class DebugJob:
     float_model: bytes | None  # for model metrics
     custom_params: list[tuple[float, int, int]]  # per unit: scale, zero point, runtime zero-point shift
 
-    def loop(self) -> DebugLoop:
-        from quantdebug.runtime import make_session
-
+    def loop(self, *, threads: int | None = None) -> DebugLoop:
+        """The sessions and loop of this job. ``threads``: onnxruntime's intra-op threads when the options
+        leave them open (an executor's worker passes its CPU count); the options' count wins."""
         opts = self.options
-        threads = opts.intra_op_num_threads
+        if opts.intra_op_num_threads is not None:
+            threads = opts.intra_op_num_threads
         level = opts.graph_optimization_level
         session = debug_session(self.graph.model, level=level, threads=threads)
         deployed_bytes = self.deployed
 
         def deployed() -> ort.InferenceSession:  # made only when a run checks fidelity (not on resume)
             assert deployed_bytes is not None
-            return make_session(deployed_bytes, level=level, threads=threads, what="quantized model")
+            return runtime.make_session(deployed_bytes, level=level, threads=threads, what="quantized model")
 
         float_session = None
         if self.float_model is not None and opts.model_debug_metrics:
-            float_session = make_session(self.float_model, level="all", threads=threads, what="float model")
+            float_session = runtime.make_session(self.float_model, level="all", threads=threads, what="float model")
         custom = self.custom_values if opts.has_raw_tensor_metrics else None
         return DebugLoop(self.graph, opts, session, deployed if deployed_bytes else None, float_session, custom)
 
@@ -231,7 +234,7 @@ class DebugLoop:
         check = self.checks_fidelity and state.fidelity is None
         for feed, out in zip(head, singles):
             self._absorb(state, feed, out, 1, check, advance)
-        rest = _chain(head[len(singles) :], guarded)
+        rest = itertools.chain(head[len(singles) :], guarded)
         for feed, n in batches(rest, self.options.batch_size, can_batch):
             self._absorb(state, feed, self.run_batch(feed, n > 1), n, check, advance)
         if guarded.error is not None:
@@ -313,11 +316,6 @@ class _Guarded:
         except BaseException as exc:  # Ctrl-C included: what was read so far is still processed
             self.error = exc
             raise StopIteration from None
-
-
-def _chain(head: list[dict[str, np.ndarray]], rest: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
-    yield from head
-    yield from rest
 
 
 def skip(feeds: Iterator[Any], count: int) -> Iterator[Any]:

@@ -1,8 +1,24 @@
-"""Weight transforms of the float model that keep its function: BatchNorm folding, cross-layer
-equalization and SmoothQuant. Each returns a new model and an account of what it changed."""
+"""Stage 2, transform: weight transforms of the float model that keep its function: BatchNorm folding,
+cross-layer equalization and SmoothQuant. Each returns a new model and an account of what it changed.
+"""
 
-from quantdebug.pipeline.transform._equalize import CLIP_MODES, equalize
-from quantdebug.pipeline.transform._fold import fold_batchnorm
-from quantdebug.pipeline.transform._smooth import smooth_quant
+from quantdebug.pipeline.transform._equalize import (
+    CLIP_MODES,
+    equalize,
+)
+from quantdebug.pipeline.transform._fold import (
+    fold_batchnorm,
+)
+from quantdebug.pipeline.transform._smooth import (
+    smooth_quant,
+)
+from quantdebug.support import publish as _publish
 
-__all__ = ["CLIP_MODES", "equalize", "fold_batchnorm", "smooth_quant"]
+__all__ = [
+    "CLIP_MODES",
+    "equalize",
+    "fold_batchnorm",
+    "smooth_quant",
+]
+
+_publish(__name__, globals(), __all__)

@@ -7,7 +7,12 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy
+import onnx
+import onnxruntime
+
 from quantdebug.config import DebugOptions, QuantConfig
+from quantdebug.pipeline.calibrate import FINGERPRINT_VERSION
 
 _FLAGS_OF_INTEREST = (
     "avx",
@@ -51,12 +56,7 @@ def provenance(
     dataset_fingerprint: str,
     graph_name: str = "",
 ) -> dict[str, Any]:
-    import numpy
-    import onnx
-    import onnxruntime
-
-    from quantdebug import __version__
-    from quantdebug.pipeline.calibrate._calibrate import FINGERPRINT_VERSION
+    from quantdebug import __version__  # import cycle: quantdebug/__init__ imports the whole pipeline
 
     return {
         "quantdebug": __version__,

@@ -2,7 +2,7 @@
 
 Such a model is kept in memory as a small ``ModelProto`` whose large tensors are references:
 ``external_data`` entries whose ``location`` is ``quantdebug-external:<absolute path>`` (with the
-usual ``offset`` and ``length``), only ever to files ``_load`` checked or quantdebug wrote in this
+usual ``offset`` and ``length``), only ever to files ``quantdebug.pipeline.prepare`` checked or quantdebug wrote in this
 process. No ONNX tool reads these references:
 
 - sessions get the weights as read-only memory maps, through ``add_initializer`` (no copy) or,
@@ -29,7 +29,8 @@ from typing import IO, Any
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, helper
+import onnxruntime as ort
+from onnx import helper
 
 from quantdebug.errors import ModelError, ModelTooLargeError
 from quantdebug.support import _io
@@ -42,17 +43,15 @@ MIN_EXTERNAL_BYTES = 1024
 _CHUNK = 64 * 2**20
 
 
-def protobuf_limit() -> int:
-    from quantdebug.pipeline.prepare import _load
-
-    return _load.PROTOBUF_LIMIT
+PROTOBUF_LIMIT = 2**31 - 1
+"""Largest serialized ModelProto protobuf can hold (2 GB); the tests lower it to exercise the checks."""
 
 
 # -- references -----------------------------------------------------------------------------------------
 
 
 _TRUSTED: set[str] = set()
-"""Files references may read: checked by ``_load`` or written by quantdebug in this process.
+"""Files references may read: checked by ``quantdebug.pipeline.prepare`` or written by quantdebug in this process.
 
 A model that arrives as bytes or a ``ModelProto`` with a reference to any other file is refused,
 so an untrusted model cannot use the reference syntax to read files outside its folder.
@@ -71,13 +70,46 @@ def is_reference(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL and _fields(tensor).get("location", "").startswith(PREFIX)
 
 
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto of ``model``: initializers (subgraphs' too), then tensor attributes (Constant
+    values) of graphs, subgraphs and functions; the tensors, and the order, of onnx's private
+    ``external_data_helper._get_all_tensors``, which is not an API to rely on."""
+
+    def subgraphs(attribute: onnx.AttributeProto) -> Iterator[onnx.GraphProto]:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
+        if attribute.type == onnx.AttributeProto.GRAPHS:
+            yield from attribute.graphs
+
+    def initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                for sub in subgraphs(attribute):
+                    yield from initializers(sub)
+
+    def attributes(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                for sub in subgraphs(attribute):
+                    yield from attributes(sub)
+
+    yield from initializers(model.graph)
+    yield from attributes(model.graph)
+    for function in model.functions:
+        yield from attributes(function)
+
+
 def referenced_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     """Every tensor of ``model`` (subgraphs and Constant attributes included) kept as a quantdebug reference."""
-    return [t for t in external_data_helper._get_all_tensors(model) if is_reference(t)]
+    return [t for t in all_tensors(model) if is_reference(t)]
 
 
 def has_references(model: onnx.ModelProto) -> bool:
-    return any(is_reference(t) for t in external_data_helper._get_all_tensors(model))
+    return any(is_reference(t) for t in all_tensors(model))
 
 
 def payload_has_references(payload: bytes) -> bool:
@@ -117,9 +149,9 @@ def reference_data(model: onnx.ModelProto, base: Path) -> None:
     """Turn the relative external-data locations of a just-loaded model into references, in place.
 
     Tensors under ``MIN_EXTERNAL_BYTES`` are read into the model instead (shape inference and the
-    quantizer read small constants). The locations must already be checked (see ``_load``).
+    quantizer read small constants). The locations must already be checked (see ``quantdebug.pipeline.prepare``).
     """
-    for tensor in external_data_helper._get_all_tensors(model):
+    for tensor in all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL or is_reference(tensor):
             continue
         fields = _fields(tensor)
@@ -146,7 +178,7 @@ def adopt(model: onnx.ModelProto, folder: Path) -> None:
     tensors in subgraphs or Constant attributes are read into the model.
     """
     main = {t.name for t in model.graph.initializer}  # ONNX names are unique across nested graphs
-    for tensor in external_data_helper._get_all_tensors(model):
+    for tensor in all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL and not is_reference(tensor):
             path = str((folder / _fields(tensor)["location"]).resolve())
             _TRUSTED.add(path)
@@ -215,8 +247,6 @@ def to_array(tensor: onnx.TensorProto) -> np.ndarray:
 
 def session_initializers(model: onnx.ModelProto) -> tuple[list[str], list[object]]:
     """Names and OrtValues for ``add_external_initializers``: every reference of the main graph."""
-    import onnxruntime as ort
-
     main = [t for t in model.graph.initializer if is_reference(t)]
     everywhere = referenced_tensors(model)
     if len(everywhere) > len(main):
@@ -362,7 +392,7 @@ def as_proto(model: onnx.ModelProto, what: str, save: str) -> onnx.ModelProto:
     out.CopyFrom(model)
     if not has_references(out):
         return out
-    if out.ByteSize() + referenced_bytes(out) > protobuf_limit():
+    if out.ByteSize() + referenced_bytes(out) > PROTOBUF_LIMIT:
         raise too_large_for_proto(out, what, save)
     for tensor in referenced_tensors(out):  # a large float model whose quantized copy fits
         _read_in(tensor)
