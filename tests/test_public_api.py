@@ -253,9 +253,9 @@ def test_imports_inside_functions_say_why() -> None:
 def test_the_checks_can_fail() -> None:
     """The rule itself, on made-up imports: a check that cannot fail proves nothing."""
     inside = Import("quantdebug.pipeline.plan._quantize", "quantdebug.pipeline.plan._units", 1, True, "")
-    across = Import("quantdebug.fix._search", "quantdebug.pipeline.plan._units", 1, True, "")
-    top_private = Import("quantdebug.fix._search", "quantdebug._api", 1, True, "")
-    top_ok = Import("quantdebug.cli", "quantdebug._api", 1, True, "")
+    across = Import("quantdebug.fix._strategy", "quantdebug.pipeline.plan._units", 1, True, "")
+    top_private = Import("quantdebug.fix._strategy", "quantdebug._api", 1, True, "")
+    top_ok = Import("quantdebug", "quantdebug._api", 1, True, "")
     sibling = Import("quantdebug.pipeline.plan._quantize", "quantdebug.pipeline.transform._fold", 1, True, "")
     assert _allowed(inside) and _allowed(top_ok)
     assert not _allowed(across) and not _allowed(top_private) and not _allowed(sibling)

@@ -6,5 +6,8 @@ comes from `quantdebug.report`.
 """
 
 from quantdebug.cli._main import cli, main
+from quantdebug.support import publish as _publish
 
 __all__ = ["cli", "main"]
+
+_publish(__name__, globals(), __all__)

@@ -24,7 +24,7 @@ from quantdebug.cli._report import write_report
 from quantdebug.data import load_callable
 from quantdebug.fix import DEFAULT_LEVERS, LEVERS, read_trace
 from quantdebug.pipeline.results import Statistics
-from quantdebug.support import _io
+from quantdebug.support import write_text
 
 
 def _eval_function(spec: str | None) -> Any:
@@ -106,7 +106,7 @@ def fix(
     )
     result.save_model(output)
     report = Path(output).with_suffix(".fix.json")
-    _io.write_text(
+    write_text(
         report,
         json.dumps(
             {

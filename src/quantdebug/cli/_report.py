@@ -10,12 +10,12 @@ from quantdebug.cli._common import common_options, note
 from quantdebug.fix import read_trace, trace_in_folder
 from quantdebug.pipeline.results import Statistics
 from quantdebug.report import compare_summary, render_html
-from quantdebug.support import _io
+from quantdebug.support import write_text
 
 
 def write_report(statistics: Statistics, target: Path, title: str | None = None) -> None:
     """The HTML report of ``statistics``, written atomically to ``target``."""
-    _io.write_text(target, render_html(statistics, title=title))
+    write_text(target, render_html(statistics, title=title))
     note(f"wrote {target}")
 
 

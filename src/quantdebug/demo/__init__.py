@@ -26,6 +26,7 @@ from quantdebug.demo._ocr import (
     save_rec_model,
 )
 from quantdebug.demo._story import DemoResult, run_demo
+from quantdebug.support import publish as _publish
 
 __all__ = [
     "CALIB_SEED",
@@ -54,3 +55,5 @@ __all__ = [
     "run_demo",
     "save_rec_model",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -19,7 +19,7 @@ import onnx
 from onnx import version_converter
 
 from quantdebug.errors import QuantDebugError, missing_extra
-from quantdebug.support import _io
+from quantdebug.support import write_bytes
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -169,7 +169,7 @@ def save_rec_model(path: str | Path, opset: int = QUANT_OPSET) -> Path:
     """Write ``load_rec_model(opset)`` to ``path`` (about 11 MB) and return the path."""
 
     out = Path(path)
-    _io.write_bytes(out, load_rec_model(opset).SerializeToString())
+    write_bytes(out, load_rec_model(opset).SerializeToString())
     return out
 
 
@@ -237,7 +237,7 @@ def render_line(
     """
     try:  # optional dependencies: the demo extra (rapidocr-onnxruntime brings OpenCV)
         import cv2
-        from PIL import Image, ImageDraw
+        from PIL import Image, ImageDraw  # optional dependency, as above
     except ImportError as exc:
         raise missing_extra(DEMO, "OpenCV and Pillow", "demo", exc) from exc
 

@@ -16,7 +16,7 @@ from quantdebug.config import DebugOptions, QuantConfig
 from quantdebug.demo._ocr import CALIB_SEED, make_eval_fn, ocr_dataset, rec_model_path, require_demo_packages
 from quantdebug.report import save_html
 from quantdebug.runtime import make_session
-from quantdebug.support import _io
+from quantdebug.support import write_bytes
 from quantdebug.thresholds import FIRST_LAYERS, SUSPECT_RMSE_OVER_SCALE
 
 DEBUG_SEED = 2
@@ -70,7 +70,7 @@ def run_demo(
     )
     seconds["calibrate+quantize"] = time.perf_counter() - t
     int8 = debugger.get_nondebug_quantized_model()
-    _io.write_bytes(out / "model_int8.onnx", int8.SerializeToString())
+    write_bytes(out / "model_int8.onnx", int8.SerializeToString())
     float_q = quality(debugger.float_model)
     int8_q = quality(int8)
     echo(f"  1. float model                       {float_q:7.1%}")
@@ -94,7 +94,7 @@ def run_demo(
     )
     debugger.options = DebugOptions(denylisted_nodes=[r.tensor_name for r in suspects], progress=progress)
     selective = debugger.get_nondebug_quantized_model()
-    _io.write_bytes(out / "model_selective.onnx", selective.SerializeToString())
+    write_bytes(out / "model_selective.onnx", selective.SerializeToString())
     selective_q = quality(selective)
     echo(f"  5. selective: {len(suspects)} of {len(rows)} layers in float  {selective_q:7.1%}")
     t = time.perf_counter()

@@ -16,6 +16,7 @@ from quantdebug.fix._settings import onnxruntime_settings
 from quantdebug.fix._switch import SwitchRunner, output_sqnr
 from quantdebug.fix._trace import read_trace, trace_in_folder
 from quantdebug.fix.levers import DEFAULT_LEVERS, LEVERS
+from quantdebug.support import publish as _publish
 
 __all__ = [
     "COLUMNS",
@@ -43,3 +44,5 @@ __all__ = [
     "stored_culprits",
     "trace_in_folder",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -8,6 +8,7 @@ from quantdebug.report._plots import plot_statistics
 from quantdebug.report._rows import has_mean_elements, is_exact_copy
 from quantdebug.report._tables import fix_result_html, statistics_html
 from quantdebug.report._text import TEXT_WIDTH, compare_summary, compare_table, debug_summary
+from quantdebug.support import publish as _publish
 
 __all__ = [
     "MAX_HISTOGRAMS",
@@ -26,3 +27,5 @@ __all__ = [
     "save_html",
     "statistics_html",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -30,7 +30,7 @@ from typing import Any
 
 from quantdebug.errors import QuantDebugError
 from quantdebug.pipeline.results import LayerRow, Statistics
-from quantdebug.support import _io
+from quantdebug.support import write_text
 from quantdebug.thresholds import SEVERE_RMSE_OVER_SCALE, SEVERITY, SUSPECT_RMSE_OVER_SCALE, WATCH_RMSE_OVER_SCALE
 
 DEFAULT_GRAPH_ID = "main_graph"  # the name torch.onnx gives a graph; pass graph_id for others
@@ -117,5 +117,5 @@ def save_explorer_node_data(
     """Write `explorer_node_data` to ``path`` as JSON, atomically; returns the path."""
     data = explorer_node_data(statistics, metric, graph_id=graph_id)
     out = Path(path)
-    _io.write_text(out, json.dumps(data, indent=1, allow_nan=False))
+    write_text(out, json.dumps(data, indent=1, allow_nan=False))
     return out

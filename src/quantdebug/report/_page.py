@@ -29,7 +29,7 @@ from quantdebug.report._format import CULPRITS_TITLE, badge, esc, fmt, name_cell
 from quantdebug.report._rows import graph_order, is_tiny
 from quantdebug.report._sections import HOW_TO_READ, cards, culprits_section, header_meta, legend
 from quantdebug.report._tables import coverage_table, full_table, kv_table, provenance_table, ranking_table, worst_table
-from quantdebug.support import _io
+from quantdebug.support import write_text
 from quantdebug.thresholds import SEVERITY, severity
 
 MAX_HISTOGRAMS = 6  # histogram figures on the page, worst tensors first
@@ -202,5 +202,5 @@ def render_html(statistics: Statistics, *, title: str | None = None) -> str:
 def save_html(statistics: Statistics, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Write `render_html` to ``path`` atomically; returns the path."""
     out = Path(path)
-    _io.write_text(out, render_html(statistics, title=title))
+    write_text(out, render_html(statistics, title=title))
     return out

@@ -28,7 +28,7 @@ def plot_statistics(statistics: Statistics) -> list[Figure]:
     """
     try:  # an optional dependency: the plots extra
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # optional dependency, as above
     except ImportError as exc:
         raise missing_extra("plot_statistics (debugger.plot())", "matplotlib", "plots", exc) from exc
 
