@@ -221,7 +221,7 @@ def test_debug_writes_statistics_and_summary(work: Path, tmp_path: Path) -> None
     assert [n for n, _, _ in by_mse] == sorted(mse, key=lambda n: -mse[n])[:3]
     for node, r, m in by_ratio + by_mse:
         assert r == pytest.approx(ratio[node], rel=1e-3) and m == pytest.approx(mse[node], rel=1e-3), node
-    # the suggested denylist comes from the culprits (tests/culprits); the tutorial's rule is counted
+    # the suggested denylist comes from the culprits (tests/fix/test_culprits.py); the tutorial's rule is counted
     suspects = [n for n in ratio if ratio[n] > 0.7]
     assert f"(the tutorial's rule, rmse/scale > 0.7, picks {len(suspects)} of {len(records)} layers)" in text
     assert "Suggested denylist: " in text

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 from tests.examples.test_examples_real_models import load_example
-from tests.transforms.checks import assert_same_function
+from tests.pipeline.transform.checks import assert_same_function
 
 from quantdebug.frontends import from_torch
 from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import onnx
 from tests.helpers import dataset, session
-from tests.property.random_chains import Layer, chain_model, feeds_for
-from tests.transforms.test_transforms_smooth import _feeds, _ln_model
+from tests.pipeline.transform.test_transforms_smooth import _feeds, _ln_model
+from tests.random_chains import Layer, chain_model, feeds_for
 
 import quantdebug as qd
 

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from tests import models
 from tests.helpers import dataset, session
-from tests.transforms.checks import assert_same_function, const, node, weight_of
+from tests.pipeline.transform.checks import assert_same_function, const, node, weight_of
 
 import quantdebug as qd
 from quantdebug.pipeline.transform import smooth_quant

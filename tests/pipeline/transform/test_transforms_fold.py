@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tests import models
-from tests.property.random_chains import Layer, chain_model, feeds_for
-from tests.transforms.checks import assert_same_function, const, node, weight_of
+from tests.pipeline.transform.checks import assert_same_function, const, node, weight_of
+from tests.random_chains import Layer, chain_model, feeds_for
 
 from quantdebug.pipeline.transform import fold_batchnorm
 

@@ -11,9 +11,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from tests import models
+from tests import hostile, models
 from tests.helpers import assert_metrics_close, dataset, reference_statistics
-from tests.robustness import hostile
 
 import quantdebug as qd
 from quantdebug.data._dataset import batches

@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 import pytest
 from tests.helpers import dataset, session
-from tests.property.random_chains import Layer, chain_model, feeds_for
-from tests.transforms.checks import assert_same_function, node, weight_of
+from tests.pipeline.transform.checks import assert_same_function, node, weight_of
+from tests.random_chains import Layer, chain_model, feeds_for
 
 import quantdebug as qd
 from quantdebug.pipeline.transform import equalize, fold_batchnorm

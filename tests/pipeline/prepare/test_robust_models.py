@@ -12,9 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from tests import models
+from tests import hostile, models
 from tests.helpers import assert_metrics_close, dataset, reference_statistics
-from tests.robustness import hostile
 
 import quantdebug as qd
 from quantdebug.errors import ModelTooLargeError

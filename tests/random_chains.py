@@ -1,6 +1,6 @@
 """Chains of weighted layers and activations, the graphs cross-layer equalization works on.
 
-``chain_model`` builds one from an explicit recipe (the unit tests in tests/transforms use it);
+``chain_model`` builds one from an explicit recipe (the unit tests in tests/pipeline/transform use it);
 ``random_chains`` draws recipes for hypothesis: Conv (grouped, depthwise, 1x1/3x3, with or without
 bias, optionally followed by BatchNormalization) or Gemm/MatMul (transB, bias, MatMul + Add bias),
 each followed by none, Relu, LeakyRelu, PRelu, Clip(0, 6) or Clip(0); opsets 11 to 21 (Clip's

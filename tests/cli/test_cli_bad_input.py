@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tests import models
-from tests.robustness import hostile
+from tests import hostile, models
 
 from quantdebug.pipeline.plan._select import FORMULA_CHARS, unguard
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tests.culprits.shapes import SHAPES
+from tests.fix.culprit_shapes import SHAPES
 
 import quantdebug as qd
 

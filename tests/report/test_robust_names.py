@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests import models
+from tests import hostile, models
 from tests.helpers import dataset
-from tests.property.qdq_structure import float_violations
-from tests.robustness import hostile
+from tests.qdq_structure import float_violations
 
 import quantdebug as qd
 from quantdebug.pipeline.plan._select import FORMULA_CHARS, unguard

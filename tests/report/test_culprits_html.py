@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.culprits.shapes import SHAPES
+from tests.fix.culprit_shapes import SHAPES
 
 import quantdebug as qd
 from quantdebug.report import explorer_node_data, save_explorer_node_data

@@ -1,8 +1,8 @@
 """debugger.culprits(): the layer that breaks the model ranks first by impact, for the right reason.
 
-The four failure shapes of issue 15 (tests/culprits/shapes.py) each have one known culprit that
+The four failure shapes of issue 15 (tests/fix/culprit_shapes.py) each have one known culprit that
 the tutorial's rmse/scale ranks lower; impact agrees with each layer quantized alone (and left
-alone in float) in its own onnxruntime session (tests/culprits/reference.py).
+alone in float) in its own onnxruntime session (tests/fix/culprit_reference.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from tests.culprits.reference import independent_impacts
-from tests.culprits.shapes import SHAPES, Shape
+from tests.fix.culprit_reference import independent_impacts
+from tests.fix.culprit_shapes import SHAPES, Shape
 
 import quantdebug as qd
 from quantdebug.fix import REASONS

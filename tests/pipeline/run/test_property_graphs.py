@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests import models
 from tests.helpers import dataset, reference_statistics, session
-from tests.property.qdq_structure import float_violations, runtime_fused
-from tests.property.random_graphs import RandomGraph, random_graphs
+from tests.qdq_structure import float_violations, runtime_fused
+from tests.random_graphs import RandomGraph, random_graphs
 
 import quantdebug as qd
 

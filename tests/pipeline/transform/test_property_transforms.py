@@ -10,8 +10,8 @@ import os
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.property.random_chains import Chain, random_chains
-from tests.transforms.checks import assert_same_function, const
+from tests.pipeline.transform.checks import assert_same_function, const
+from tests.random_chains import Chain, random_chains
 
 from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant
 
