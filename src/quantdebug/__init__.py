@@ -18,6 +18,7 @@ from quantdebug.executors import LocalExecutor, RayExecutor, ShardedDataset
 from quantdebug.fix import FixInterrupted, FixOptions, FixResult, onnxruntime_settings
 from quantdebug.frontends import from_keras, from_tflite, from_torch
 from quantdebug.pipeline.calibrate import Calibration
+from quantdebug.pipeline.plan import weight_changes
 from quantdebug.pipeline.results import LayerRow, Statistics, compare_statistics
 from quantdebug.support import publish as _publish
 
@@ -54,6 +55,7 @@ __all__ = [
     "from_torch",
     "onnxruntime_settings",
     "quantize",
+    "weight_changes",
 ]
 
 _publish(__name__, globals(), __all__)
