@@ -30,3 +30,25 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert (tmp_path / "debugger_results.csv").read_text().startswith("op_name,tensor_idx,")
     assert (tmp_path / "model_fixed.onnx").stat().st_size > 0
     assert os.path.exists(tmp_path / "calibration.json")
+
+
+def _development_map() -> str:
+    section = README.read_text(encoding="utf-8").split("## Development", 1)[1]
+    return re.search(r"```\n(.*?)```", section, flags=re.S).group(1)  # type: ignore[union-attr]
+
+
+def test_development_map_names_every_package_and_nothing_else() -> None:
+    src = README.parent / "src" / "quantdebug"
+    packages = {p.parent.name for p in src.rglob("__init__.py") if p.parent != src}
+    named = set(re.findall(r"([a-z_]+)/", _development_map())) - {"src", "quantdebug", "tests", "benchmarks", "assets"}
+    assert packages <= named, f"packages the README map leaves out: {sorted(packages - named)}"
+    assert named <= packages, f"the README map names folders that do not exist: {sorted(named - packages)}"
+
+
+def test_development_section_names_modules_that_exist() -> None:
+    section = README.read_text(encoding="utf-8").split("## Development", 1)[1]
+    src = README.parent / "src" / "quantdebug"
+    paths = set(re.findall(r"`([a-z_/]+\.py)`", section))
+    assert len(paths) >= 8, f"the Development section names too few modules: {sorted(paths)}"
+    missing = sorted(p for p in paths if not (src / p).exists() and not (README.parent / p).exists())
+    assert not missing, f"the README's Development section names modules that do not exist: {missing}"
