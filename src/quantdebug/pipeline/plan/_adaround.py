@@ -31,6 +31,7 @@ REG = 0.01  # weight of the rounding regulariser against the per-position recons
 WARMUP = 0.2  # share of iterations with the reconstruction term alone
 INIT = "feedback"  # V's start: "feedback" (error-feedback rounding) or "fraction" (Nagel et al.)
 LR = 0.05  # Adam's step on V; the exact full-data objective lets it be larger than a mini-batch one
+AIM_MIX = 0.5  # how far the float target's aim moves from W toward the least-squares W* (see float_aim)
 
 
 @dataclasses.dataclass
@@ -60,6 +61,9 @@ class Target:
     G: np.ndarray | None = None
     sum_x: np.ndarray | None = None
     count: int = 0
+    # the float target (sequential fit): the float model's inputs' sums, and C = sum x~ x^T
+    sum_f: np.ndarray | None = None
+    C: np.ndarray | None = None
 
     @property
     def groups(self) -> int:
@@ -267,19 +271,34 @@ def accumulate(target: Target, x: np.ndarray) -> None:
     target.count += count
 
 
-def _grouped_gram(cols: np.ndarray) -> np.ndarray:
-    """G of a grouped conv, one dot product per (group, K, K) entry.
+def _grouped_gram(cols: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+    """G of a grouped conv (or, with ``other``, the cross moments), one dot product per (group, K, K) entry.
 
     Many tiny BLAS calls (a depthwise conv has one per channel) cost seconds where these
     row-wise dot products over a (K, group, positions) layout cost milliseconds.
     """
     xk = np.ascontiguousarray(cols.transpose(2, 0, 1))
+    yk = xk if other is None else np.ascontiguousarray(other.transpose(2, 0, 1))
     k, groups = xk.shape[0], xk.shape[1]
     g = np.empty((groups, k, k), np.float64)
     for i in range(k):
-        for j in range(i, k):
-            g[:, i, j] = g[:, j, i] = np.einsum("gp,gp->g", xk[i], xk[j])
+        for j in range(i if other is None else 0, k):
+            g[:, i, j] = np.einsum("gp,gp->g", xk[i], yk[j])
+            if other is None:
+                g[:, j, i] = g[:, i, j]
     return g
+
+
+def accumulate_float(target: Target, xq: np.ndarray, xf: np.ndarray, *, cross: bool) -> None:
+    """Add one batch of the float model's inputs ``xf`` (beside the quantized ``xq``) to ``target``:
+    their sums (bias correction toward the float output) and, with ``cross``, ``C = sum x~ x^T``."""
+    cf = layer_inputs(target, xf.astype(np.float32, copy=False))
+    sum_f = cf.sum(axis=1, dtype=np.float64)
+    target.sum_f = sum_f if target.sum_f is None else target.sum_f + sum_f
+    if cross:
+        cq = layer_inputs(target, xq.astype(np.float32, copy=False))
+        c = (cq[0].T @ cf[0])[None].astype(np.float64) if cq.shape[0] == 1 else _grouped_gram(cq, cf)
+        target.C = c if target.C is None else target.C + c
 
 
 def gather(
@@ -335,10 +354,36 @@ def shrunk_gram(target: Target) -> np.ndarray:
 
 
 def reconstruction_error(target: Target, w: np.ndarray) -> float:
-    """sum ||(w - W) x||^2 over the gathered inputs (w is (group, out, K), dequantized)."""
+    """sum ||(w - W) x||^2 over the gathered inputs (w is (group, out, K), dequantized); for the
+    float target (``target.C`` gathered) sum ||w x~ - W x||^2 less its constant sum ||W x||^2."""
     assert target.G is not None
+    if target.C is not None:
+        wg = np.einsum("gok,gkl,gol->", w, target.G, w)
+        return float(wg - 2 * np.einsum("gok,gkl,gol->", w, target.C, target.weight))
     d = w - target.weight
     return float(np.einsum("gok,gkl,gol->", d, target.G, d))
+
+
+def float_aim(target: Target, damp: float = 0.01) -> np.ndarray:
+    """The float weights that best reproduce the float layer's output from the quantized inputs.
+
+    ``W* = (W C^T + l W)(G + l I)^-1``: least squares of ``||W* x~ - W x||^2``, ridge-regressed
+    toward ``W`` (an input that never varies keeps its weight). ``C`` is shrunk like ``G`` (toward
+    ``diag G``), so where inputs and float inputs agree ``W* = W`` exactly, and a classifier with
+    fewer positions than inputs does not overfit its few samples. Rounding toward ``W*`` instead
+    of ``W`` lets each layer make up for the error its quantized inputs carry.
+    """
+    assert target.C is not None and target.G is not None
+    gram = shrunk_gram(target)
+    k, n = gram.shape[-1], max(target.count, 1)
+    alpha = k / (k + n)
+    diag = np.einsum("gii->gi", target.G / n)
+    cross = (1 - alpha) * target.C / n + alpha * diag[:, :, None] * np.eye(k)
+    ridge = damp * np.einsum("gii->gi", gram).mean(axis=1) + 1e-12
+    rhs = np.einsum("gok,glk->gol", target.weight, cross) + ridge[:, None, None] * target.weight
+    lhs = gram + ridge[:, None, None] * np.eye(k)
+    best = np.linalg.solve(lhs, rhs.transpose(0, 2, 1)).transpose(0, 2, 1)
+    return target.weight + AIM_MIX * (best - target.weight)
 
 
 def _candidates(target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -351,9 +396,11 @@ def _candidates(target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return lo, hi, free, np.where(free, np.clip(ratio - low, 0.0, 1.0), 0.0)
 
 
-def feedback_rounding(target: Target, damp: float = 0.01) -> np.ndarray:
+def feedback_rounding(target: Target, damp: float = 0.01, aim: np.ndarray | None = None) -> np.ndarray:
     """Round input by input, pushing each rounding error onto the inputs not yet rounded (as GPTQ,
     Frantar et al. 2022, does), but only ever to the floor or the ceiling of w / scale.
+
+    The rounding approaches ``aim`` (default: the float weights; see ``float_aim``).
 
     Returns 1 where a weight rounds up, 0 where it rounds down: AdaRound's starting point.
     """
@@ -364,7 +411,7 @@ def feedback_rounding(target: Target, damp: float = 0.01) -> np.ndarray:
     upper = np.linalg.cholesky(np.linalg.inv(gram + ridge[:, None, None] * np.eye(k))).transpose(0, 2, 1)
     scale = np.broadcast_to(target.scale, lo.shape)
     zp = np.broadcast_to(target.zero_point, lo.shape)
-    work = target.weight.copy()
+    work = (target.weight if aim is None else aim).copy()
     up = np.zeros(lo.shape, bool)
     for j in range(k):
         ratio = work[:, :, j] / scale[:, :, j] + zp[:, :, j]
@@ -375,8 +422,9 @@ def feedback_rounding(target: Target, damp: float = 0.01) -> np.ndarray:
     return np.where(free, up, frac >= 0.5).astype(np.float64)
 
 
-def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
-    """Learned integers (same layout as ``target.q``), each the floor or the ceiling of w / scale.
+def adaround(target: Target, iterations: int, seed: int, *, aim: np.ndarray | None = None) -> np.ndarray:
+    """Learned integers (same layout as ``target.q``), each the floor or the ceiling of w / scale,
+    reproducing the output of ``aim`` (default: the float weights; see ``float_aim``).
 
     Adam on V with ``h(V)`` the rectified sigmoid, the regulariser ``REG * sum(1 - |2h - 1|^beta)``
     with beta annealed from 20 to 2 after a warm-up; V starts where h equals the fractional part.
@@ -388,14 +436,15 @@ def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
     lo, hi, free, frac = _candidates(target)
     if INIT == "feedback":
         # start from the error-feedback rounding, halfway into its side so Adam can still flip it
-        frac = 0.25 + 0.5 * feedback_rounding(target)
+        frac = 0.25 + 0.5 * feedback_rounding(target, aim=aim)
     p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-6, 1 - 1e-6)
     v = np.log(p / (1 - p)).astype(f32)
     scale = np.broadcast_to(target.scale, v.shape)
     step = np.where(free, scale, 0.0).astype(f32)  # a fixed weight's h changes nothing
     gram = shrunk_gram(target)
     # grad of the error wrt w~ = base + step * h is 2 (w~ - W) G = 2 (B + (step h) G)
-    B2 = (2 * np.matmul((lo - target.zero_point) * scale - target.weight, gram)).astype(f32)
+    aim = target.weight if aim is None else aim
+    B2 = (2 * np.matmul((lo - target.zero_point) * scale - aim, gram)).astype(f32)
     G2 = (2 * gram).astype(f32)
     m = np.zeros_like(v)
     s2 = np.zeros_like(v)
@@ -433,15 +482,21 @@ def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
 def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
     """The bias (int32 on its scale, or float) with the mean output error of the rounded weights removed.
 
-    The error is the layer's own, ``(W~ - W) mean(x)`` on its quantized inputs: each layer then
-    outputs on average what its float weights would on the same inputs (see the module docstring
-    for why not the float model's output).
+    The layer target: the layer's own error ``(W~ - W) mean(x~)`` on its quantized inputs, so each
+    layer outputs on average what its float weights would on the same inputs (see the module
+    docstring). The float target (``target.sum_f`` gathered): ``W~ mean(x~) - W mean(x)``, the
+    mean error against the float model's layer output, quantized inputs' error included.
     """
     if target.bias_init is None or target.float_bias is None:
         return None
     assert target.sum_x is not None
     mean_x = target.sum_x / max(target.count, 1)
-    error = np.einsum("gok,gk->go", target.dequantized(q) - target.weight, mean_x).reshape(-1)
+    if target.sum_f is not None:
+        mean_f = target.sum_f / max(target.count, 1)
+        error = np.einsum("gok,gk->go", target.dequantized(q), mean_x) - np.einsum("gok,gk->go", target.weight, mean_f)
+        error = error.reshape(-1)
+    else:
+        error = np.einsum("gok,gk->go", target.dequantized(q) - target.weight, mean_x).reshape(-1)
     bias = target.float_bias - error
     if target.bias_scale is None:
         return bias.astype(np.float32)
