@@ -9,6 +9,7 @@ correction on the QDQ model it wrote. What was changed is recorded in the QDQ mo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,9 @@ from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant
 
 METADATA_KEY = "quantdebug.weight_changes"
 Feeds = Iterable[Mapping[str, np.ndarray]]
+# per layer: (the statistics it was fitted on, learned integers or None, corrected bias or None)
+Fitted = dict[str, tuple[tuple[bytes, ...], np.ndarray | None, np.ndarray | None]]
+Progress = Callable[[int], None]
 
 
 def missing_data_error(config: QuantConfig) -> ConfigError:
@@ -106,10 +110,11 @@ def adjust_weights(
     records: list[dict[str, Any]] = []
     if not targets:
         return qdq, [_record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)]
+    levers = _Levers(config=config, rounded=rounded, corrected=corrected)
     if config.adaround_target == "float":
-        out, fitted = _sequential(qdq, float_model, targets, config, rounded, corrected, feeds, progress)
+        out, fitted = _sequential(qdq, float_model, targets, levers, feeds, progress)
     else:
-        out, fitted = _passes(qdq, targets, config, rounded, corrected, feeds, progress)
+        out, fitted = _passes(qdq, targets, levers, feeds, progress)
     done_round = [t.node for t in targets if fitted[t.node][1] is not None]
     done_bias = [t.node for t in targets if fitted[t.node][2] is not None]
     wanted_bias = [t for t in targets if config.bias_correction_on and (corrected is None or t.node in corrected)]
@@ -123,22 +128,25 @@ def adjust_weights(
     return out, records
 
 
-Fitted = dict[str, tuple[tuple[bytes, ...], np.ndarray | None, np.ndarray | None]]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Levers:
+    """What to fit: the config and the nodes to round / to correct (None: every target)."""
+
+    config: QuantConfig
+    rounded: set[str] | None
+    corrected: set[str] | None
+
+    def fit(self, t: _adaround.Target) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return _fit(t, self.config, self.rounded, self.corrected)
 
 
 def _passes(
-    qdq: onnx.ModelProto,
-    targets: Sequence[_adaround.Target],
-    config: QuantConfig,
-    rounded: set[str] | None,
-    corrected: set[str] | None,
-    feeds: Feeds,
-    progress: Callable[[int], None],
+    qdq: onnx.ModelProto, targets: Sequence[_adaround.Target], levers: _Levers, feeds: Feeds, progress: Progress
 ) -> tuple[onnx.ModelProto, Fitted]:
     """The layer target: every layer fitted at once on one streaming pass, ``adaround_passes`` times."""
     out = qdq
     fitted: Fitted = {}
-    for _ in range(config.adaround_passes):
+    for _ in range(levers.config.adaround_passes):
         # each pass sees the inputs the previous one's layers give: after k passes every layer at
         # depth <= k is fitted to exactly the inputs it gets in the result
         _adaround.gather(out, targets, feeds, progress=progress)
@@ -146,7 +154,7 @@ def _passes(
         for t in targets:
             key = _adaround.stats_key(t)
             if t.node not in fitted or fitted[t.node][0] != key:
-                fitted[t.node] = (key, *_fit(t, config, rounded, corrected))
+                fitted[t.node] = (key, *levers.fit(t))
             updates.update(_updates(t, *fitted[t.node][1:]))
         out = onnx.ModelProto()
         out.CopyFrom(qdq)
@@ -158,11 +166,9 @@ def _sequential(
     qdq: onnx.ModelProto,
     float_model: onnx.ModelProto,
     targets: Sequence[_adaround.Target],
-    config: QuantConfig,
-    rounded: set[str] | None,
-    corrected: set[str] | None,
+    levers: _Levers,
     feeds: Feeds,
-    progress: Callable[[int], None],
+    progress: Progress,
 ) -> tuple[onnx.ModelProto, Fitted]:
     """The float target: layer by layer in graph order, each fitted on the inputs the already
     changed layers before it give, toward the float model's layer output on the float inputs.
@@ -179,11 +185,11 @@ def _sequential(
     for t in sorted(targets, key=lambda t: order[t.node]):
         t.G = t.sum_x = t.sum_f = t.C = None
         t.count = 0
-        cross = config.adaround_on and (rounded is None or t.node in rounded)
+        cross = levers.config.adaround_on and (levers.rounded is None or t.node in levers.rounded)
         for xq, xf in zip(quantized.get(t.x_name), floats.get(float_x[t.node])):
             _adaround.accumulate(t, xq)
             _adaround.accumulate_float(t, xq, xf, cross=cross)
-        fitted[t.node] = (_adaround.stats_key(t), *_fit(t, config, rounded, corrected))
+        fitted[t.node] = ((), *levers.fit(t))  # a sweep fits each layer once: no key to compare
         mine = _updates(t, *fitted[t.node][1:])
         for name, value in mine.items():
             quantized.set_initializer(name, value)
