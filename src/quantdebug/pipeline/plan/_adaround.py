@@ -37,6 +37,7 @@ REG = 0.01  # weight of the rounding regulariser against the per-position recons
 WARMUP = 0.2  # share of iterations with the reconstruction term alone
 INIT = "feedback"  # V's start: "feedback" (error-feedback rounding) or "fraction" (Nagel et al.)
 LR = 0.05  # Adam's step on V; the exact full-data objective lets it be larger than a mini-batch one
+FEEDBACK_BLOCK = 128  # columns per lazy batch of the error-feedback rounding
 AIM_MIX = 0.5  # how far the float target's aim moves from W toward the least-squares W* (see float_aim)
 
 
@@ -213,8 +214,12 @@ def _target(
 
 
 # -- statistics -------------------------------------------------------------------------------------
-def _patches(x: np.ndarray, conv: Mapping[str, Any]) -> np.ndarray:
-    """im2col of ``x`` (N, C, *spatial): (group, positions, C/group * prod(kernel)), channel-major like the weight."""
+def _patches(x: np.ndarray, conv: Mapping[str, Any], *, kgp: bool = False) -> np.ndarray:
+    """im2col of ``x`` (N, C, *spatial): (group, positions, C/group * prod(kernel)), channel-major like the weight.
+
+    ``kgp``: a grouped conv's patches as (K, group, positions) instead, in one copy, the layout
+    ``_grouped_gram`` reads (transposing the other layout costs two more copies of every patch).
+    """
     kernel, strides, pads, dil, group = conv["kernel"], conv["strides"], conv["pads"], conv["dilations"], conv["group"]
     spatial = len(kernel)
     if group == 1 and all(k == 1 for k in kernel) and not any(pads) and all(s == 1 for s in strides):
@@ -229,6 +234,10 @@ def _patches(x: np.ndarray, conv: Mapping[str, Any]) -> np.ndarray:
     index += tuple(slice(None, None, d) for d in dil)
     windows = windows[index]  # (N, C, *out, *kernel)
     out = windows.shape[2 : 2 + spatial]
+    if kgp:
+        split = windows.reshape(n, group, c // group, *windows.shape[2:])  # (N, g, C/g, *out, *kernel)
+        order = (2, *range(3 + spatial, 3 + 2 * spatial), 1, 0, *range(3, 3 + spatial))
+        return split.transpose(order).reshape((c // group) * int(np.prod(kernel)), group, -1)
     order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
     cols = windows.transpose(order).reshape(n * int(np.prod(out)), group, (c // group) * int(np.prod(kernel)))
     return np.ascontiguousarray(cols.transpose(1, 0, 2))
@@ -262,10 +271,16 @@ def accumulate(target: Target, x: np.ndarray) -> None:
         g = np.stack([xi @ xi.T for xi in xs]).sum(axis=0, dtype=np.float64, keepdims=True)
         sum_x = xs.sum(axis=(0, 2), dtype=np.float64)[None]
         count = xs.shape[0] * xs.shape[2]
+    elif _grouped(target):
+        assert target.conv is not None
+        xk = _patches(x, target.conv, kgp=True)
+        g = _grouped_gram(xk)
+        sum_x = xk.sum(axis=2, dtype=np.float64).T
+        count = xk.shape[2]
     else:
         cols = layer_inputs(target, x)
         # one group: a plain 2-D product, which BLAS does in place of a batch loop
-        g = (cols[0].T @ cols[0])[None].astype(np.float64) if cols.shape[0] == 1 else _grouped_gram(cols)
+        g = (cols[0].T @ cols[0])[None].astype(np.float64)
         sum_x = cols.sum(axis=1, dtype=np.float64)
         count = cols.shape[1]
     if target.G is None:
@@ -277,20 +292,24 @@ def accumulate(target: Target, x: np.ndarray) -> None:
     target.count += count
 
 
-def _grouped_gram(cols: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
-    """G of a grouped conv (or, with ``other``, the cross moments), one dot product per (group, K, K) entry.
+def _grouped(target: Target) -> bool:
+    return target.conv is not None and target.conv["group"] > 1
+
+
+def _grouped_gram(xk: np.ndarray, yk: np.ndarray | None = None) -> np.ndarray:
+    """G of a grouped conv (or, with ``yk``, the cross moments) from (K, group, positions) patches,
+    one dot product per (group, K, K) entry.
 
     Many tiny BLAS calls (a depthwise conv has one per channel) cost seconds where these
-    row-wise dot products over a (K, group, positions) layout cost milliseconds.
+    row-wise dot products cost milliseconds.
     """
-    xk = np.ascontiguousarray(cols.transpose(2, 0, 1))
-    yk = xk if other is None else np.ascontiguousarray(other.transpose(2, 0, 1))
+    other = xk if yk is None else yk
     k, groups = xk.shape[0], xk.shape[1]
     g = np.empty((groups, k, k), np.float64)
     for i in range(k):
-        for j in range(i if other is None else 0, k):
-            g[:, i, j] = np.einsum("gp,gp->g", xk[i], yk[j])
-            if other is None:
+        for j in range(i if yk is None else 0, k):
+            g[:, i, j] = np.einsum("gp,gp->g", xk[i], other[j])
+            if yk is None:
                 g[:, j, i] = g[:, i, j]
     return g
 
@@ -298,12 +317,26 @@ def _grouped_gram(cols: np.ndarray, other: np.ndarray | None = None) -> np.ndarr
 def accumulate_float(target: Target, xq: np.ndarray, xf: np.ndarray, *, cross: bool) -> None:
     """Add one batch of the float model's inputs ``xf`` (beside the quantized ``xq``) to ``target``:
     their sums (bias correction toward the float output) and, with ``cross``, ``C = sum x~ x^T``."""
-    cf = layer_inputs(target, xf.astype(np.float32, copy=False))
-    sum_f = cf.sum(axis=1, dtype=np.float64)
+    xq, xf = xq.astype(np.float32, copy=False), xf.astype(np.float32, copy=False)
+    c = None
+    if _pointwise(target):  # as in accumulate: (K, pixels) per sample, no patch copy
+        qs, fs = xq.reshape(xq.shape[0], xq.shape[1], -1), xf.reshape(xf.shape[0], xf.shape[1], -1)
+        sum_f = fs.sum(axis=(0, 2), dtype=np.float64)[None]
+        if cross:
+            c = np.stack([qi @ fi.T for qi, fi in zip(qs, fs)]).sum(axis=0, dtype=np.float64, keepdims=True)
+    elif _grouped(target):
+        assert target.conv is not None
+        fk = _patches(xf, target.conv, kgp=True)
+        sum_f = fk.sum(axis=2, dtype=np.float64).T
+        if cross:
+            c = _grouped_gram(_patches(xq, target.conv, kgp=True), fk)
+    else:
+        cf = layer_inputs(target, xf)
+        sum_f = cf.sum(axis=1, dtype=np.float64)
+        if cross:
+            c = (layer_inputs(target, xq)[0].T @ cf[0])[None].astype(np.float64)
     target.sum_f = sum_f if target.sum_f is None else target.sum_f + sum_f
-    if cross:
-        cq = layer_inputs(target, xq.astype(np.float32, copy=False))
-        c = (cq[0].T @ cf[0])[None].astype(np.float64) if cq.shape[0] == 1 else _grouped_gram(cq, cf)
+    if c is not None:
         target.C = c if target.C is None else target.C + c
 
 
@@ -420,12 +453,20 @@ def feedback_rounding(target: Target, damp: float = 0.01, aim: np.ndarray | None
     zp = np.broadcast_to(target.zero_point, lo.shape)
     work = (target.weight if aim is None else aim).copy()
     up = np.zeros(lo.shape, bool)
-    for j in range(k):
-        ratio = work[:, :, j] / scale[:, :, j] + zp[:, :, j]
-        chosen = np.clip(np.round(ratio), lo[:, :, j], hi[:, :, j])
-        up[:, :, j] = chosen > lo[:, :, j]
-        error = (work[:, :, j] - (chosen - zp[:, :, j]) * scale[:, :, j]) / upper[:, j, j][:, None]
-        work[:, :, j + 1 :] -= error[:, :, None] * upper[:, j, j + 1 :][:, None, :]
+    # GPTQ's lazy batches: inside a block of columns the errors go on column by column; the
+    # columns after it take the block's errors in one matmul (the same sums, done by BLAS)
+    for b0 in range(0, k, FEEDBACK_BLOCK):
+        b1 = min(b0 + FEEDBACK_BLOCK, k)
+        errors = np.empty((*lo.shape[:2], b1 - b0))
+        for j in range(b0, b1):
+            ratio = work[:, :, j] / scale[:, :, j] + zp[:, :, j]
+            chosen = np.clip(np.round(ratio), lo[:, :, j], hi[:, :, j])
+            up[:, :, j] = chosen > lo[:, :, j]
+            error = (work[:, :, j] - (chosen - zp[:, :, j]) * scale[:, :, j]) / upper[:, j, j][:, None]
+            errors[:, :, j - b0] = error
+            work[:, :, j + 1 : b1] -= error[:, :, None] * upper[:, j, j + 1 : b1][:, None, :]
+        if b1 < k:
+            work[:, :, b1:] -= np.matmul(errors, upper[:, b0:b1, b1:])
     return np.where(free, up, frac >= 0.5).astype(np.float64)
 
 
