@@ -16,7 +16,7 @@ from tests.models import mobilenetv3_block, weight_layers
 from tests.quantize.test_weight_levers import LAYERS, _alone, _bias, _dequantized_weight, _inits, _nodes, _raw, _samples
 
 import quantdebug as qd
-from quantdebug.pipeline.plan import weight_changes
+from quantdebug.pipeline.plan import _adaround, weight_changes
 from quantdebug.pipeline.plan._segments import Segments
 from quantdebug.runtime import make_session
 
@@ -127,3 +127,47 @@ def test_segments_give_what_a_full_run_gives_with_the_weights_as_changed(rng: np
     assert np.array_equal(np.concatenate(segments.get(out)), want_out)
     with pytest.raises(RuntimeError, match="after a node that reads it ran"):
         segments.set_initializer(name, new)
+
+
+def test_float_target_statistics_match_numpy_on_raw_rows(case, rng: np.random.Generator, monkeypatch) -> None:
+    model, _, calibration = case
+    qdq = qd.quantize(model, calibration, qd.QuantConfig())
+    targets, _ = _adaround.find_targets(qdq, model, ["fc", "dwconv"])
+    for t in targets:
+        t.G = t.sum_x = t.sum_f = t.C = None
+        t.count = 0
+    fc = next(t for t in targets if t.node == "fc")
+    xq = rng.normal(size=(4000, 12)).astype(np.float32)
+    xf = (xq + 0.1 * rng.normal(size=xq.shape)).astype(np.float32)
+    _adaround.accumulate(fc, xq)
+    _adaround.accumulate_float(fc, xq, xf, cross=True)
+    w = fc.weight[0]  # (out, K)
+    # the objective against the float layer output, less its constant, on the raw rows
+    rounded = fc.dequantized()
+    direct = np.sum((xq.astype(np.float64) @ rounded[0].T - xf.astype(np.float64) @ w.T) ** 2)
+    direct -= np.sum((xf.astype(np.float64) @ w.T) ** 2)
+    assert np.isclose(_adaround.reconstruction_error(fc, rounded), direct, rtol=1e-6)
+    # the aim, all the way and without ridge, is least squares of W x from x~ (up to G's shrinkage)
+    monkeypatch.setattr(_adaround, "AIM_MIX", 1.0)
+    best = np.linalg.lstsq(xq.astype(np.float64), xf.astype(np.float64) @ w.T, rcond=None)[0].T
+    assert np.allclose(_adaround.float_aim(fc, damp=0.0)[0], best, atol=0.02 * float(np.max(np.abs(best))))
+    # a depthwise conv's cross moments, group by group, against im2col in numpy
+    dw = next(t for t in targets if t.node == "dwconv")
+    x1 = rng.normal(size=(2, 8, 6, 6)).astype(np.float32)
+    x2 = rng.normal(size=x1.shape).astype(np.float32)
+    _adaround.accumulate(dw, x1)
+    _adaround.accumulate_float(dw, x1, x2, cross=True)
+    pads = dw.conv["pads"]
+    p1 = np.pad(x1, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    p2 = np.pad(x2, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    kh, kw = dw.conv["kernel"]
+    assert dw.conv["strides"] == (1, 1) and dw.conv["group"] == 8
+    oh, ow = p1.shape[2] - kh + 1, p1.shape[3] - kw + 1
+    for c in range(8):
+        spots = [(n, i, j) for n in range(2) for i in range(oh) for j in range(ow)]
+        rows1 = [p1[n, c, i : i + kh, j : j + kw].ravel() for n, i, j in spots]
+        rows2 = [p2[n, c, i : i + kh, j : j + kw].ravel() for n, i, j in spots]
+        a, b = np.array(rows1, np.float64), np.array(rows2, np.float64)
+        assert np.allclose(dw.C[c], a.T @ b, rtol=1e-5, atol=1e-4)
+        assert np.allclose(dw.G[c], a.T @ a, rtol=1e-5, atol=1e-4)
+        assert np.allclose(dw.sum_f[c], b.sum(axis=0), rtol=1e-5, atol=1e-4)
