@@ -411,7 +411,8 @@ def float_aim(target: Target, damp: float = 0.01) -> np.ndarray:
     ``diag G``), so where inputs and float inputs agree ``W* = W`` exactly, and a classifier with
     fewer positions than inputs does not overfit its few samples. Rounding toward ``W*`` instead
     of ``W`` lets each layer make up for the error its quantized inputs carry; the aim goes
-    ``AIM_MIX`` of the way (on EfficientNet-Lite0 half way gave top-1 agreement 0.91, all the way 0.88).
+    ``AIM_MIX`` of the way (EfficientNet-Lite0 with bias correction: half way 0.91 top-1 agreement;
+    all the way, measured before ``C`` was shrunk, 0.88; benchmarks/WEIGHT_LEVERS.md).
     """
     assert target.C is not None and target.G is not None
     gram = shrunk_gram(target)
