@@ -6,9 +6,10 @@ nearest rounding, bias correction, adaptive rounding, and both; every row stays 
 the fix benchmark's (32 calibration crops, seed 1; 64 evaluation crops, seed 3). Wall and CPU
 time are of the quantization alone (the calibration pass is shared and timed once).
 
-    python benchmarks/weight_levers.py                      # the issue's split, default iterations
+    python benchmarks/weight_levers.py                      # the issue's split, the float target (default)
     python benchmarks/weight_levers.py --split both --iterations 0 50
-    python benchmarks/weight_levers.py --passes 2             # one sequential refinement: worth its cost?
+    python benchmarks/weight_levers.py --target layer --passes 2    # the layer target, refitted twice
+    python benchmarks/weight_levers.py --only-combined        # the issue's bar: adaround + bias correction
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def main() -> None:
     parser.add_argument(
         "--passes", type=int, default=0, help="only the adaround + bias correction row, refitted this many passes"
     )
+    parser.add_argument("--target", choices=["float", "layer"], default=qd.QuantConfig().adaround_target)
+    parser.add_argument("--only-combined", action="store_true", help="only the adaround + bias correction row")
     args = parser.parse_args()
+    base = qd.QuantConfig(adaround_target=args.target)
 
     import efficientnet_lite0_torch as example
     import torch
@@ -67,20 +71,22 @@ def main() -> None:
         calibration = qd.calibrate(model, [cal[i : i + 1] for i in range(n_cal)], progress=False)
         rows: list[tuple[str, qd.QuantConfig]] = [
             ("nearest (onnxruntime)", qd.QuantConfig()),
-            ("bias correction, 1 pass", qd.QuantConfig(bias_correction=True, adaround_passes=1)),
+            (f"bias correction, {args.target} target", base.replace(bias_correction=True, adaround_passes=1)),
         ]
         for it in args.iterations:
-            one = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=it, adaround_passes=1)
-            rows.append((f"adaround, {it} Adam steps, 1 pass", one))
+            one = base.replace(weight_rounding="adaround", adaround_iterations=it, adaround_passes=1)
+            rows.append((f"adaround, {it} Adam steps, {args.target} target", one))
             rows.append(
                 (
-                    f"adaround, {it} Adam steps + bias correction, 1 pass",
+                    f"adaround, {it} Adam steps + bias correction, {args.target} target",
                     one.replace(bias_correction=True),
                 )
             )
+        if args.only_combined:
+            rows = rows[-1:]
         if args.passes:
-            combined = qd.QuantConfig(weight_rounding="adaround", bias_correction=True, adaround_passes=args.passes)
-            rows = [(f"adaround + bias correction, {args.passes} passes", combined)]
+            combined = base.replace(weight_rounding="adaround", bias_correction=True, adaround_passes=args.passes)
+            rows = [(f"adaround + bias correction, {args.target} target, {args.passes} passes", combined)]
         for what, config in rows:
             wall, cpu = time.perf_counter(), time.process_time()
             quantized = qd.quantize(model, calibration, config)

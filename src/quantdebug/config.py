@@ -21,6 +21,7 @@ Precision = Literal["int8", "uint8", "int16", "uint16", "float"]
 CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
 VerifyMode = Literal["per_layer", "whole_model"]
 WeightRounding = Literal["nearest", "adaround"]
+AdaroundTarget = Literal["float", "layer"]
 
 ACTIVATION_TYPES = ("int8", "uint8", "int16", "uint16")
 WEIGHT_TYPES = ("int8", "uint8", "int16")
@@ -28,6 +29,7 @@ PRECISIONS = ("int8", "uint8", "int16", "uint16", "float")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 VERIFY_MODES = ("per_layer", "whole_model")
 WEIGHT_ROUNDINGS = ("nearest", "adaround")
+ADAROUND_TARGETS = ("float", "layer")
 OPT_LEVELS = ("all", "extended", "basic", "disabled")
 
 LayerMetric = Callable[[np.ndarray], float]
@@ -118,6 +120,10 @@ class QuantConfig:
     # each pass refits on the inputs the previous pass's layers give (exact to depth k); on
     # EfficientNet-Lite0 a second pass took top-1 agreement from 0.78 to 0.87 for twice the time
     adaround_passes: int = 2
+    # "float": one sequential sweep, each layer fitted to the float model's layer output on the
+    # inputs the already-rounded layers give it (adaround_passes unused); "layer": each layer to
+    # its own float weights on its quantized inputs, refitted adaround_passes times
+    adaround_target: AdaroundTarget = "float"
     bias_correction: bool = False
     bias_correction_nodes: Sequence[str] = ()
     equalize: bool = False
@@ -166,6 +172,7 @@ class QuantConfig:
 
     def _check_weight_levers(self) -> None:
         _choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
+        _choice("adaround_target", self.adaround_target, ADAROUND_TARGETS)
         for flag in ("bias_correction", "equalize"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False; got {getattr(self, flag)!r}")

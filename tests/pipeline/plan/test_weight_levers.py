@@ -111,7 +111,9 @@ def _bias(qdq: onnx.ModelProto, layer: str) -> tuple[np.ndarray, float]:
 def test_bias_correction_zeroes_each_channels_mean_error(case) -> None:
     model, samples, calibration = case
     nearest = qd.quantize(model, calibration, qd.QuantConfig())
-    fixed = qd.quantize(model, calibration, qd.QuantConfig(bias_correction=True, adaround_passes=DEPTH))
+    fixed = qd.quantize(
+        model, calibration, qd.QuantConfig(bias_correction=True, adaround_passes=DEPTH, adaround_target="layer")
+    )
     layers = [n for n in LAYERS if len(_nodes(model)[n].input) > 2]  # matmul1 has no bias to correct
     float_inits = _inits(model)
     x_names = [_nodes(fixed)[n].input[0] for n in layers]
@@ -142,7 +144,11 @@ def test_adaround_never_worse_than_nearest_and_within_one_step(case, iterations:
     model, samples, calibration = case
     nearest = qd.quantize(model, calibration, qd.QuantConfig(per_channel=per_channel))
     config = qd.QuantConfig(
-        weight_rounding="adaround", adaround_iterations=iterations, per_channel=per_channel, adaround_passes=1
+        weight_rounding="adaround",
+        adaround_iterations=iterations,
+        per_channel=per_channel,
+        adaround_passes=1,
+        adaround_target="layer",
     )
     rounded = qd.quantize(model, calibration, config)
     float_inits = _inits(model)

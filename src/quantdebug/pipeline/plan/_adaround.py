@@ -1,16 +1,22 @@
 """Adaptive rounding (AdaRound) and empirical bias correction on a QDQ model's constant weights.
 
-Everything is fitted from second-order statistics gathered in one streaming pass: for each layer
-(per group of a grouped convolution) ``G = sum x x^T`` over its dequantized input patches. The
-error a rounded weight ``W~`` adds to the layer's output on those inputs, ``||(W~ - W) x||^2``, is
-then ``tr((W~ - W) G (W~ - W)^T)``: an optimizer step costs one small matmul whatever the number of
-samples, and memory stays flat. Scales and zero points stay exactly as onnxruntime's quantizer
-chose them: only the integers (and the biases) change, so the result is a plain QDQ model.
+Everything is fitted from second-order statistics of each layer's inputs (per group of a grouped
+convolution): ``G = sum x~ x~^T`` over its dequantized input patches. The error a rounded weight
+``W~`` adds to the layer's output on those inputs, ``||(W~ - W) x~||^2``, is then
+``tr((W~ - W) G (W~ - W)^T)``: an optimizer step costs one small matmul whatever the number of
+samples. Scales and zero points stay exactly as onnxruntime's quantizer chose them: only the
+integers (and the biases) change, so the result is a plain QDQ model.
 
-Why the layer's own float weights on its quantized inputs, not the float model's output (AdaRound's
-"asymmetric" target): fitted in one pass, every layer would compensate the error of the
-nearest-rounded layers before it, which the result no longer has; on EfficientNet-Lite0 that
-compounding took top-1 agreement from 0.50 to 0.29 (and bias correction the same way to 0.0).
+Two targets (``QuantConfig.adaround_target``):
+
+- ``"float"`` (AdaRound's "asymmetric" one): the float model's layer output on the float model's
+  inputs, ``||W~ x~ - W x||^2``, which also needs ``C = sum x~ x^T``. It is fitted in one
+  sequential sweep (``_weights._sequential``): layer k on the inputs that the already-rounded
+  layers 0..k-1 give it. Fitted all at once instead, on the nearest-rounded model's inputs, every
+  layer compensated errors the result no longer has; on EfficientNet-Lite0 that took top-1
+  agreement from 0.50 to 0.29 (and bias correction the same way to 0.0).
+- ``"layer"``: the layer's own float weights on its quantized inputs; no coupling between layers,
+  so all are fitted at once from one streaming pass (flat memory), refitted ``adaround_passes`` times.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ REG = 0.01  # weight of the rounding regulariser against the per-position recons
 WARMUP = 0.2  # share of iterations with the reconstruction term alone
 INIT = "feedback"  # V's start: "feedback" (error-feedback rounding) or "fraction" (Nagel et al.)
 LR = 0.05  # Adam's step on V; the exact full-data objective lets it be larger than a mini-batch one
+FEEDBACK_BLOCK = 128  # columns per lazy batch of the error-feedback rounding
+AIM_MIX = 0.5  # how far the float target's aim moves from W toward the least-squares W* (see float_aim)
 
 
 @dataclasses.dataclass
@@ -60,6 +68,9 @@ class Target:
     G: np.ndarray | None = None
     sum_x: np.ndarray | None = None
     count: int = 0
+    # the float target (sequential fit): the float model's inputs' sums, and C = sum x~ x^T
+    sum_f: np.ndarray | None = None
+    C: np.ndarray | None = None
 
     @property
     def groups(self) -> int:
@@ -203,8 +214,12 @@ def _target(
 
 
 # -- statistics -------------------------------------------------------------------------------------
-def _patches(x: np.ndarray, conv: Mapping[str, Any]) -> np.ndarray:
-    """im2col of ``x`` (N, C, *spatial): (group, positions, C/group * prod(kernel)), channel-major like the weight."""
+def _patches(x: np.ndarray, conv: Mapping[str, Any], *, kgp: bool = False) -> np.ndarray:
+    """im2col of ``x`` (N, C, *spatial): (group, positions, C/group * prod(kernel)), channel-major like the weight.
+
+    ``kgp``: a grouped conv's patches as (K, group, positions) instead, in one copy, the layout
+    ``_grouped_gram`` reads (transposing the other layout costs two more copies of every patch).
+    """
     kernel, strides, pads, dil, group = conv["kernel"], conv["strides"], conv["pads"], conv["dilations"], conv["group"]
     spatial = len(kernel)
     if group == 1 and all(k == 1 for k in kernel) and not any(pads) and all(s == 1 for s in strides):
@@ -219,6 +234,10 @@ def _patches(x: np.ndarray, conv: Mapping[str, Any]) -> np.ndarray:
     index += tuple(slice(None, None, d) for d in dil)
     windows = windows[index]  # (N, C, *out, *kernel)
     out = windows.shape[2 : 2 + spatial]
+    if kgp:
+        split = windows.reshape(n, group, c // group, *windows.shape[2:])  # (N, g, C/g, *out, *kernel)
+        order = (2, *range(3 + spatial, 3 + 2 * spatial), 1, 0, *range(3, 3 + spatial))
+        return split.transpose(order).reshape((c // group) * int(np.prod(kernel)), group, -1)
     order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
     cols = windows.transpose(order).reshape(n * int(np.prod(out)), group, (c // group) * int(np.prod(kernel)))
     return np.ascontiguousarray(cols.transpose(1, 0, 2))
@@ -252,10 +271,16 @@ def accumulate(target: Target, x: np.ndarray) -> None:
         g = np.stack([xi @ xi.T for xi in xs]).sum(axis=0, dtype=np.float64, keepdims=True)
         sum_x = xs.sum(axis=(0, 2), dtype=np.float64)[None]
         count = xs.shape[0] * xs.shape[2]
+    elif _grouped(target):
+        assert target.conv is not None
+        xk = _patches(x, target.conv, kgp=True)
+        g = _grouped_gram(xk)
+        sum_x = xk.sum(axis=2, dtype=np.float64).T
+        count = xk.shape[2]
     else:
         cols = layer_inputs(target, x)
         # one group: a plain 2-D product, which BLAS does in place of a batch loop
-        g = (cols[0].T @ cols[0])[None].astype(np.float64) if cols.shape[0] == 1 else _grouped_gram(cols)
+        g = (cols[0].T @ cols[0])[None].astype(np.float64)
         sum_x = cols.sum(axis=1, dtype=np.float64)
         count = cols.shape[1]
     if target.G is None:
@@ -267,19 +292,52 @@ def accumulate(target: Target, x: np.ndarray) -> None:
     target.count += count
 
 
-def _grouped_gram(cols: np.ndarray) -> np.ndarray:
-    """G of a grouped conv, one dot product per (group, K, K) entry.
+def _grouped(target: Target) -> bool:
+    return target.conv is not None and target.conv["group"] > 1
+
+
+def _grouped_gram(xk: np.ndarray, yk: np.ndarray | None = None) -> np.ndarray:
+    """G of a grouped conv (or, with ``yk``, the cross moments) from (K, group, positions) patches,
+    one dot product per (group, K, K) entry.
 
     Many tiny BLAS calls (a depthwise conv has one per channel) cost seconds where these
-    row-wise dot products over a (K, group, positions) layout cost milliseconds.
+    row-wise dot products cost milliseconds.
     """
-    xk = np.ascontiguousarray(cols.transpose(2, 0, 1))
+    other = xk if yk is None else yk
     k, groups = xk.shape[0], xk.shape[1]
     g = np.empty((groups, k, k), np.float64)
     for i in range(k):
-        for j in range(i, k):
-            g[:, i, j] = g[:, j, i] = np.einsum("gp,gp->g", xk[i], xk[j])
+        for j in range(i if yk is None else 0, k):
+            g[:, i, j] = np.einsum("gp,gp->g", xk[i], other[j])
+            if yk is None:
+                g[:, j, i] = g[:, i, j]
     return g
+
+
+def accumulate_float(target: Target, xq: np.ndarray, xf: np.ndarray, *, cross: bool) -> None:
+    """Add one batch of the float model's inputs ``xf`` (beside the quantized ``xq``) to ``target``:
+    their sums (bias correction toward the float output) and, with ``cross``, ``C = sum x~ x^T``."""
+    xq, xf = xq.astype(np.float32, copy=False), xf.astype(np.float32, copy=False)
+    c = None
+    if _pointwise(target):  # as in accumulate: (K, pixels) per sample, no patch copy
+        qs, fs = xq.reshape(xq.shape[0], xq.shape[1], -1), xf.reshape(xf.shape[0], xf.shape[1], -1)
+        sum_f = fs.sum(axis=(0, 2), dtype=np.float64)[None]
+        if cross:
+            c = np.stack([qi @ fi.T for qi, fi in zip(qs, fs)]).sum(axis=0, dtype=np.float64, keepdims=True)
+    elif _grouped(target):
+        assert target.conv is not None
+        fk = _patches(xf, target.conv, kgp=True)
+        sum_f = fk.sum(axis=2, dtype=np.float64).T
+        if cross:
+            c = _grouped_gram(_patches(xq, target.conv, kgp=True), fk)
+    else:
+        cf = layer_inputs(target, xf)
+        sum_f = cf.sum(axis=1, dtype=np.float64)
+        if cross:
+            c = (layer_inputs(target, xq)[0].T @ cf[0])[None].astype(np.float64)
+    target.sum_f = sum_f if target.sum_f is None else target.sum_f + sum_f
+    if c is not None:
+        target.C = c if target.C is None else target.C + c
 
 
 def gather(
@@ -335,10 +393,38 @@ def shrunk_gram(target: Target) -> np.ndarray:
 
 
 def reconstruction_error(target: Target, w: np.ndarray) -> float:
-    """sum ||(w - W) x||^2 over the gathered inputs (w is (group, out, K), dequantized)."""
+    """sum ||(w - W) x||^2 over the gathered inputs (w is (group, out, K), dequantized); for the
+    float target (``target.C`` gathered) sum ||w x~ - W x||^2 less its constant sum ||W x||^2."""
     assert target.G is not None
+    # (d @ G) * d summed: one batched matmul, where a three-operand einsum loops over o*k*k
+    if target.C is not None:
+        return float(np.sum(np.matmul(w, target.G) * w) - 2 * np.sum(np.matmul(w, target.C) * target.weight))
     d = w - target.weight
-    return float(np.einsum("gok,gkl,gol->", d, target.G, d))
+    return float(np.sum(np.matmul(d, target.G) * d))
+
+
+def float_aim(target: Target, damp: float = 0.01) -> np.ndarray:
+    """The float weights that best reproduce the float layer's output from the quantized inputs.
+
+    ``W* = (W C^T + l W)(G + l I)^-1``: least squares of ``||W* x~ - W x||^2``, ridge-regressed
+    toward ``W`` (an input that never varies keeps its weight). ``C`` is shrunk like ``G`` (toward
+    ``diag G``), so where inputs and float inputs agree ``W* = W`` exactly, and a classifier with
+    fewer positions than inputs does not overfit its few samples. Rounding toward ``W*`` instead
+    of ``W`` lets each layer make up for the error its quantized inputs carry; the aim goes
+    ``AIM_MIX`` of the way (EfficientNet-Lite0 with bias correction: half way 0.91 top-1 agreement;
+    all the way, measured before ``C`` was shrunk, 0.88; benchmarks/WEIGHT_LEVERS.md).
+    """
+    assert target.C is not None and target.G is not None
+    gram = shrunk_gram(target)
+    k, n = gram.shape[-1], max(target.count, 1)
+    alpha = k / (k + n)
+    diag = np.einsum("gii->gi", target.G / n)
+    cross = (1 - alpha) * target.C / n + alpha * diag[:, :, None] * np.eye(k)
+    ridge = damp * np.einsum("gii->gi", gram).mean(axis=1) + 1e-12
+    rhs = np.einsum("gok,glk->gol", target.weight, cross) + ridge[:, None, None] * target.weight
+    lhs = gram + ridge[:, None, None] * np.eye(k)
+    best = np.linalg.solve(lhs, rhs.transpose(0, 2, 1)).transpose(0, 2, 1)
+    return target.weight + AIM_MIX * (best - target.weight)
 
 
 def _candidates(target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -351,9 +437,11 @@ def _candidates(target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return lo, hi, free, np.where(free, np.clip(ratio - low, 0.0, 1.0), 0.0)
 
 
-def feedback_rounding(target: Target, damp: float = 0.01) -> np.ndarray:
+def feedback_rounding(target: Target, damp: float = 0.01, aim: np.ndarray | None = None) -> np.ndarray:
     """Round input by input, pushing each rounding error onto the inputs not yet rounded (as GPTQ,
     Frantar et al. 2022, does), but only ever to the floor or the ceiling of w / scale.
+
+    The rounding approaches ``aim`` (default: the float weights; see ``float_aim``).
 
     Returns 1 where a weight rounds up, 0 where it rounds down: AdaRound's starting point.
     """
@@ -364,19 +452,28 @@ def feedback_rounding(target: Target, damp: float = 0.01) -> np.ndarray:
     upper = np.linalg.cholesky(np.linalg.inv(gram + ridge[:, None, None] * np.eye(k))).transpose(0, 2, 1)
     scale = np.broadcast_to(target.scale, lo.shape)
     zp = np.broadcast_to(target.zero_point, lo.shape)
-    work = target.weight.copy()
+    work = (target.weight if aim is None else aim).copy()
     up = np.zeros(lo.shape, bool)
-    for j in range(k):
-        ratio = work[:, :, j] / scale[:, :, j] + zp[:, :, j]
-        chosen = np.clip(np.round(ratio), lo[:, :, j], hi[:, :, j])
-        up[:, :, j] = chosen > lo[:, :, j]
-        error = (work[:, :, j] - (chosen - zp[:, :, j]) * scale[:, :, j]) / upper[:, j, j][:, None]
-        work[:, :, j + 1 :] -= error[:, :, None] * upper[:, j, j + 1 :][:, None, :]
+    # GPTQ's lazy batches: inside a block of columns the errors go on column by column; the
+    # columns after it take the block's errors in one matmul (the same sums, done by BLAS)
+    for b0 in range(0, k, FEEDBACK_BLOCK):
+        b1 = min(b0 + FEEDBACK_BLOCK, k)
+        errors = np.empty((*lo.shape[:2], b1 - b0))
+        for j in range(b0, b1):
+            ratio = work[:, :, j] / scale[:, :, j] + zp[:, :, j]
+            chosen = np.clip(np.round(ratio), lo[:, :, j], hi[:, :, j])
+            up[:, :, j] = chosen > lo[:, :, j]
+            error = (work[:, :, j] - (chosen - zp[:, :, j]) * scale[:, :, j]) / upper[:, j, j][:, None]
+            errors[:, :, j - b0] = error
+            work[:, :, j + 1 : b1] -= error[:, :, None] * upper[:, j, j + 1 : b1][:, None, :]
+        if b1 < k:
+            work[:, :, b1:] -= np.matmul(errors, upper[:, b0:b1, b1:])
     return np.where(free, up, frac >= 0.5).astype(np.float64)
 
 
-def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
-    """Learned integers (same layout as ``target.q``), each the floor or the ceiling of w / scale.
+def adaround(target: Target, iterations: int, seed: int, *, aim: np.ndarray | None = None) -> np.ndarray:
+    """Learned integers (same layout as ``target.q``), each the floor or the ceiling of w / scale,
+    reproducing the output of ``aim`` (default: the float weights; see ``float_aim``).
 
     Adam on V with ``h(V)`` the rectified sigmoid, the regulariser ``REG * sum(1 - |2h - 1|^beta)``
     with beta annealed from 20 to 2 after a warm-up; V starts where h equals the fractional part.
@@ -388,14 +485,15 @@ def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
     lo, hi, free, frac = _candidates(target)
     if INIT == "feedback":
         # start from the error-feedback rounding, halfway into its side so Adam can still flip it
-        frac = 0.25 + 0.5 * feedback_rounding(target)
+        frac = 0.25 + 0.5 * feedback_rounding(target, aim=aim)
     p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-6, 1 - 1e-6)
     v = np.log(p / (1 - p)).astype(f32)
     scale = np.broadcast_to(target.scale, v.shape)
     step = np.where(free, scale, 0.0).astype(f32)  # a fixed weight's h changes nothing
     gram = shrunk_gram(target)
     # grad of the error wrt w~ = base + step * h is 2 (w~ - W) G = 2 (B + (step h) G)
-    B2 = (2 * np.matmul((lo - target.zero_point) * scale - target.weight, gram)).astype(f32)
+    aim = target.weight if aim is None else aim
+    B2 = (2 * np.matmul((lo - target.zero_point) * scale - aim, gram)).astype(f32)
     G2 = (2 * gram).astype(f32)
     m = np.zeros_like(v)
     s2 = np.zeros_like(v)
@@ -433,15 +531,21 @@ def adaround(target: Target, iterations: int, seed: int) -> np.ndarray:
 def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
     """The bias (int32 on its scale, or float) with the mean output error of the rounded weights removed.
 
-    The error is the layer's own, ``(W~ - W) mean(x)`` on its quantized inputs: each layer then
-    outputs on average what its float weights would on the same inputs (see the module docstring
-    for why not the float model's output).
+    The layer target: the layer's own error ``(W~ - W) mean(x~)`` on its quantized inputs, so each
+    layer outputs on average what its float weights would on the same inputs (see the module
+    docstring). The float target (``target.sum_f`` gathered): ``W~ mean(x~) - W mean(x)``, the
+    mean error against the float model's layer output, quantized inputs' error included.
     """
     if target.bias_init is None or target.float_bias is None:
         return None
     assert target.sum_x is not None
     mean_x = target.sum_x / max(target.count, 1)
-    error = np.einsum("gok,gk->go", target.dequantized(q) - target.weight, mean_x).reshape(-1)
+    if target.sum_f is not None:
+        mean_f = target.sum_f / max(target.count, 1)
+        error = np.einsum("gok,gk->go", target.dequantized(q), mean_x) - np.einsum("gok,gk->go", target.weight, mean_f)
+        error = error.reshape(-1)
+    else:
+        error = np.einsum("gok,gk->go", target.dequantized(q) - target.weight, mean_x).reshape(-1)
     bias = target.float_bias - error
     if target.bias_scale is None:
         return bias.astype(np.float32)

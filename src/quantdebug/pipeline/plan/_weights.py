@@ -9,6 +9,7 @@ correction on the QDQ model it wrote. What was changed is recorded in the QDQ mo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,10 +21,14 @@ import onnx
 from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError
 from quantdebug.pipeline.plan import _adaround
+from quantdebug.pipeline.plan._segments import Segments
 from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant
 
 METADATA_KEY = "quantdebug.weight_changes"
 Feeds = Iterable[Mapping[str, np.ndarray]]
+# per layer: (the statistics it was fitted on, learned integers or None, corrected bias or None)
+Fitted = dict[str, tuple[tuple[bytes, ...], np.ndarray | None, np.ndarray | None]]
+Progress = Callable[[int], None]
 
 
 def missing_data_error(config: QuantConfig) -> ConfigError:
@@ -105,26 +110,11 @@ def adjust_weights(
     records: list[dict[str, Any]] = []
     if not targets:
         return qdq, [_record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)]
-    out = qdq
-    fitted: dict[str, tuple[tuple[bytes, ...], np.ndarray | None, np.ndarray | None]] = {}
-    for _ in range(config.adaround_passes):
-        # each pass sees the inputs the previous one's layers give: after k passes every layer at
-        # depth <= k is fitted to exactly the inputs it gets in the result
-        _adaround.gather(out, targets, feeds, progress=progress)
-        updates: dict[str, np.ndarray] = {}
-        for t in targets:
-            key = _adaround.stats_key(t)
-            if t.node not in fitted or fitted[t.node][0] != key:
-                fitted[t.node] = (key, *_fit(t, config, rounded, corrected))
-            q, bias = fitted[t.node][1:]
-            if q is not None:
-                updates[t.q_init] = t.q_layout(q)
-            if bias is not None:
-                assert t.bias_init is not None
-                updates[t.bias_init] = bias
-        out = onnx.ModelProto()
-        out.CopyFrom(qdq)
-        _adaround.write(out, updates)
+    levers = _Levers(config=config, rounded=rounded, corrected=corrected)
+    if config.adaround_target == "float":
+        out, fitted = _sequential(qdq, float_model, targets, levers, feeds, progress)
+    else:
+        out, fitted = _passes(qdq, targets, levers, feeds, progress)
     done_round = [t.node for t in targets if fitted[t.node][1] is not None]
     done_bias = [t.node for t in targets if fitted[t.node][2] is not None]
     wanted_bias = [t for t in targets if config.bias_correction_on and (corrected is None or t.node in corrected)]
@@ -138,13 +128,98 @@ def adjust_weights(
     return out, records
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Levers:
+    """What to fit: the config and the nodes to round / to correct (None: every target)."""
+
+    config: QuantConfig
+    rounded: set[str] | None
+    corrected: set[str] | None
+
+    def fit(self, t: _adaround.Target) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return _fit(t, self.config, self.rounded, self.corrected)
+
+
+def _passes(
+    qdq: onnx.ModelProto, targets: Sequence[_adaround.Target], levers: _Levers, feeds: Feeds, progress: Progress
+) -> tuple[onnx.ModelProto, Fitted]:
+    """The layer target: every layer fitted at once on one streaming pass, ``adaround_passes`` times."""
+    out = qdq
+    fitted: Fitted = {}
+    for _ in range(levers.config.adaround_passes):
+        # each pass sees the inputs the previous one's layers give: after k passes every layer at
+        # depth <= k is fitted to exactly the inputs it gets in the result
+        _adaround.gather(out, targets, feeds, progress=progress)
+        updates: dict[str, np.ndarray] = {}
+        for t in targets:
+            key = _adaround.stats_key(t)
+            if t.node not in fitted or fitted[t.node][0] != key:
+                fitted[t.node] = (key, *levers.fit(t))
+            updates.update(_updates(t, *fitted[t.node][1:]))
+        out = onnx.ModelProto()
+        out.CopyFrom(qdq)
+        _adaround.write(out, updates)
+    return out, fitted
+
+
+def _sequential(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    targets: Sequence[_adaround.Target],
+    levers: _Levers,
+    feeds: Feeds,
+    progress: Progress,
+) -> tuple[onnx.ModelProto, Fitted]:
+    """The float target: layer by layer in graph order, each fitted on the inputs the already
+    changed layers before it give, toward the float model's layer output on the float inputs.
+
+    Both models run segment by segment (``Segments``): the whole sweep costs about one pass of
+    each over the samples, however many layers there are.
+    """
+    samples = list(feeds)
+    quantized, floats = Segments(qdq, samples), Segments(float_model, samples)
+    float_x = {n.name: n.input[0] for n in float_model.graph.node}
+    order = {n.name: k for k, n in enumerate(qdq.graph.node)}
+    fitted: Fitted = {}
+    updates: dict[str, np.ndarray] = {}
+    for t in sorted(targets, key=lambda t: order[t.node]):
+        t.G = t.sum_x = t.sum_f = t.C = None
+        t.count = 0
+        cross = levers.config.adaround_on and (levers.rounded is None or t.node in levers.rounded)
+        for xq, xf in zip(quantized.get(t.x_name), floats.get(float_x[t.node])):
+            _adaround.accumulate(t, xq)
+            _adaround.accumulate_float(t, xq, xf, cross=cross)
+        fitted[t.node] = ((), *levers.fit(t))  # a sweep fits each layer once: no key to compare
+        mine = _updates(t, *fitted[t.node][1:])
+        for name, value in mine.items():
+            quantized.set_initializer(name, value)
+        updates.update(mine)
+        t.G = t.C = None  # the sweep holds one layer's moments at a time
+        progress(1)
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq)
+    _adaround.write(out, updates)
+    return out, fitted
+
+
+def _updates(t: _adaround.Target, q: np.ndarray | None, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if q is not None:
+        out[t.q_init] = t.q_layout(q)
+    if bias is not None:
+        assert t.bias_init is not None
+        out[t.bias_init] = bias
+    return out
+
+
 def _fit(
     t: _adaround.Target, config: QuantConfig, rounded: set[str] | None, corrected: set[str] | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(learned integers or None where nearest stays, corrected int32 bias or None) of one layer."""
     q, learned = t.q, None
     if config.adaround_on and (rounded is None or t.node in rounded):
-        q = _adaround.adaround(t, config.adaround_iterations, config.adaround_seed)
+        aim = _adaround.float_aim(t) if t.C is not None else None
+        q = _adaround.adaround(t, config.adaround_iterations, config.adaround_seed, aim=aim)
         # keep nearest rounding where the learned one does not reconstruct better (the objective
         # is exact on these samples, so "no worse than nearest" then holds layer by layer)
         if _adaround.reconstruction_error(t, t.dequantized(q)) <= _adaround.reconstruction_error(t, t.dequantized()):

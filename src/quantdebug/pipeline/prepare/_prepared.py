@@ -146,7 +146,7 @@ class PreparedModel:
         import hashlib  # as in prepared_model: only hashing needs it
 
         fields: tuple[str, ...] = ("weight_rounding", "adaround_nodes", "adaround_iterations", "adaround_samples")
-        fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes")
+        fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes", "adaround_target")
         digest = hashlib.sha256(qdq.SerializeToString(deterministic=True)).hexdigest()
         key = (digest, id(data), *(getattr(config, f) for f in fields))
         cached = self._adjusted
