@@ -13,7 +13,16 @@ import onnx
 import pytest
 from onnx import numpy_helper
 from tests.models import mobilenetv3_block, weight_layers
-from tests.quantize.test_weight_levers import LAYERS, _alone, _bias, _dequantized_weight, _inits, _nodes, _raw, _samples
+from tests.pipeline.plan.test_weight_levers import (
+    LAYERS,
+    _alone,
+    _bias,
+    _dequantized_weight,
+    _inits,
+    _nodes,
+    _raw,
+    _samples,
+)
 
 import quantdebug as qd
 from quantdebug.pipeline.plan import _adaround, weight_changes
