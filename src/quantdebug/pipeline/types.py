@@ -5,6 +5,7 @@
 stage       entry                                   hands on
 =========== ======================================= =============================================
 prepare     ``prepare.prepared_model``              ``PreparedModel`` (pre-processed float model)
+transform   ``transform.transform_float``           the float model with weights transformed, and records
 calibrate   ``calibrate.calibrate_model``           ``Calibration`` (mergeable, serializable)
 plan        ``PreparedModel.quantized_plan`` /      ``Plan`` (QDQ model, optimized model, ``Unit``
             ``plan.build_plan``                     per verified layer, ``RowInfo`` per output)

@@ -36,7 +36,6 @@ from quantdebug.pipeline.plan._weights import (
     limited,
     missing_data_error,
     stamp,
-    transform_float,
     weight_changes,
 )
 from quantdebug.support import publish as _publish
@@ -63,7 +62,6 @@ __all__ = [
     "stamp",
     "tensor_overrides",
     "topo_index",
-    "transform_float",
     "unguard",
     "weight_changes",
 ]

@@ -22,7 +22,6 @@ from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError
 from quantdebug.pipeline.plan import _adaround
 from quantdebug.pipeline.plan._segments import Segments
-from quantdebug.pipeline.transform import equalize, fold_batchnorm, smooth_quant
 
 METADATA_KEY = "quantdebug.weight_changes"
 Feeds = Iterable[Mapping[str, np.ndarray]]
@@ -65,29 +64,6 @@ class _Take:
 
     def __iter__(self) -> Any:
         return itertools.islice(iter(self.dataset), self.n)
-
-
-def transform_float(
-    model: onnx.ModelProto, config: QuantConfig, feeds: Feeds, nodes: Callable[[Sequence[str]], list[str]]
-) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-    """``model`` with BatchNormalization folded, equalized and smoothed as ``config`` asks, and the records.
-
-    ``nodes`` resolves the config's selectors to node names of ``model``.
-    """
-
-    records: list[dict[str, Any]] = []
-    if config.equalize_on:
-        model, folded = fold_batchnorm(model)
-        if folded:
-            records.append({"kind": "fold_batchnorm", "nodes": list(folded), "status": "applied", "reason": ""})
-        selected = nodes(config.equalize_nodes) if config.equalize_nodes else None
-        model, more = equalize(model, nodes=selected)
-        records.extend(more)
-    if config.smooth_quant is not None:
-        selected = nodes(config.smooth_quant_nodes) if config.smooth_quant_nodes else None
-        model, more = smooth_quant(model, feeds, alpha=config.smooth_quant, nodes=selected)
-        records.extend(more)
-    return model, records
 
 
 def adjust_weights(

@@ -28,10 +28,10 @@ from quantdebug.pipeline.plan import (
     quantize_with_ranges,
     resolve_precisions,
     stamp,
-    transform_float,
 )
 from quantdebug.pipeline.prepare._load import ModelSource, load_model
 from quantdebug.pipeline.prepare._preprocess import Preprocessed, default_opset, preprocess
+from quantdebug.pipeline.transform import transform_float
 from quantdebug.support import external, progress_bar
 
 _WIDE = ("int16", "uint16")
