@@ -14,7 +14,7 @@ from quantdebug.data import Dataset, as_dataset
 from quantdebug.errors import ConfigError
 from quantdebug.executors import Executor
 from quantdebug.fix import fix
-from quantdebug.frontends import adapt_dataset, convert, first_sample, framework_of
+from quantdebug.frontends import adapt_dataset, from_framework
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
 from quantdebug.pipeline.prepare import (
     ModelSource,
@@ -24,16 +24,6 @@ from quantdebug.pipeline.prepare import (
     prepared_model,
 )
 from quantdebug.support import external, progress_bar
-
-
-def from_framework(model: object, *datasets: object) -> tuple[object, list[object]]:
-    """Turn a PyTorch/Keras/TFLite model and framework datasets (DataLoader, tf.data, arrays) into
-    an ONNX model and seed-style datasets; the conversion is checked on the first sample."""
-    adapted = [adapt_dataset(d) if d is not None else None for d in datasets]
-    if framework_of(model):
-        source = next((d for d in adapted if d is not None), None)
-        model = convert(model, first_sample(source) if source is not None else None)
-    return model, adapted
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ from quantdebug.fix._result import Candidate, FixInterrupted, FixResult
 from quantdebug.fix._settings import ort_settings
 from quantdebug.fix._strategy import Best, search
 from quantdebug.fix.levers import DEFAULT_LEVERS
+from quantdebug.frontends import from_framework
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
 from quantdebug.pipeline.plan import build_plan
 from quantdebug.pipeline.prepare import ModelSource, PreparedModel
@@ -79,7 +80,7 @@ def fix(
         "verbose": verbose,
     }
     options = merged_options(options, given)
-    float_model, representative_dataset, debug_dataset = _from_framework(
+    float_model, (representative_dataset, debug_dataset) = from_framework(  # type: ignore[assignment]
         float_model, representative_dataset, debug_dataset
     )
     config = options.config
@@ -103,18 +104,6 @@ def fix(
     dataset = as_dataset(source, prepared.model, what="debug_dataset")
     feeds = list(itertools.islice(iter(dataset), options.max_samples))
     return run_search(prepared, calibration, feeds, eval_fn, options, executor=executor, source=float_model)
-
-
-def _from_framework(model: Any, *datasets: object) -> tuple[Any, ...]:
-    """The model and datasets as ``qd.from_framework`` turns them (a PyTorch/Keras/TFLite model converted)."""
-    # start-up time: the frontends import their frameworks lazily, and this module is imported by ``import quantdebug``
-    from quantdebug.frontends import adapt_dataset, convert, first_sample, framework_of
-
-    adapted = [adapt_dataset(d) if d is not None else None for d in datasets]
-    if framework_of(model):
-        first = next((d for d in adapted if d is not None), None)
-        model = convert(model, first_sample(first) if first is not None else None)
-    return (model, *adapted)
 
 
 def merged_options(options: FixOptions | None, given: Mapping[str, Any]) -> FixOptions:

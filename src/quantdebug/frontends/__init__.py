@@ -13,6 +13,7 @@ from quantdebug.frontends._data import (
     is_framework_dataset,
     layout_hint,
 )
+from quantdebug.frontends._framework import from_framework
 from quantdebug.frontends._tensorflow import from_keras, from_tflite
 from quantdebug.frontends._torch import from_torch
 from quantdebug.frontends._verify import (
@@ -38,6 +39,7 @@ __all__ = [
     "convert",
     "first_sample",
     "framework_of",
+    "from_framework",
     "from_keras",
     "from_tflite",
     "from_torch",
