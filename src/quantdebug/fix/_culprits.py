@@ -32,6 +32,7 @@ import onnx
 
 from quantdebug.fix._evidence import LayerEvidence
 from quantdebug.fix._ranking import noise_share
+from quantdebug.fix._suggest import ESCALATION, MIN_IMPACT, config_call, fewest, lever_switches, suggestion_config
 from quantdebug.fix._switch import SwitchRunner, build_switch_model, output_sqnr
 from quantdebug.fix.levers import OUTLIER_RATIO, SENTINEL, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
 from quantdebug.pipeline.calibrate import Calibration
@@ -54,8 +55,6 @@ REASONS: dict[str, str] = {
 AMPLIFY_DB = 20.0  # a consumer this many dB worse than its input: it amplifies relative error (x100 in power)
 FEW_LEVELS_DB = 20.0  # int8 over a well-used range gives 35-45 dB; 20 dB is about ten levels' worth
 CONSUMER_HOPS = 2  # quantized nodes a float consumer may sit behind
-MOST_NOISE = 0.9  # the suggested denylist: the fewest top culprits whose removal takes this share of the noise
-MIN_IMPACT = 0.01  # culprits below this share are never suggested
 CULPRIT_SAMPLES = 4  # debug samples culprits() and DebugOptions(impact=True) measure on
 COLUMNS = (
     "node_name",
@@ -221,10 +220,12 @@ def measure_culprits(
     )
     readers = [{n.name for n in float_model.graph.node if t in n.input and n.name in quantized} for t in tensors]
     denylist, removes = _denylist(probe, switches, order, rows, all_db, readers)
+    suggestion = _suggestion(probe, switches, order, rows, all_db, readers, clamps)
     return {
         "rows": rows,
         "denylist": denylist,
         "denylist_removes": removes,
+        "suggestion": suggestion,
         "all_quantized_sqnr_db": all_db,
         "samples": len(feeds),
         "runs": probe.runs,
@@ -320,38 +321,76 @@ def _denylist(
             top += [j for j in [k, *sorted(index[r] for r in readers[k] if r in index)] if j not in top]
     if not top:
         return [], 0.0
-    every_act = range(len(switches.nodes))
     every_w = range(len(switches.weights))
-    measured: dict[int, float] = {}
 
     def removes(count: int) -> float:
-        if count not in measured:
-            denied = {switches.nodes[k] for k in top[:count]}
-            off_w = set(switches.weight_switches_of(denied))
-            act = [a for a in every_act if switches.nodes[a] not in denied or not readers[a] <= denied]
-            db, _ = probe.run(*probe.setting(act, [j for j in every_w if j not in off_w]))
-            measured[count] = impact_share(all_db, db, math.inf)  # alone: nothing left quantized
-        return measured[count]
+        denied = {switches.nodes[k] for k in top[:count]}
+        off_w = set(switches.weight_switches_of(denied))
+        act = [a for a in range(len(switches.nodes)) if switches.nodes[a] not in denied or not readers[a] <= denied]
+        db, _ = probe.run(*probe.setting(act, [j for j in every_w if j not in off_w]))
+        return impact_share(all_db, db, math.inf)  # alone: nothing left quantized
 
-    lo, count = 0, 1
-    while True:
-        count = min(count, len(top))
-        if removes(count) >= MOST_NOISE or count == len(top):
-            break
-        lo, count = count, 2 * count
-    if removes(count) >= MOST_NOISE:
-        hi = count
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if removes(mid) >= MOST_NOISE:
-                hi = mid
-            else:
-                lo = mid
-        count = hi
-    else:
-        best = max(measured.values())
-        count = min(c for c, v in measured.items() if v == best)
-    return [switches.nodes[k] for k in top[:count]], measured[count]
+    count, share = fewest(len(top), removes)
+    return [switches.nodes[k] for k in top[:count]], share
+
+
+def _suggestion(
+    probe: _Probe,
+    switches: Any,
+    order: Sequence[int],
+    rows: Sequence[Mapping[str, Any]],
+    all_db: float,
+    readers: Sequence[set[str]],
+    clamps: Mapping[str, tuple[str, float, float]],
+) -> dict[str, Any]:
+    """The fewest top culprits whose own levers (``_suggest``) take ``MOST_NOISE`` of the output noise, as
+    one config: ``{"nodes", "levers", "removes", "float_layers", "config" (QuantConfig keywords), "code"}``.
+
+    A culprit's lever is checked on its own the first time a prefix holds it: where it alone removes
+    less than half of what leaving the layer in float removes (a depthwise conv whose channels'
+    outputs, not only weights, are 1000x apart), the next lever up is tried (``ESCALATION``), and where
+    none is enough the one that removes most (1 to 3 runs per culprit the search reaches).
+    """
+    top = [k for k, row in zip(order, rows) if row["impact"] >= MIN_IMPACT]
+    row_of = {k: row for k, row in zip(order, rows)}
+    levers = [""] * len(switches.nodes)
+
+    def share_of(setting: tuple[list[int], list[int]]) -> float:
+        db, _ = probe.run(*probe.setting(*setting))
+        return impact_share(all_db, db, math.inf)
+
+    def settle(k: int) -> None:
+        row = row_of[k]
+        in_float = impact_share(all_db, row["float_alone_sqnr_db"], math.inf)
+        tried: list[tuple[float, str]] = []
+        lever: str | None = str(row["lever"])
+        while lever is not None:
+            levers[k] = lever
+            tried.append((share_of(lever_switches(switches, [k], levers, readers)), lever))
+            if tried[-1][0] >= 0.5 * in_float:
+                return
+            lever = ESCALATION.get(lever)
+        levers[k] = max(tried, key=lambda t: t[0])[1]  # none is enough: the best (the first, cheapest, on ties)
+
+    def removes(count: int) -> float:
+        for k in top[:count]:
+            if not levers[k]:
+                settle(k)
+        return share_of(lever_switches(switches, top[:count], levers, readers))
+
+    if not top:
+        return {"nodes": [], "levers": [], "removes": 0.0, "float_layers": 0, "config": {}, "code": "QuantConfig()"}
+    count, share = fewest(len(top), removes)
+    chosen = [{**row_of[k], "lever": levers[k]} for k in top[:count]]
+    config = suggestion_config(chosen, clamps)
+    return {
+        "nodes": [str(row["node_name"]) for row in chosen],
+        "levers": [row["lever"] for row in chosen],
+        "removes": share,
+        "float_layers": sum(row["lever"] == "float" for row in chosen),
+        "config": config,
+        "code": config_call(config),
+    }
 
 
 def _plain(value: Any) -> Any:
