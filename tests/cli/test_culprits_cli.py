@@ -85,8 +85,9 @@ def test_debug_prints_the_suggested_config_and_the_quantize_command_that_applies
     suggestion = stats.extras["culprits"]["suggestion"]
     assert qd.QuantConfig.from_dict(saved) == eval(suggestion["code"], {"QuantConfig": qd.QuantConfig})
     assert culprit in saved["per_channel_nodes"]
-    command = next(line.strip() for line in lines[head:] if line.strip().startswith("quantdebug quantize"))
-    args = shlex.split(command)[2:]
+    start = next(i for i in range(head, len(lines)) if lines[i].strip().startswith("quantdebug quantize"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
+    args = shlex.split(" ".join(line.removesuffix("\\") for line in lines[start : end + 1]))[2:]
     assert args[args.index("--config") + 1] == str(tmp_path / "stats" / "suggested_config.json")
     args[args.index("-o") + 1] = str(tmp_path / "suggested.onnx")
     quantize = _cli("quantize", *args, "-q")

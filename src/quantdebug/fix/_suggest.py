@@ -8,7 +8,8 @@ that matters) and its weights int8; float leaves both unquantized, as onnxruntim
 applies a denylist (a node read by a quantized node keeps an int8 output). A culprit whose lever,
 applied alone, removes under half of what float removes gets the next lever up (``ESCALATION``:
 per-channel weights, then also an int16 output, then float). The prefixes of the ranked list are
-tried by galloping, then bisection: about 2 log2 L runs, plus 1 to 3 per culprit they reach. What the config really
+tried by galloping, then bisection: about 2 log2 L runs, plus 1 to 3 per culprit they reach; then
+the free levers (``FREE_LEVERS``: int8 all the same) go to every other culprit that names one. What the config really
 recovers is then the user's to measure (the README's step 3 does it on the demo model).
 """
 
@@ -27,9 +28,11 @@ PER_CHANNEL_INT16 = "per_channel+int16"
 # the next lever up where a culprit's own lever, applied alone, leaves most of its noise
 ESCALATION = {"per_channel": PER_CHANNEL_INT16, PER_CHANNEL_INT16: "float", "int16": "float", "clamp": "float"}
 ESCALATION["calibration"] = "float"
+FREE_LEVERS = ("per_channel", "clamp", "calibration")  # still int8: they cost no float layer and no wider type
 WEIGHT_LEVERS = ("float", "per_channel", PER_CHANNEL_INT16)  # levers that leave the weights unquantized
 __all__ = [
     "ESCALATION",
+    "FREE_LEVERS",
     "MIN_IMPACT",
     "MOST_NOISE",
     "apply_suggestion",
@@ -147,9 +150,12 @@ def apply_suggestion(base: QuantConfig, config: Mapping[str, Any]) -> QuantConfi
     return base.replace(**extended)
 
 
-def quantize_command(config_path: str, model: str = "MODEL.onnx", data: str = "DATA") -> str:
-    """The ``quantdebug quantize`` command line that applies a config saved as JSON."""
-    return " ".join(
-        ["quantdebug quantize", shlex.quote(model), "--data", shlex.quote(data), "--config", shlex.quote(config_path)]
-        + ["-o", "model_suggested.onnx"]
-    )
+def quantize_command(config_path: str, model: str = "MODEL.onnx", data: str = "DATA") -> list[str]:
+    """The ``quantdebug quantize`` command that applies a config saved as JSON, as shell-quoted pieces (one
+    per line when printed, joined by backslash-newlines, so that no path is cut)."""
+    return [
+        f"quantdebug quantize {shlex.quote(model)}",
+        f"--data {shlex.quote(data)}",
+        f"--config {shlex.quote(config_path)}",
+        "-o model_suggested.onnx",
+    ]
