@@ -67,7 +67,7 @@ MODES = [m.replace("_", "-") for m in VERIFY_MODES]  # spelled per-layer, whole-
     metavar="N",
     default=CULPRIT_SAMPLES,
     show_default=True,
-    help="Debug samples the culprits are measured on (2L+1 runs for L layers; 0: skip them).",
+    help="Debug samples the culprits are measured on (about 2L runs for L layers; 0: skip them).",
 )
 @common_options
 def debug(
@@ -86,7 +86,9 @@ def debug(
     Writes STATS_DIR/layer_statistics.csv (TensorFlow Lite's columns) and
     STATS_DIR/statistics.json (everything, with provenance), then prints the
     likely culprits (each layer's share of the output noise, why, and the change
-    to try), a denylist drawn from them, and TensorFlow Lite's view: the worst
+    to try), a denylist drawn from them, their changes as one config (saved as
+    STATS_DIR/suggested_config.json, for 'quantdebug quantize --config'), and
+    TensorFlow Lite's view: the worst
     layers by rmse/scale, the layer's error in quantization steps (near 0.3 is
     rounding alone).
     """

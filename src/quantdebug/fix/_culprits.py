@@ -21,6 +21,7 @@ A layer's ``reason`` is one of ``REASONS``, decided by a test on its own numbers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -227,8 +228,9 @@ def measure_culprits(
         {n for n, p in precisions.items() if p != "float"} if precisions else {n for u in plan.units for n in u.twin}
     )
     readers = [{n.name for n in float_model.graph.node if t in n.input and n.name in quantized} for t in tensors]
-    denylist, removes = _denylist(probe, switches, order, rows, all_db, readers)
-    suggestion = _suggestion(probe, switches, order, rows, all_db, readers, clamps)
+    ranked = _Ranked(probe, switches, order, rows, all_db, readers)
+    denylist, removes = _denylist(ranked)
+    suggestion = _suggestion(ranked, clamps)
     return {
         "rows": rows,
         "denylist": denylist,
@@ -301,18 +303,27 @@ def _reason(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Ranked:
+    """What the denylist and config searches share: the graph's runner, the ranking and the readers."""
+
+    probe: _Probe
+    switches: Any
+    order: Sequence[int]
+    rows: Sequence[Mapping[str, Any]]
+    all_db: float
+    readers: Sequence[set[str]]
+
+    def parts(self) -> tuple[_Probe, Any, Sequence[int], Sequence[Mapping[str, Any]], float, Sequence[set[str]]]:
+        # not dataclasses.astuple: it deep-copies, onnxruntime session included
+        return self.probe, self.switches, self.order, self.rows, self.all_db, self.readers
+
+
 def _db(value: float) -> str:
     return f"{value:.1f}" if math.isfinite(value) else str(value)
 
 
-def _denylist(
-    probe: _Probe,
-    switches: Any,
-    order: Sequence[int],
-    rows: Sequence[Mapping[str, Any]],
-    all_db: float,
-    readers: Sequence[set[str]],
-) -> tuple[list[str], float]:
+def _denylist(ranked: _Ranked) -> tuple[list[str], float]:
     """The fewest top culprits whose denylisting takes ``MOST_NOISE`` of the output noise (galloping, then
     bisection: about 2 log2 L runs), or the best prefix tried when none does.
 
@@ -322,6 +333,7 @@ def _denylist(
     out of int8 once the Softmax is denylisted too. So each culprit is followed, in the ranked list
     whose prefixes are tried, by the quantized nodes that read it.
     """
+    probe, switches, order, rows, all_db, readers = ranked.parts()
     index = {n: k for k, n in enumerate(switches.nodes)}
     top: list[int] = []
     for k, row in zip(order, rows):
@@ -342,15 +354,7 @@ def _denylist(
     return [switches.nodes[k] for k in top[:count]], share
 
 
-def _suggestion(
-    probe: _Probe,
-    switches: Any,
-    order: Sequence[int],
-    rows: Sequence[Mapping[str, Any]],
-    all_db: float,
-    readers: Sequence[set[str]],
-    clamps: Mapping[str, tuple[str, float, float]],
-) -> dict[str, Any]:
+def _suggestion(ranked: _Ranked, clamps: Mapping[str, tuple[str, float, float]]) -> dict[str, Any]:
     """The fewest top culprits whose own levers (``_suggest``) take ``MOST_NOISE`` of the output noise, as
     one config: ``{"nodes", "levers", "prefix", "removes", "float_layers", "config" (QuantConfig keywords),
     "code"}``; every other culprit above ``MIN_IMPACT`` whose own lever is free (``FREE_LEVERS``) gets it
@@ -362,6 +366,7 @@ def _suggestion(
     outputs, not only weights, are 1000x apart), the next lever up is tried (``ESCALATION``), and where
     none is enough the one that removes most (1 to 3 runs per culprit the search reaches).
     """
+    probe, switches, order, rows, all_db, readers = ranked.parts()
     top = [k for k, row in zip(order, rows) if row["impact"] >= MIN_IMPACT]
     row_of = {k: row for k, row in zip(order, rows)}
     levers = [""] * len(switches.nodes)
