@@ -139,7 +139,7 @@ def suggestion_lines(culprits: dict[str, Any], command: list[str] | None = None)
     nodes, share = list(suggestion["nodes"]), 100 * number(suggestion.get("removes"))
     floats = int(number(suggestion.get("float_layers")) or 0)
     lines = [
-        f"Suggested config: the culprits' own changes on {len(nodes)} layers, {floats} in float,",
+        f"Suggested config: the culprits' own changes on {len(nodes)} layer(s), {floats} in float,",
         f"  removing {share:.1f}% of the output noise (on the switchable graph):",
         *_code_lines(str(suggestion.get("code", "")), "  ", "      "),
     ]
