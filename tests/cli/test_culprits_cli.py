@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +60,46 @@ def test_debug_without_culprits_falls_back_to_the_tutorial_rule(tmp_path: Path, 
     assert "Likely culprits" not in text and "Worst layers by rmse/scale" in text
     assert "Suggested denylist" in text and "rmse/scale > 0.7" in text
     assert "culprits" not in qd.Statistics.load(tmp_path / "stats").extras
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "quantdebug.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=180
+    )
+
+
+def test_debug_prints_the_suggested_config_and_the_quantize_command_that_applies_it(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    model, data, culprit, _ = SHAPES["depthwise_spread"](rng)
+    onnx.save(model, tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", **{k: np.concatenate([d[k] for d in data]) for k in data[0]})
+    debug = _cli("debug", tmp_path / "model.onnx", "--data", tmp_path / "data.npz", "-o", tmp_path / "stats", "-q")
+    assert debug.returncode == 0, debug.stderr
+    lines = debug.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Suggested config"))
+    assert next(i for i, line in enumerate(lines) if line.startswith("Suggested denylist")) < head
+    saved = json.loads((tmp_path / "stats" / "suggested_config.json").read_text())
+    stats = qd.Statistics.load(tmp_path / "stats")
+    suggestion = stats.extras["culprits"]["suggestion"]
+    assert qd.QuantConfig.from_dict(saved) == eval(suggestion["code"], {"QuantConfig": qd.QuantConfig})
+    assert culprit in saved["per_channel_nodes"]
+    start = next(i for i in range(head, len(lines)) if lines[i].strip().startswith("quantdebug quantize"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
+    args = shlex.split(" ".join(line.removesuffix("\\") for line in lines[start : end + 1]))[2:]
+    assert args[args.index("--config") + 1] == str(tmp_path / "stats" / "suggested_config.json")
+    args[args.index("-o") + 1] = str(tmp_path / "suggested.onnx")
+    quantize = _cli("quantize", *args, "-q")
+    assert quantize.returncode == 0, quantize.stderr
+    # the written model has what the config asks for: the culprit's weight has one scale per channel
+    written = onnx.load(tmp_path / "suggested.onnx")
+    scales = {i.name: i for i in written.graph.initializer}
+    assert int(np.prod(scales[f"{culprit}.weight_scale"].dims)) == 8  # the depthwise conv's 8 channels
+
+
+def test_quantize_refuses_a_config_that_is_not_json(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    onnx.save(SHAPES["depthwise_spread"](np.random.default_rng(0))[0], tmp_path / "model.onnx")
+    result = _cli("quantize", tmp_path / "model.onnx", "--config", tmp_path / "config.json", "-o", tmp_path / "q.onnx")
+    assert result.returncode != 0 and "is not JSON" in result.stderr

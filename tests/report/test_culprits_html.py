@@ -81,3 +81,21 @@ def test_model_explorer_reads_the_impact_overlay_with_its_own_node_data_classes(
     unmeasured = [dataclasses.replace(r, impact=math.nan) for r in stats.layers]
     overlay = explorer_node_data(qd.Statistics(unmeasured, stats.metric_names), "impact", graph_id=graph_id)
     assert overlay[graph_id]["results"] == {}
+
+
+def test_the_report_opens_with_the_suggested_config_as_copyable_escaped_code(
+    measured: tuple[qd.QuantizationDebugger, pd.DataFrame], tmp_path: Path
+) -> None:
+    debugger, frame = measured
+    stats = debugger.statistics()
+    page = qd.report.render_html(stats)
+    suggestion = frame.attrs["suggestion"]
+    assert suggestion["nodes"] and "tensor_clamps" in suggestion["code"]
+    code = f"<code class='change'>{html.escape(suggestion['code'])}</code>"
+    head = page.index("Suggested config")
+    assert page.index("Suggested denylist") < head < page.index(code, head)  # (the table's row has it too)
+    culprits = dict(stats.extras["culprits"])
+    culprits["suggestion"] = {**suggestion, "code": f"QuantConfig(per_channel_nodes=[{SCRIPT!r}])"}
+    hostile = dataclasses.replace(stats, extras={**stats.extras, "culprits": culprits})
+    page = qd.report.render_html(hostile)
+    assert SCRIPT not in page and html.escape(f"[{SCRIPT!r}]") in page

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 import quantdebug as qd
@@ -15,10 +17,12 @@ from quantdebug.cli._options import (
     quant_options,
 )
 from quantdebug.config import VERIFY_MODES
-from quantdebug.fix import CULPRIT_SAMPLES
+from quantdebug.fix import CULPRIT_SAMPLES, apply_suggestion, quantize_command
 from quantdebug.report import MAX_HISTOGRAMS, debug_summary
+from quantdebug.support import write_text
 from quantdebug.thresholds import SUSPECT_RMSE_OVER_SCALE
 
+SUGGESTED_CONFIG = "suggested_config.json"  # beside the statistics: the culprits' config, for quantize --config
 MODES = [m.replace("_", "-") for m in VERIFY_MODES]  # spelled per-layer, whole-model on the command line
 
 
@@ -63,7 +67,7 @@ MODES = [m.replace("_", "-") for m in VERIFY_MODES]  # spelled per-layer, whole-
     metavar="N",
     default=CULPRIT_SAMPLES,
     show_default=True,
-    help="Debug samples the culprits are measured on (2L+1 runs for L layers; 0: skip them).",
+    help="Debug samples the culprits are measured on (about 2L runs for L layers; 0: skip them).",
 )
 @common_options
 def debug(
@@ -82,7 +86,9 @@ def debug(
     Writes STATS_DIR/layer_statistics.csv (TensorFlow Lite's columns) and
     STATS_DIR/statistics.json (everything, with provenance), then prints the
     likely culprits (each layer's share of the output noise, why, and the change
-    to try), a denylist drawn from them, and TensorFlow Lite's view: the worst
+    to try), a denylist drawn from them, their changes as one config (saved as
+    STATS_DIR/suggested_config.json, for 'quantdebug quantize --config'), and
+    TensorFlow Lite's view: the worst
     layers by rmse/scale, the layer's error in quantization steps (near 0.3 is
     rounding alone).
     """
@@ -118,4 +124,11 @@ def debug(
     statistics = debugger.statistics(histograms=MAX_HISTOGRAMS)
     folder = statistics.save(output)
     samples = getattr(debugger, "samples_seen", None)
-    click.echo(debug_summary(statistics, folder, top=top, threshold=threshold, samples=samples))
+    command = None
+    suggestion = statistics.extras.get("culprits", {}).get("suggestion") or {}
+    if suggestion.get("nodes"):  # the culprits' own changes, on top of this run's config, for 'quantdebug quantize'
+        base = quant.config if quantized is None else qd.QuantConfig()
+        path = folder / SUGGESTED_CONFIG
+        write_text(path, json.dumps(apply_suggestion(base, suggestion["config"]).to_dict(), indent=1))
+        command = quantize_command(str(path), model, data.spec)
+    click.echo(debug_summary(statistics, folder, top=top, threshold=threshold, samples=samples, command=command))

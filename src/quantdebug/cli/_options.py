@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -139,12 +141,16 @@ def quant_options(f: F) -> F:
 
     @functools.wraps(f)
     def wrapper(**kwargs: Any) -> Any:
-        config = qd.QuantConfig(
-            per_channel=kwargs.pop("per_channel"),
-            activation_type=kwargs.pop("activation_type"),
-            weight_type=kwargs.pop("weight_type"),
-            calibration_method=kwargs.pop("calibration_method"),
-        )
+        flags = {k: kwargs.pop(k) for k in ("per_channel", "activation_type", "weight_type", "calibration_method")}
+        config = qd.QuantConfig(**flags)
+        config_path = kwargs.pop("config_path")
+        if config_path is not None:  # the file is the base; a flag given away from its default still wins
+            changed = {k: v for k, v in flags.items() if v != getattr(DEFAULTS, k)}
+            try:
+                saved = json.loads(Path(config_path).read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(f"{config_path} is not JSON ({exc})", param_hint="--config") from None
+            config = dataclasses.replace(qd.QuantConfig.from_dict(saved), **changed)
         kwargs["quant"] = QuantArgs(
             config=config,
             denylisted_nodes=split_names(kwargs.pop("denylist_nodes")),
@@ -189,6 +195,13 @@ def quant_options(f: F) -> F:
             multiple=True,
             metavar="TYPES",
             help="Leave every node of these op types in float (e.g. Softmax); repeat or comma-separate.",
+        ),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(exists=True, dir_okay=False),
+            metavar="CONFIG.json",
+            help="Start from this QuantConfig (JSON, e.g. suggested_config.json from 'quantdebug debug').",
         ),
         click.option(
             "--calibration",

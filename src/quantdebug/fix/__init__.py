@@ -13,6 +13,7 @@ from quantdebug.fix._options import FixOptions
 from quantdebug.fix._ranking import noise_share, sensitivity_table
 from quantdebug.fix._result import Candidate, FixInterrupted, FixResult, TraceEntry
 from quantdebug.fix._settings import onnxruntime_settings
+from quantdebug.fix._suggest import MOST_NOISE, apply_suggestion, config_call, fewest, quantize_command
 from quantdebug.fix._switch import SwitchRunner, output_sqnr
 from quantdebug.fix._trace import read_trace, trace_in_folder
 from quantdebug.fix.levers import DEFAULT_LEVERS, LEVERS
@@ -23,6 +24,7 @@ __all__ = [
     "CULPRIT_SAMPLES",
     "DEFAULT_LEVERS",
     "LEVERS",
+    "MOST_NOISE",
     "REASONS",
     "Candidate",
     "FixInterrupted",
@@ -31,6 +33,9 @@ __all__ = [
     "LayerEvidence",
     "SwitchRunner",
     "TraceEntry",
+    "apply_suggestion",
+    "config_call",
+    "fewest",
     "fix",
     "layer_evidence",
     "measure_culprits",
@@ -38,6 +43,7 @@ __all__ = [
     "number",
     "onnxruntime_settings",
     "output_sqnr",
+    "quantize_command",
     "read_trace",
     "run_search",
     "sensitivity_table",

@@ -21,6 +21,7 @@ A layer's ``reason`` is one of ``REASONS``, decided by a test on its own numbers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -32,6 +33,15 @@ import onnx
 
 from quantdebug.fix._evidence import LayerEvidence
 from quantdebug.fix._ranking import noise_share
+from quantdebug.fix._suggest import (
+    ESCALATION,
+    FREE_LEVERS,
+    MIN_IMPACT,
+    config_call,
+    fewest,
+    lever_switches,
+    suggestion_config,
+)
 from quantdebug.fix._switch import SwitchRunner, build_switch_model, output_sqnr
 from quantdebug.fix.levers import OUTLIER_RATIO, SENTINEL, SPREAD, outlier_tensors, sentinel_clamps, spread_nodes
 from quantdebug.pipeline.calibrate import Calibration
@@ -54,8 +64,6 @@ REASONS: dict[str, str] = {
 AMPLIFY_DB = 20.0  # a consumer this many dB worse than its input: it amplifies relative error (x100 in power)
 FEW_LEVELS_DB = 20.0  # int8 over a well-used range gives 35-45 dB; 20 dB is about ten levels' worth
 CONSUMER_HOPS = 2  # quantized nodes a float consumer may sit behind
-MOST_NOISE = 0.9  # the suggested denylist: the fewest top culprits whose removal takes this share of the noise
-MIN_IMPACT = 0.01  # culprits below this share are never suggested
 CULPRIT_SAMPLES = 4  # debug samples culprits() and DebugOptions(impact=True) measure on
 COLUMNS = (
     "node_name",
@@ -220,11 +228,14 @@ def measure_culprits(
         {n for n, p in precisions.items() if p != "float"} if precisions else {n for u in plan.units for n in u.twin}
     )
     readers = [{n.name for n in float_model.graph.node if t in n.input and n.name in quantized} for t in tensors]
-    denylist, removes = _denylist(probe, switches, order, rows, all_db, readers)
+    ranked = _Ranked(probe, switches, order, rows, all_db, readers)
+    denylist, removes = _denylist(ranked)
+    suggestion = _suggestion(ranked, clamps)
     return {
         "rows": rows,
         "denylist": denylist,
         "denylist_removes": removes,
+        "suggestion": suggestion,
         "all_quantized_sqnr_db": all_db,
         "samples": len(feeds),
         "runs": probe.runs,
@@ -292,18 +303,27 @@ def _reason(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Ranked:
+    """What the denylist and config searches share: the graph's runner, the ranking and the readers."""
+
+    probe: _Probe
+    switches: Any
+    order: Sequence[int]
+    rows: Sequence[Mapping[str, Any]]
+    all_db: float
+    readers: Sequence[set[str]]
+
+    def parts(self) -> tuple[_Probe, Any, Sequence[int], Sequence[Mapping[str, Any]], float, Sequence[set[str]]]:
+        # not dataclasses.astuple: it deep-copies, onnxruntime session included
+        return self.probe, self.switches, self.order, self.rows, self.all_db, self.readers
+
+
 def _db(value: float) -> str:
     return f"{value:.1f}" if math.isfinite(value) else str(value)
 
 
-def _denylist(
-    probe: _Probe,
-    switches: Any,
-    order: Sequence[int],
-    rows: Sequence[Mapping[str, Any]],
-    all_db: float,
-    readers: Sequence[set[str]],
-) -> tuple[list[str], float]:
+def _denylist(ranked: _Ranked) -> tuple[list[str], float]:
     """The fewest top culprits whose denylisting takes ``MOST_NOISE`` of the output noise (galloping, then
     bisection: about 2 log2 L runs), or the best prefix tried when none does.
 
@@ -313,6 +333,7 @@ def _denylist(
     out of int8 once the Softmax is denylisted too. So each culprit is followed, in the ranked list
     whose prefixes are tried, by the quantized nodes that read it.
     """
+    probe, switches, order, rows, all_db, readers = ranked.parts()
     index = {n: k for k, n in enumerate(switches.nodes)}
     top: list[int] = []
     for k, row in zip(order, rows):
@@ -320,38 +341,85 @@ def _denylist(
             top += [j for j in [k, *sorted(index[r] for r in readers[k] if r in index)] if j not in top]
     if not top:
         return [], 0.0
-    every_act = range(len(switches.nodes))
     every_w = range(len(switches.weights))
-    measured: dict[int, float] = {}
 
     def removes(count: int) -> float:
-        if count not in measured:
-            denied = {switches.nodes[k] for k in top[:count]}
-            off_w = set(switches.weight_switches_of(denied))
-            act = [a for a in every_act if switches.nodes[a] not in denied or not readers[a] <= denied]
-            db, _ = probe.run(*probe.setting(act, [j for j in every_w if j not in off_w]))
-            measured[count] = impact_share(all_db, db, math.inf)  # alone: nothing left quantized
-        return measured[count]
+        denied = {switches.nodes[k] for k in top[:count]}
+        off_w = set(switches.weight_switches_of(denied))
+        act = [a for a in range(len(switches.nodes)) if switches.nodes[a] not in denied or not readers[a] <= denied]
+        db, _ = probe.run(*probe.setting(act, [j for j in every_w if j not in off_w]))
+        return impact_share(all_db, db, math.inf)  # alone: nothing left quantized
 
-    lo, count = 0, 1
-    while True:
-        count = min(count, len(top))
-        if removes(count) >= MOST_NOISE or count == len(top):
-            break
-        lo, count = count, 2 * count
-    if removes(count) >= MOST_NOISE:
-        hi = count
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if removes(mid) >= MOST_NOISE:
-                hi = mid
-            else:
-                lo = mid
-        count = hi
-    else:
-        best = max(measured.values())
-        count = min(c for c, v in measured.items() if v == best)
-    return [switches.nodes[k] for k in top[:count]], measured[count]
+    count, share = fewest(len(top), removes)
+    return [switches.nodes[k] for k in top[:count]], share
+
+
+def _suggestion(ranked: _Ranked, clamps: Mapping[str, tuple[str, float, float]]) -> dict[str, Any]:
+    """The fewest top culprits whose own levers (``_suggest``) take ``MOST_NOISE`` of the output noise, as
+    one config: ``{"nodes", "levers", "prefix", "removes", "float_layers", "config" (QuantConfig keywords),
+    "code"}``; every other culprit above ``MIN_IMPACT`` whose own lever is free (``FREE_LEVERS``) gets it
+    too (on the demo model per-channel weights on the 25 such convs recover 97.4%, the prefix's 2 alone
+    89.7%: under heavy damage the noise is far from additive, and these levers cost no float layer).
+
+    A culprit's lever is checked on its own the first time a prefix holds it: where it alone removes
+    less than half of what leaving the layer in float removes (a depthwise conv whose channels'
+    outputs, not only weights, are 1000x apart), the next lever up is tried (``ESCALATION``), and where
+    none is enough the one that removes most (1 to 3 runs per culprit the search reaches).
+    """
+    probe, switches, order, rows, all_db, readers = ranked.parts()
+    top = [k for k, row in zip(order, rows) if row["impact"] >= MIN_IMPACT]
+    row_of = {k: row for k, row in zip(order, rows)}
+    levers = [""] * len(switches.nodes)
+
+    def share_of(setting: tuple[list[int], list[int]]) -> float:
+        db, _ = probe.run(*probe.setting(*setting))
+        return impact_share(all_db, db, math.inf)
+
+    def settle(k: int) -> None:
+        row = row_of[k]
+        in_float = impact_share(all_db, row["float_alone_sqnr_db"], math.inf)
+        tried: list[tuple[float, str]] = []
+        lever: str | None = str(row["lever"])
+        while lever is not None:
+            levers[k] = lever
+            tried.append((share_of(lever_switches(switches, [k], levers, readers)), lever))
+            if tried[-1][0] >= 0.5 * in_float:
+                return
+            lever = ESCALATION.get(lever)
+        levers[k] = max(tried, key=lambda t: t[0])[1]  # none is enough: the best (the first, cheapest, on ties)
+
+    def removes(count: int) -> float:
+        for k in top[:count]:
+            if not levers[k]:
+                settle(k)
+        return share_of(lever_switches(switches, top[:count], levers, readers))
+
+    if not top:
+        return {
+            "nodes": [],
+            "levers": [],
+            "prefix": 0,
+            "removes": 0.0,
+            "float_layers": 0,
+            "config": {},
+            "code": "QuantConfig()",
+        }
+    count, _ = fewest(len(top), removes)
+    # the free levers (int8 all the same: no float layer, no wider type) go to every culprit that names one
+    picked = [*top[:count], *(k for k in top[count:] if row_of[k]["lever"] in FREE_LEVERS)]
+    for k in picked[count:]:
+        levers[k] = str(row_of[k]["lever"])
+    chosen = [{**row_of[k], "lever": levers[k]} for k in picked]
+    config = suggestion_config(chosen, clamps)
+    return {
+        "nodes": [str(row["node_name"]) for row in chosen],
+        "levers": [row["lever"] for row in chosen],
+        "prefix": count,
+        "removes": share_of(lever_switches(switches, picked, levers, readers)),
+        "float_layers": sum(row["lever"] == "float" for row in chosen),
+        "config": config,
+        "code": config_call(config),
+    }
 
 
 def _plain(value: Any) -> Any:

@@ -8,6 +8,7 @@ import statistics as pystats
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from quantdebug.fix import number
 from quantdebug.pipeline.results import LayerRow, Statistics
 from quantdebug.report._charts import IDEAL_LINE, bar_chart, impact_color
 from quantdebug.report._format import esc, fmt, rank_worst, short
@@ -140,5 +141,21 @@ def culprits_section(statistics: Statistics, ordered: Sequence[LayerRow], tips: 
         f"{esc(culprits.get('samples', '?'))} debug samples. The suggested change is the call that applies "
         "the lever <code>fix</code> would try.</p>"
         f'<div class="scroll">{culprits_table(rows, WORST_ROWS)}</div>{denylist_line(culprits)}'
+        + _suggestion_line(culprits)
         + (f"<h3>Error per layer, coloured by impact</h3><div class='fig'>{chart}</div>" if chart else "")
+    )
+
+
+def _suggestion_line(culprits: Mapping[str, Any]) -> str:
+    """The culprits' own changes as one copyable ``QuantConfig`` call (``fix._suggest``), when measured."""
+    suggestion = culprits.get("suggestion")
+    if not isinstance(suggestion, Mapping) or not suggestion.get("nodes"):
+        return ""
+    nodes = suggestion["nodes"]
+    floats = suggestion.get("float_layers", "?")
+    return (
+        f"<p>Suggested config: each of the top {len(nodes)} culprits' own change "
+        f"({esc(floats)} layer(s) in float), removing {esc(fmt(100 * number(suggestion.get('removes')), 3))}% "
+        "of the output noise on the switchable graph: "
+        f"<code class='change'>{esc(suggestion.get('code', ''))}</code></p>"
     )

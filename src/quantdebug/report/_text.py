@@ -130,6 +130,25 @@ def culprit_denylist(culprits: dict[str, Any], layers: int) -> list[str]:
     return [head, *_wrap_names("  --denylist-nodes ", names)]
 
 
+def suggestion_lines(culprits: dict[str, Any], command: list[str] | None = None) -> list[str]:
+    """The culprits' own changes as one config: how many layers, the noise they take, the call and the
+    shell command (``command``: its pieces, printed one a line with backslash continuations)."""
+    suggestion = culprits.get("suggestion")
+    if not isinstance(suggestion, dict) or not suggestion.get("nodes"):
+        return []
+    nodes, share = list(suggestion["nodes"]), 100 * number(suggestion.get("removes"))
+    floats = int(number(suggestion.get("float_layers")) or 0)
+    lines = [
+        f"Suggested config: the culprits' own changes on {len(nodes)} layer(s), {floats} in float,",
+        f"  removing {share:.1f}% of the output noise (on the switchable graph):",
+        *_code_lines(str(suggestion.get("code", "")), "  ", "      "),
+    ]
+    if command:
+        pieces = [("  " if i == 0 else "      ") + piece for i, piece in enumerate(command)]
+        lines += [p + " \\" for p in pieces[:-1]] + pieces[-1:]
+    return lines
+
+
 def debug_summary(
     statistics: Statistics,
     folder: Path,
@@ -137,8 +156,10 @@ def debug_summary(
     top: int = 10,
     threshold: float = SUSPECT_RMSE_OVER_SCALE,
     samples: int | None = None,
+    command: list[str] | None = None,
 ) -> str:
-    """The terminal summary of a debug run: worst layers by rmse/scale and by MSE, and a suggested denylist."""
+    """The terminal summary of a debug run: the culprits, their suggested denylist and config (``command``:
+    the ``quantdebug quantize`` line that applies the config), worst layers by rmse/scale and by MSE."""
     rows = statistics.layers
     counts = dict.fromkeys(("verified", "unverified", "float", "removed"), 0)
     for entry in statistics.coverage:
@@ -159,6 +180,8 @@ def debug_summary(
     culprits = statistics.extras.get("culprits")
     if culprits:
         lines += ["", *culprit_lines(culprits, top), "", *culprit_denylist(culprits, len(rows))]
+        suggested = suggestion_lines(culprits, command)
+        lines += ["", *suggested] if suggested else []
         lines += ["", "TensorFlow Lite's view: each layer's own error in quantization steps"]
 
     def key(value: float) -> float:
