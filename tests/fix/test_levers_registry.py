@@ -54,7 +54,7 @@ def test_registry_is_read_only_and_is_what_levers_lists() -> None:
     assert isinstance(REGISTRY, MappingProxyType)
     assert tuple(REGISTRY) == LEVERS
     assert LEVERS[: len(TODAY)] == TODAY and set(LEVERS) == set(TODAY) | set(WEIGHT_LEVERS)
-    assert DEFAULT_LEVERS == TODAY, "the weight levers are registered but not in the default set"
+    assert DEFAULT_LEVERS == LEVERS, "every lever, the weight levers too (issue 14), is in the default set"
     assert qd.FixOptions().levers == DEFAULT_LEVERS
     with pytest.raises(TypeError):
         REGISTRY["mine"] = REGISTRY["float"]  # type: ignore[index]
