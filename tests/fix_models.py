@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
+from tests import models
 from tests.models import _GraphBuilder, causal_mask
 
 SPIKE_INPUT = "img"
@@ -55,3 +57,24 @@ def mask_and_spike_feeds(rng: np.random.Generator, n: int = 8) -> list[dict[str,
             feed[SPIKE_INPUT][SPIKE_OUTLIER] = 3.0
         feeds.append(feed)
     return feeds
+
+
+def badly_scaled_pair(rng: np.random.Generator) -> onnx.ModelProto:
+    """conv_relu with one output channel of its first Conv 30x wider and the next Conv's input 30x narrower.
+
+    The float function is unchanged (ReLU commutes with a positive scale); per-tensor int8 weights and
+    activations lose the other channels, which is what equalization repairs.
+    """
+    model = models.conv_relu(rng)
+    init = {i.name: i for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    w1, w2 = (numpy_helper.to_array(init[c.input[1]]).copy() for c in convs[:2])
+    w1[0] *= 30.0
+    w2[:, 0] /= 30.0
+    for c, w in ((convs[0], w1), (convs[1], w2)):
+        init[c.input[1]].CopyFrom(numpy_helper.from_array(w, c.input[1]))
+    if len(convs[0].input) > 2:
+        b = numpy_helper.to_array(init[convs[0].input[2]]).copy()
+        b[0] *= 30.0
+        init[convs[0].input[2]].CopyFrom(numpy_helper.from_array(b, convs[0].input[2]))
+    return model

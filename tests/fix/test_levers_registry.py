@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 from tests import models
+from tests.fix_models import badly_scaled_pair
 from tests.helpers import dataset, session
 
 import quantdebug as qd
@@ -118,31 +119,10 @@ def test_an_unknown_lever_is_an_error_listing_the_registered_ones(rng: np.random
         get_lever("bogus")
 
 
-def _badly_scaled_pair(rng: np.random.Generator) -> onnx.ModelProto:
-    """conv_relu with one output channel of its first Conv 30x wider and the next Conv's input 30x narrower.
-
-    The float function is unchanged (ReLU commutes with a positive scale); per-tensor int8 weights and
-    activations lose the other channels, which is what equalization repairs.
-    """
-    model = models.conv_relu(rng)
-    init = {i.name: i for i in model.graph.initializer}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    w1, w2 = (numpy_helper.to_array(init[c.input[1]]).copy() for c in convs[:2])
-    w1[0] *= 30.0
-    w2[:, 0] /= 30.0
-    for c, w in ((convs[0], w1), (convs[1], w2)):
-        init[c.input[1]].CopyFrom(numpy_helper.from_array(w, c.input[1]))
-    if len(convs[0].input) > 2:
-        b = numpy_helper.to_array(init[convs[0].input[2]]).copy()
-        b[0] *= 30.0
-        init[convs[0].input[2]].CopyFrom(numpy_helper.from_array(b, convs[0].input[2]))
-    return model
-
-
 def test_weight_levers_are_tried_once_each_before_per_node_changes_and_kept_only_when_they_help(
     rng: np.random.Generator,
 ) -> None:
-    model = _badly_scaled_pair(rng)
+    model = badly_scaled_pair(rng)
     feeds = [models.input_feed(model, rng) for _ in range(6)]
     calibration = qd.calibrate(model, dataset(feeds))
     levers = ("float", *WEIGHT_LEVERS)

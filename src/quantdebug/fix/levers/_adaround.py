@@ -7,7 +7,7 @@ from quantdebug.fix.levers._base import SettingLever
 
 class AdaRound(SettingLever):
     name = "adaround"
-    order = 4  # after the float rewrites (equalize, smooth_quant), before bias correction
+    order = 3  # first of the weight levers: the one that repairs most (benchmarks/WEIGHT_LEVERS.md)
     settings = (("weight_rounding", "adaround"),)
 
 

@@ -7,7 +7,7 @@ from quantdebug.fix.levers._base import SettingLever
 
 class BiasCorrection(SettingLever):
     name = "bias_correction"
-    order = 5  # last: on top of the rounding kept, since it corrects the mean error that rounding leaves
+    order = 4  # on top of the rounding kept: it corrects the mean error that rounding leaves
     settings = (("bias_correction", True),)
 
 

@@ -9,7 +9,7 @@ SMOOTH_QUANT_ALPHA = 0.5  # the SmoothQuant paper's default migration strength
 
 class SmoothQuant(SettingLever):
     name = "smooth_quant"
-    order = 3  # with equalize: a float rewrite the rounding levers then fit to
+    order = 5  # with equalize: a float rewrite, tried on top of the rounding kept
     settings = (("smooth_quant", SMOOTH_QUANT_ALPHA),)
 
 
