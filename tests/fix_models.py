@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from tests import models
+from tests.helpers import session
 from tests.models import _GraphBuilder, causal_mask
 
 SPIKE_INPUT = "img"
@@ -78,3 +82,12 @@ def badly_scaled_pair(rng: np.random.Generator) -> onnx.ModelProto:
         b[0] *= 30.0
         init[convs[0].input[2]].CopyFrom(numpy_helper.from_array(b, convs[0].input[2]))
     return model
+
+
+def output_sqnr(float_model: onnx.ModelProto, model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> float:
+    """Worst output SQNR in dB, numpy on the raw outputs of two onnxruntime sessions."""
+    ref, got = session(float_model), session(model)
+    r = np.concatenate([np.asarray(ref.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
+    g = np.concatenate([np.asarray(got.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
+    noise = float(np.sum((g - r) ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(r**2)) / noise)

@@ -7,9 +7,7 @@ Qualities are checked against ``qd.quantize`` of the same config, scored by nump
 from __future__ import annotations
 
 import json
-import math
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -17,21 +15,13 @@ import pytest
 from onnx import numpy_helper
 from tests import models
 from tests.fix_models import badly_scaled_pair
+from tests.fix_models import output_sqnr as _sqnr
 from tests.helpers import dataset, session
 
 import quantdebug as qd
 from quantdebug.fix import LEVERS
 
 PER_TENSOR_LEVERS = tuple(n for n in LEVERS if n != "per_channel")
-
-
-def _sqnr(float_model: onnx.ModelProto, model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> float:
-    """Worst-case-free output SQNR in dB over all feeds: numpy on two onnxruntime sessions' raw outputs."""
-    ref, got = session(float_model), session(model)
-    r = np.concatenate([np.asarray(ref.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
-    g = np.concatenate([np.asarray(got.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
-    noise = float(np.sum((g - r) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(r**2)) / noise)
 
 
 def _weight_scales(qdq: onnx.ModelProto) -> dict[str, np.ndarray]:

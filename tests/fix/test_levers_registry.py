@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from types import MappingProxyType
 
@@ -12,7 +11,8 @@ import pytest
 from onnx import numpy_helper
 from tests import models
 from tests.fix_models import badly_scaled_pair
-from tests.helpers import dataset, session
+from tests.fix_models import output_sqnr as _sqnr
+from tests.helpers import dataset
 
 import quantdebug as qd
 from quantdebug.fix import DEFAULT_LEVERS, LEVERS, Candidate
@@ -40,15 +40,6 @@ def _context(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> 
     plan = build_plan(prepared.model, qdq, {n for n, p in precisions.items() if p != "float"})
     evaluator = Evaluator(prepared, calibration, feeds, None, qd.FixOptions(), source=model)
     return evaluator.context(plan)
-
-
-def _sqnr(float_model: onnx.ModelProto, model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> float:
-    """Worst output SQNR in dB, numpy on the raw outputs of two onnxruntime sessions."""
-    ref, got = session(float_model), session(model)
-    r = np.concatenate([np.asarray(ref.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
-    g = np.concatenate([np.asarray(got.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
-    noise = float(np.sum((g - r) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(r**2)) / noise)
 
 
 def test_registry_is_read_only_and_is_what_levers_lists() -> None:

@@ -52,7 +52,7 @@ def fix(
     executor: Executor | None = None,
     options: FixOptions | None = None,
 ) -> FixResult:
-    """Find the fewest named changes (int16, float, per-channel, calibration, clamp) that meet a target.
+    """Find the fewest named changes (weight levers, clamp, per-channel, calibration, int16, float) that meet a target.
 
     ``eval_fn(session) -> float`` measures a candidate on the user's own data; without it the
     quality is the worst output SQNR (dB) against the float model on the debug dataset and the
