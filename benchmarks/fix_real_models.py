@@ -56,6 +56,7 @@ if str(ROOT / "src") not in sys.path:
 import competitors  # noqa: E402
 
 import quantdebug as qd  # noqa: E402
+from quantdebug.fix.levers import DEFAULT_LEVERS  # noqa: E402
 from quantdebug.runtime import make_session  # noqa: E402
 
 GAP_RECOVERED = 0.9  # the criterion: fixed quality recovers at least 90% of the float-to-int8 gap
@@ -275,26 +276,33 @@ DEFAULT_MODELS = ("ocr_rec", "ocr_det", "efficientnet_lite0", "minilm")
 
 
 # -- one run ----------------------------------------------------------------------------------
-def run_case(case: Case, echo: Callable[[str], None], trace_dir: Path | None) -> dict[str, Any]:
+def run_case(
+    case: Case, echo: Callable[[str], None], trace_dir: Path | None, per_tensor: bool = False
+) -> dict[str, Any]:
+    """One model's fix; ``per_tensor``: per-tensor weights throughout (the baseline too) and no per_channel lever."""
+    config = qd.QuantConfig(per_channel=False)  # the default, said once so both runs below share it
+    levers = tuple(n for n in DEFAULT_LEVERS if n != "per_channel") if per_tensor else DEFAULT_LEVERS
     t0 = time.perf_counter()
     calibration = qd.calibrate(case.model, case.representative)
     calibrate_s = time.perf_counter() - t0
     float_q = case.eval_fn(make_session(case.model, what="float model"))
-    int8_q = case.eval_fn(make_session(qd.quantize(case.model, calibration)))
+    int8_q = case.eval_fn(make_session(qd.quantize(case.model, calibration, config)))
     target = int8_q + GAP_RECOVERED * (float_q - int8_q)
     echo(f"{case.name}: float {float_q:.4f}, int8 {int8_q:.4f}; target {target:.4f} (90% of the gap)")
     trace = trace_dir / f"fix_trace_{case.name}.json" if trace_dir is not None else None
-    t1 = time.perf_counter()
+    t1, cpu1 = time.perf_counter(), time.process_time()
     result = qd.fix(
         case.model,
         calibration=calibration,
+        quant_config=config,
+        levers=levers,
         debug_dataset=case.debug,
         eval_fn=case.eval_fn,
         target=target,
         verbose=True,
         trace_path=trace,
     )
-    fix_s = time.perf_counter() - t1
+    fix_s, fix_cpu_s = time.perf_counter() - t1, time.process_time() - cpu1
     L = result.quantized_nodes
     budget = 2 * math.ceil(math.log2(max(L, 2))) + 10
     gap = result.float_quality - result.int8_quality
@@ -318,8 +326,11 @@ def run_case(case: Case, echo: Callable[[str], None], trace_dir: Path | None) ->
         "per_channel_nodes": list(result.candidate.per_channel),
         "calibration_changes": [list(c) for c in result.candidate.calibration],
         "clamps": [list(c) for c in result.candidate.clamps],
+        "weight_settings": [[k, v] for k, v in result.candidate.settings],
+        "levers": list(levers),
         "evaluations": result.evaluations,
         "fix_seconds": fix_s,
+        "fix_cpu_seconds": fix_cpu_s,
         "calibrate_seconds": calibrate_s,
         "message": result.message,
         "criterion_met": bool(
@@ -337,17 +348,21 @@ def _pct(value: float) -> str:
 def table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
         "| model | L quantized nodes | eval budget | float | int8 | fixed | gap recovered | int16 nodes "
-        "| float nodes | out of int8 | per-channel / calibration / clamp | evals used | fix wall time | criterion met |"
+        "| float nodes | out of int8 | per-channel / calibration / clamp | weight levers kept | evals used "
+        "| fix wall time | fix CPU time | criterion met |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         out = len(r["int16_nodes"]) + len(r["float_nodes"])
         lines.append(
-            f"| {r['model']} ({r['description']}; {r['metric']}) | {r['quantized_nodes']} | {r['budget']} "
+            f"| {r['model']}{' per-tensor' if 'per_channel' not in r.get('levers', ['per_channel']) else ''} "
+            f"({r['description']}; {r['metric']}) | {r['quantized_nodes']} | {r['budget']} "
             f"| {r['float']:.4f} | {r['int8']:.4f} | {r['fixed']:.4f} | {_pct(r['gap_recovered'])} "
             f"| {len(r['int16_nodes'])} | {len(r['float_nodes'])} | {out} ({_pct(r['out_of_int8_fraction'])}) "
             f"| {len(r['per_channel_nodes'])} / {len(r['calibration_changes'])} / {len(r['clamps'])} "
-            f"| {r['evaluations']} | {r['fix_seconds']:.0f} s | {'yes' if r['criterion_met'] else 'no'} |"
+            f"| {', '.join(f'{k}={v!r}' for k, v in r.get('weight_settings', [])) or 'none'} "
+            f"| {r['evaluations']} | {r['fix_seconds']:.0f} s | {r.get('fix_cpu_seconds', math.nan):.0f} s "
+            f"| {'yes' if r['criterion_met'] else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -387,6 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="TOOL",
         help=f"also run competing toolkits (competitors.py): 'all' or some of {', '.join(competitors.TOOLS)}",
     )
+    parser.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="per-tensor weights throughout: the levers without per_channel (a target that runs per-tensor only)",
+    )
     args = parser.parse_args(argv)
     tools = list(competitors.TOOLS) if args.competitors in (["all"], []) else list(args.competitors or [])
     unknown = sorted(set(tools) - set(competitors.TOOLS))
@@ -397,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rival_rows: list[dict[str, Any]] = []
     for name in args.models:
         case = MODELS[name]()
-        rows.append(run_case(case, lambda s: print(s, flush=True), args.traces))
+        rows.append(run_case(case, lambda s: print(s, flush=True), args.traces, per_tensor=args.per_tensor))
         if tools:
             rival_rows += competitors.run_competitors(case, tools, lambda s: print(s, flush=True))
     text = table(rows)

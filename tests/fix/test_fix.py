@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 from tests import models
+from tests.fix_models import NODE_SEARCH_LEVERS
 from tests.helpers import dataset, session
 
 import quantdebug as qd
@@ -66,7 +67,7 @@ def test_fix_finds_exactly_the_broken_node(rng: np.random.Generator) -> None:
     assert alone > int8 + 10, "the builder's bad node must be what breaks the model"
     target = alone - 1.0  # reachable by that one change; the fix must find it and nothing else
     counter = Counter(model, feeds)
-    result = qd.fix(model, dataset(feeds), eval_fn=counter, target=target)
+    result = qd.fix(model, dataset(feeds), eval_fn=counter, target=target, levers=NODE_SEARCH_LEVERS)
     assert result.met_target, result.summary()
     assert result.node_precision == {bad: "float"}, result.summary()
     assert result.evaluations == counter.calls <= _budget(result)
@@ -80,7 +81,7 @@ def test_int16_is_tried_before_float(rng: np.random.Generator) -> None:
     feeds = _feeds(model, rng)
     int8, alone = _quality_with(model, feeds, **{bad: "int16"})
     assert alone > int8 + 10
-    result = qd.fix(model, dataset(feeds), target=alone - 1.0)
+    result = qd.fix(model, dataset(feeds), target=alone - 1.0, levers=NODE_SEARCH_LEVERS)
     assert result.met_target, result.summary()
     assert result.node_precision == {bad: "int16"}, "int16 is enough here: the fix must stay integer-only"
     assert not result.float_nodes
@@ -123,12 +124,22 @@ def test_trace_is_saved_and_search_resumes(rng: np.random.Generator, tmp_path: P
     first = Counter(model, feeds)
     # the two baselines only: the first candidate (float on the bad node, since 16 bits cannot
     # resolve its range) would already meet the target
-    partial = qd.fix(model, dataset(feeds), eval_fn=first, target=target, max_evals=2, trace_path=trace)
+    partial = qd.fix(
+        model, dataset(feeds), eval_fn=first, target=target, max_evals=2, trace_path=trace, levers=NODE_SEARCH_LEVERS
+    )
     assert not partial.met_target and "budget" in partial.message
     saved = json.loads(trace.read_text())
     assert len(saved["trace"]) == first.calls == 2
     second = Counter(model, feeds)
-    resumed = qd.fix(model, dataset(feeds), eval_fn=second, target=target, trace_path=trace, resume=trace)
+    resumed = qd.fix(
+        model,
+        dataset(feeds),
+        eval_fn=second,
+        target=target,
+        trace_path=trace,
+        resume=trace,
+        levers=NODE_SEARCH_LEVERS,
+    )
     assert resumed.met_target and resumed.node_precision == {bad: "float"}
     assert second.calls == resumed.evaluations - 2, "evaluations from the trace are not repeated"
     assert [t.cached for t in resumed.trace[:2]] == [True, True]
@@ -158,7 +169,9 @@ def test_fix_is_portable(rng: np.random.Generator, tmp_path: Path) -> None:
     _, alone = _quality_with(model, feeds, **{bad: "float"})
     calibration = qd.calibrate(model, dataset(feeds))
     # a target the one change reaches: the default (30 dB) is out of its reach for some seeds
-    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), target=alone - 1.0)
+    result = qd.fix(
+        model, calibration=calibration, debug_dataset=dataset(feeds), target=alone - 1.0, levers=NODE_SEARCH_LEVERS
+    )
     again = qd.quantize(model, calibration, result.config)
     # the same model, not a near twin: with the int16 lever on, fix prepares a copy at opset 21 for
     # 16-bit candidates, but a result without 16-bit nodes comes from the opset qd.quantize uses
@@ -215,7 +228,8 @@ def test_debugger_fix_and_sensitivity_reuse_calibration(rng: np.random.Generator
     worst = min(table, key=lambda r: r["activation_quantized_alone_sqnr_db"])
     assert worst["node_name"] == bad
     _, alone = _quality_with(model, feeds, **{bad: "float"})
-    result = debugger.fix(target=alone - 1.0)
+    # without the weight levers: they fit to (and, equalizing, re-calibrate on) the calibration samples
+    result = debugger.fix(target=alone - 1.0, levers=NODE_SEARCH_LEVERS)
     assert result.node_precision == {bad: "float"}
     assert reads["n"] - before <= 3, "fix reads debug samples, but never calibrates again"
 
@@ -282,7 +296,14 @@ def test_fix_finds_nodes_that_break_the_model_redundantly(rng: np.random.Generat
     )
     assert max(one) < int8 + 3 and both > int8 + 10, "the builder's pair must break the model redundantly"
     counter = Counter(model, feeds)
-    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), eval_fn=counter, target=both - 1.0)
+    result = qd.fix(
+        model,
+        calibration=calibration,
+        debug_dataset=dataset(feeds),
+        eval_fn=counter,
+        target=both - 1.0,
+        levers=NODE_SEARCH_LEVERS,
+    )
     assert result.met_target, result.summary()
     assert set(result.node_precision) == set(pair), result.summary()
     assert result.evaluations == counter.calls <= _budget(result)
@@ -305,6 +326,7 @@ def test_a_search_cut_short_returns_the_best_it_evaluated(rng: np.random.Generat
                 debug_dataset=dataset(feeds),
                 eval_fn=counter,
                 target=target,
+                levers=NODE_SEARCH_LEVERS,
                 max_evals=budget,
             )
             tried = [t for t in result.trace if t.step != "float"]
@@ -337,7 +359,7 @@ def test_a_model_that_cannot_go_to_opset_21_loses_only_the_int16_lever(
 
     monkeypatch.setattr(api, "PreparedModel", refusing)
     with pytest.warns(UserWarning, match="int16 is not available as a lever: the version converter"):
-        result = qd.fix(model, dataset(feeds), target=alone - 1.0)
+        result = qd.fix(model, dataset(feeds), target=alone - 1.0, levers=NODE_SEARCH_LEVERS)
     assert result.met_target and result.node_precision == {bad: "float"}, result.summary()
     assert not any(t.candidate.precision and "int16" in dict(t.candidate.precision).values() for t in result.trace)
     assert prepared.count("int16") == 1, "tried once, when the first 16-bit candidate came up"
@@ -379,7 +401,9 @@ def test_a_candidate_whose_outputs_are_nan_is_never_chosen() -> None:
     model, pair = _redundant_pair(rng)
     feeds = _feeds(model, rng)
     calibration = qd.calibrate(model, dataset(feeds))
-    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), target=30.0)
+    result = qd.fix(
+        model, calibration=calibration, debug_dataset=dataset(feeds), target=30.0, levers=NODE_SEARCH_LEVERS
+    )
     outputs = [session(result.model).run(None, f)[0] for f in feeds]
     assert all(np.isfinite(o).all() for o in outputs), result.summary()
     assert set(result.node_precision) == set(pair), result.summary()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from types import MappingProxyType
 
@@ -11,7 +10,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 from tests import models
-from tests.helpers import dataset, session
+from tests.fix_models import badly_scaled_pair
+from tests.fix_models import output_sqnr as _sqnr
+from tests.helpers import dataset
 
 import quantdebug as qd
 from quantdebug.fix import DEFAULT_LEVERS, LEVERS, Candidate
@@ -41,20 +42,11 @@ def _context(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> 
     return evaluator.context(plan)
 
 
-def _sqnr(float_model: onnx.ModelProto, model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> float:
-    """Worst output SQNR in dB, numpy on the raw outputs of two onnxruntime sessions."""
-    ref, got = session(float_model), session(model)
-    r = np.concatenate([np.asarray(ref.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
-    g = np.concatenate([np.asarray(got.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
-    noise = float(np.sum((g - r) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(r**2)) / noise)
-
-
 def test_registry_is_read_only_and_is_what_levers_lists() -> None:
     assert isinstance(REGISTRY, MappingProxyType)
     assert tuple(REGISTRY) == LEVERS
     assert LEVERS[: len(TODAY)] == TODAY and set(LEVERS) == set(TODAY) | set(WEIGHT_LEVERS)
-    assert DEFAULT_LEVERS == TODAY, "the weight levers are registered but not in the default set"
+    assert DEFAULT_LEVERS == LEVERS, "every lever, the weight levers too (issue 14), is in the default set"
     assert qd.FixOptions().levers == DEFAULT_LEVERS
     with pytest.raises(TypeError):
         REGISTRY["mine"] = REGISTRY["float"]  # type: ignore[index]
@@ -118,31 +110,10 @@ def test_an_unknown_lever_is_an_error_listing_the_registered_ones(rng: np.random
         get_lever("bogus")
 
 
-def _badly_scaled_pair(rng: np.random.Generator) -> onnx.ModelProto:
-    """conv_relu with one output channel of its first Conv 30x wider and the next Conv's input 30x narrower.
-
-    The float function is unchanged (ReLU commutes with a positive scale); per-tensor int8 weights and
-    activations lose the other channels, which is what equalization repairs.
-    """
-    model = models.conv_relu(rng)
-    init = {i.name: i for i in model.graph.initializer}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    w1, w2 = (numpy_helper.to_array(init[c.input[1]]).copy() for c in convs[:2])
-    w1[0] *= 30.0
-    w2[:, 0] /= 30.0
-    for c, w in ((convs[0], w1), (convs[1], w2)):
-        init[c.input[1]].CopyFrom(numpy_helper.from_array(w, c.input[1]))
-    if len(convs[0].input) > 2:
-        b = numpy_helper.to_array(init[convs[0].input[2]]).copy()
-        b[0] *= 30.0
-        init[convs[0].input[2]].CopyFrom(numpy_helper.from_array(b, convs[0].input[2]))
-    return model
-
-
 def test_weight_levers_are_tried_once_each_before_per_node_changes_and_kept_only_when_they_help(
     rng: np.random.Generator,
 ) -> None:
-    model = _badly_scaled_pair(rng)
+    model = badly_scaled_pair(rng)
     feeds = [models.input_feed(model, rng) for _ in range(6)]
     calibration = qd.calibrate(model, dataset(feeds))
     levers = ("float", *WEIGHT_LEVERS)

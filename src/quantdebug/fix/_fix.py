@@ -9,10 +9,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from quantdebug.config import QuantConfig
-from quantdebug.data import as_dataset
+from quantdebug.data import Dataset, as_dataset
 from quantdebug.errors import ConfigError
 from quantdebug.executors import Executor
 from quantdebug.fix._evaluator import Evaluator
@@ -24,7 +25,7 @@ from quantdebug.fix._strategy import Best, search
 from quantdebug.fix.levers import DEFAULT_LEVERS
 from quantdebug.frontends import from_framework
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
-from quantdebug.pipeline.plan import build_plan
+from quantdebug.pipeline.plan import build_plan, limited
 from quantdebug.pipeline.prepare import ModelSource, PreparedModel
 
 EvalFn = Callable[[ort.InferenceSession], float]
@@ -52,7 +53,7 @@ def fix(
     executor: Executor | None = None,
     options: FixOptions | None = None,
 ) -> FixResult:
-    """Find the fewest named changes (int16, float, per-channel, calibration, clamp) that meet a target.
+    """Find the fewest named changes (weight levers, clamp, per-channel, calibration, int16, float) that meet a target.
 
     ``eval_fn(session) -> float`` measures a candidate on the user's own data; without it the
     quality is the worst output SQNR (dB) against the float model on the debug dataset and the
@@ -197,6 +198,18 @@ def fix_result(evaluator: Evaluator, best: Best, float_q: float, int8_q: float, 
         quantized_nodes=evaluator.quantized_nodes,
         ort_settings=ort_settings(prepared, evaluator.calibration, config, model),
         ranking=trace.ranking,
-        float_model=prepared.model,
+        float_model=float_model_for(prepared, evaluator.calibration, config),
         left_out=left_out,
     )
+
+
+def float_model_for(prepared: PreparedModel, calibration: Calibration, config: QuantConfig) -> onnx.ModelProto:
+    """The float model ``config`` quantizes: the pre-processed one, or as equalize / SmoothQuant rewrote it
+    (what a user's own quantizer should start from; the same outputs, other weights)."""
+    data = calibration.dataset
+    if not (config.equalize_on or config.smooth_quant_on) or data is None:
+        return prepared.model
+    if not isinstance(data, Dataset):  # as PreparedModel.quantize reads the calibration's samples
+        data = as_dataset(data, prepared.model, what="dataset")
+    model, _, _ = prepared.transformed(config, data, limited(data, config))
+    return model

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,38 @@ import onnx
 
 from quantdebug.config import QuantConfig
 from quantdebug.errors import ConfigError, QuantDebugError
+from quantdebug.pipeline.plan import weight_changes
 from quantdebug.support import write_text
 from quantdebug.support.external import as_proto, write_model
+
+# how the summary names what each weight-lever record (``qd.weight_changes``) did to its nodes
+WEIGHT_CHANGE_VERBS = {
+    "fold_batchnorm": "BatchNormalization folded into",
+    "equalize": "equalized",
+    "smooth_quant": "SmoothQuant (activation range moved into the weights of)",
+    "adaround": "adaptively rounded",
+    "bias_correction": "bias-corrected",
+}
+
+
+def weight_change_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per kind of weight change: the nodes it changed, and how many it skipped."""
+    applied: dict[str, list[str]] = {}
+    skipped: dict[str, int] = {}
+    for r in records:
+        kind = str(r.get("kind", "?"))
+        if r.get("status") == "applied":
+            applied.setdefault(kind, []).extend(str(n) for n in r.get("nodes", ()))
+        skipped[kind] = skipped.get(kind, 0) + len(r.get("skipped", ())) + (r.get("status") == "skipped")
+    lines = []
+    for kind in dict.fromkeys([*applied, *skipped]):
+        nodes = list(dict.fromkeys(applied.get(kind, [])))
+        verb = WEIGHT_CHANGE_VERBS.get(kind, kind)
+        line = f"{verb}: {len(nodes)} nodes" + (f" ({', '.join(nodes)})" if nodes else "")
+        if skipped.get(kind):
+            line += f"; {skipped[kind]} skipped (qd.weight_changes(result.model) says why)"
+        lines.append(line)
+    return lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +187,11 @@ class FixResult:
     def changes(self) -> list[str]:
         return self.candidate.describe()
 
+    @property
+    def weight_changes(self) -> list[dict[str, Any]]:
+        """What the weight levers kept did, node by node (``qd.weight_changes`` of the fixed model)."""
+        return weight_changes(self.quantized)
+
     def _repr_html_(self) -> str:
         """Jupyter's view: the summary, then the first suspects with their noise shares."""
         from quantdebug.report import fix_result_html  # import cycle: the report package imports quantdebug.fix
@@ -170,6 +206,7 @@ class FixResult:
             f"{self.candidate.non_int8} of {self.quantized_nodes} quantized nodes out of int8",
         ]
         lines += ["  " + c for c in self.changes]
+        lines += ["  " + c for c in weight_change_lines(self.weight_changes)]
         if self.left_out:
             lines.append(f"({self.left_out} more changes tried with these were left out: they do not change the model)")
         return "\n".join(lines)
@@ -187,6 +224,7 @@ class FixResult:
             "evaluations": self.evaluations,
             "trace": [t.to_dict() for t in self.trace],
             "ranking": self.ranking,
+            "weight_changes": self.weight_changes,
         }
 
     def save_model(self, path: str | os.PathLike[str]) -> None:
@@ -198,11 +236,17 @@ class FixResult:
 
         Read them back with ``qd.onnxruntime_settings(path)``, which gives the keyword arguments
         (enums, numpy ranges) for ``quantize_static`` on the model ``save_float_model`` writes.
+        A fix that kept a weight lever (adaround, bias correction, equalize, SmoothQuant) changed
+        weights these settings cannot express: the file says so in its ``warning`` and a
+        ``UserWarning`` is raised; save the fixed model (``save_model``) instead.
         """
         write_text(path, json.dumps(self.ort_settings, indent=1))
+        if "warning" in self.ort_settings:
+            warnings.warn(f"{path}: {self.ort_settings['warning']}", UserWarning, stacklevel=2)
 
     def save_float_model(self, path: str | os.PathLike[str]) -> None:
-        """Write the pre-processed float model that ``ort_settings`` applies to (its node and tensor names)."""
+        """Write the pre-processed float model that ``ort_settings`` applies to (its node and tensor names);
+        after a kept ``equalize`` or ``smooth_quant`` lever, the transformed one (same outputs, other weights)."""
         if self.float_model is None:
             raise ConfigError("this FixResult was made without its float model")
         write_model(self.float_model, path)

@@ -32,7 +32,13 @@ HOW_TO_LOAD = (
     "these node and tensor names are its names). Passing this JSON as it is fails: onnxruntime wants enums "
     "and numpy arrays where JSON has names and numbers."
 )
-_META = ("format", "version", "how_to_load")
+WEIGHTS_WARNING = (
+    "this fix changes weights ({levers}), which quantize_static settings cannot express: these settings "
+    "quantize the float model with plain rounding and the ranges of the model before the change, so they do not "
+    "reproduce the fixed model. Deploy the fixed model itself (FixResult.save_model(path)), or quantize the "
+    "transformed float model (FixResult.save_float_model(path)) with your own quantizer."
+)
+_META = ("format", "version", "how_to_load", "warning")
 _RANGE_KEYS = ("rmin", "rmax", "scale")
 
 
@@ -77,10 +83,14 @@ def ort_settings(
     op_types = config.op_types_to_quantize if config.op_types_to_quantize is not None else default_op_types()
     quantizable = set(op_types)
     excluded = [n.name for n in model.graph.node if n.name in floats and n.op_type in quantizable]
+    warning = (
+        {"warning": WEIGHTS_WARNING.format(levers=", ".join(weight_levers(config)))} if config.changes_weights else {}
+    )
     return {
         "format": SETTINGS_FORMAT,
         "version": 1,
         "how_to_load": HOW_TO_LOAD,
+        **warning,
         "quant_format": QuantFormat.QDQ.name,
         "activation_type": QUANT_TYPES[config.activation_type].name,
         "weight_type": QUANT_TYPES[config.weight_type].name,
@@ -91,6 +101,17 @@ def ort_settings(
         "nodes_to_exclude": excluded,
         "extra_options": extra,
     }
+
+
+def weight_levers(config: QuantConfig) -> list[str]:
+    """The weight levers ``config`` turns on, by their lever names."""
+    on = (
+        ("equalize", config.equalize_on),
+        ("smooth_quant", config.smooth_quant_on),
+        ("adaround", config.adaround_on),
+        ("bias_correction", config.bias_correction_on),
+    )
+    return [name for name, flag in on if flag]
 
 
 def _plain(value: Any) -> Any:

@@ -55,15 +55,27 @@ def try_once(evaluator: Evaluator, best: Best, candidate: Candidate, step: str) 
 def whole_model_levers(evaluator: Evaluator, best: Best, context: LeverContext, active: Sequence[str]) -> Best:
     """Each whole-model lever in its ``order``, one evaluation each, kept only when the quality improves."""
     handlers = sorted((REGISTRY[n] for n in active if REGISTRY[n].scope == "model"), key=lambda h: h.order)
+    reserve = search_reserve(evaluator, active)
     for lever in handlers:
         if lever.only_while_unmet and evaluator.meets(best[1]):
             continue
+        if lever.after_reserve and evaluator.remaining - 1 < reserve:
+            continue  # its evaluation would leave the per-node search too few
         if not lever.available(context):
             continue
         changes = lever.propose(context)
         if changes:
             best = try_once(evaluator, best, lever.apply(best[0], changes), lever.label(changes))
     return best
+
+
+def search_reserve(evaluator: Evaluator, active: Sequence[str]) -> int:
+    """Evaluations the per-node search needs to gallop and bisect over L ranked nodes (``2*ceil(log2 L)``):
+    the weight levers (``after_reserve``) spend the budget only beyond it, so a small ``max_evals``
+    still reaches the per-node levers. No per-node lever, no reserve."""
+    if not any(REGISTRY[n].scope == "node" for n in active):
+        return 0
+    return 2 * math.ceil(math.log2(max(evaluator.quantized_nodes, 2)))
 
 
 def still_available(name: str, context: LeverContext, active: list[str]) -> bool:

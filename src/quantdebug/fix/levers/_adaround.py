@@ -7,8 +7,7 @@ from quantdebug.fix.levers._base import SettingLever
 
 class AdaRound(SettingLever):
     name = "adaround"
-    in_default = False  # measured on the real models first (benchmarks/weight_levers.py)
-    order = 3  # after the range levers, before any per-node change
+    order = 3  # first of the weight levers: the one that repairs most (benchmarks/WEIGHT_LEVERS.md)
     settings = (("weight_rounding", "adaround"),)
 
 

@@ -55,6 +55,8 @@ class Lever:
     order: int = 0
     #: a whole-model lever that is only worth its evaluation while the target is still unmet
     only_while_unmet: bool = False
+    #: tried only while the budget keeps the per-node search's ``2*ceil(log2 L)`` evaluations beyond it
+    after_reserve: bool = False
 
     def available(self, context: LeverContext) -> bool:
         """Whether the lever can run on this model and base config at all."""
@@ -96,7 +98,8 @@ class SettingLever(Lever):
 
     settings: tuple[tuple[str, Any], ...] = ()
     only_while_unmet = True
-    #: the transform fits to the calibration samples (a calibration loaded from a file has none)
+    after_reserve = True  # a weight lever is a bonus; the per-node search is what meets a target for sure
+    #: the lever fits to, or re-calibrates on, the calibration samples (a loaded calibration has none)
     needs_samples = True
 
     def available(self, context: LeverContext) -> bool:

@@ -7,8 +7,7 @@ from quantdebug.fix.levers._base import SettingLever
 
 class BiasCorrection(SettingLever):
     name = "bias_correction"
-    in_default = False  # measured on the real models first (benchmarks/weight_levers.py)
-    order = 3  # after the range levers, before any per-node change
+    order = 4  # on top of the rounding kept: it corrects the mean error that rounding leaves
     settings = (("bias_correction", True),)
 
 

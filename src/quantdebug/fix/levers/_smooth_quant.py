@@ -9,8 +9,7 @@ SMOOTH_QUANT_ALPHA = 0.5  # the SmoothQuant paper's default migration strength
 
 class SmoothQuant(SettingLever):
     name = "smooth_quant"
-    in_default = False  # measured on the real models first (benchmarks/weight_levers.py)
-    order = 3  # after the range levers, before any per-node change
+    order = 5  # with equalize: a float rewrite, tried on top of the rounding kept
     settings = (("smooth_quant", SMOOTH_QUANT_ALPHA),)
 
 

@@ -1,0 +1,134 @@
+"""The weight levers inside ``qd.fix`` (issue 14): per-tensor stays per-tensor, each weight change is
+named, and the onnxruntime settings say what they cannot express.
+
+Qualities are checked against ``qd.quantize`` of the same config, scored by numpy on the raw outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from tests import models
+from tests.fix_models import badly_scaled_pair
+from tests.fix_models import output_sqnr as _sqnr
+from tests.helpers import dataset, session
+
+import quantdebug as qd
+from quantdebug.fix import LEVERS
+
+PER_TENSOR_LEVERS = tuple(n for n in LEVERS if n != "per_channel")
+
+
+def _weight_scales(qdq: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The scale of every DequantizeLinear whose input is a constant (a quantized weight or bias)."""
+    inits = {i.name: i for i in qdq.graph.initializer}
+    return {
+        n.name: numpy_helper.to_array(inits[n.input[1]])
+        for n in qdq.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    }
+
+
+def _case(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]], qd.Calibration]:
+    model = models.weight_layers(rng)
+    feeds = [models.input_feed(model, rng, batch=2) for _ in range(6)]
+    return model, feeds, qd.calibrate(model, dataset(feeds), progress=False)
+
+
+def test_a_per_tensor_user_never_gets_per_channel_weights_from_any_lever(rng: np.random.Generator) -> None:
+    model, feeds, calibration = _case(rng)
+    base = qd.QuantConfig(per_channel=False)
+    result = qd.fix(
+        model,
+        calibration=calibration,
+        debug_dataset=dataset(feeds),
+        quant_config=base,
+        levers=PER_TENSOR_LEVERS,
+        target=1e3,  # out of reach: every whole-model lever is tried, then the per-node search
+    )
+    tried = [t for t in result.trace if t.step not in ("float", "int8")]
+    assert any(t.candidate.settings for t in tried), "the weight levers were tried"
+    assert all(not t.candidate.per_channel for t in tried), [t.step for t in tried]
+    assert result.config.per_channel is False and not result.config.per_channel_nodes
+    # every candidate the search evaluated with a weight lever, quantized apart: scalar weight scales only
+    checked = 0
+    for entry in [t for t in tried if t.candidate.settings]:
+        qdq = qd.quantize(model, calibration, entry.candidate.config(base))
+        scales = _weight_scales(qdq)
+        assert all(s.size == 1 for s in scales.values()), (entry.step, {k: s.shape for k, s in scales.items()})
+        checked += len(scales)
+        assert entry.quality == pytest.approx(_sqnr(model, qdq, feeds), abs=1e-6), entry.step
+    assert checked, "some candidate kept quantized weights to check"
+    assert all(s.size == 1 for s in _weight_scales(result.model).values())
+    assert result.fixed_quality == pytest.approx(
+        _sqnr(model, qd.quantize(model, calibration, result.config), feeds), abs=1e-6
+    )
+
+
+def test_a_kept_weight_lever_is_named_node_by_node_and_the_settings_say_they_cannot_express_it(
+    rng: np.random.Generator, tmp_path
+) -> None:
+    model, feeds, calibration = _case(rng)
+    int8 = _sqnr(model, qd.quantize(model, calibration), feeds)
+    expected = qd.quantize(model, calibration, qd.QuantConfig(bias_correction=True))
+    corrected = _sqnr(model, expected, feeds)
+    assert corrected > int8, "bias correction helps this model (what the test is built on)"
+    result = qd.fix(
+        model, calibration=calibration, debug_dataset=dataset(feeds), levers=("bias_correction",), target=1e3
+    )
+    assert result.candidate.settings == (("bias_correction", True),), result.summary()
+    assert result.fixed_quality == pytest.approx(corrected, abs=1e-6)
+    # the summary names every node bias correction changed, as the quantized model's own records say
+    applied = [n for r in qd.weight_changes(expected) if r["kind"] == "bias_correction" for n in r["nodes"]]
+    assert applied and result.weight_changes == qd.weight_changes(expected)
+    line = next(s.strip() for s in result.summary().splitlines() if s.strip().startswith("bias-corrected:"))
+    assert line.startswith(f"bias-corrected: {len(applied)} nodes ({', '.join(applied)})"), line
+    assert result.trace_dict()["weight_changes"] == result.weight_changes
+
+    path = tmp_path / "ort_settings.json"
+    with pytest.warns(UserWarning, match=r"bias_correction.*save_model"):
+        result.save_onnxruntime_settings(path)
+    saved = json.loads(path.read_text())
+    assert "bias_correction" in saved["warning"] and "save_model" in saved["warning"]
+    assert "save_float_model" in saved["warning"]
+    assert "warning" not in qd.onnxruntime_settings(path), "quantize_static gets no key it does not know"
+
+
+def test_settings_of_a_fix_without_weight_levers_carry_no_warning(rng: np.random.Generator, tmp_path) -> None:
+    model, feeds, calibration = _case(rng)
+    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), levers=("float",), target=1e3)
+    assert not result.candidate.settings and not result.weight_changes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result.save_onnxruntime_settings(tmp_path / "s.json")
+    assert "warning" not in json.loads((tmp_path / "s.json").read_text())
+
+
+def test_save_float_model_writes_the_equalized_float_model_when_equalize_is_kept(
+    rng: np.random.Generator, tmp_path
+) -> None:
+    model = badly_scaled_pair(rng)
+    feeds = [models.input_feed(model, rng) for _ in range(6)]
+    calibration = qd.calibrate(model, dataset(feeds), progress=False)
+    int8 = _sqnr(model, qd.quantize(model, calibration), feeds)
+    equalized = _sqnr(model, qd.quantize(model, calibration, qd.QuantConfig(equalize=True)), feeds)
+    assert equalized > int8, "equalization repairs the badly scaled pair (what the test is built on)"
+    result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), levers=("equalize",), target=1e3)
+    assert dict(result.candidate.settings) == {"equalize": True}, result.summary()
+    assert any(s.strip().startswith("equalized: ") for s in result.summary().splitlines()), result.summary()
+    path = tmp_path / "float.onnx"
+    result.save_float_model(path)
+    written = onnx.load(path)
+    before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    after = {i.name: numpy_helper.to_array(i) for i in written.graph.initializer}
+    assert any(not np.allclose(before[k], after[k]) for k in before.keys() & after.keys()), "weights rescaled"
+    # the same function: outputs equal the original float model's within float32 rounding
+    ref, got = session(model), session(written)
+    for f in feeds:
+        r, g = ref.run(None, f)[0], got.run(None, f)[0]
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(r))))
