@@ -6,6 +6,7 @@ Qualities are checked against ``qd.quantize`` of the same config, scored by nump
 
 from __future__ import annotations
 
+import html
 import json
 import warnings
 
@@ -20,6 +21,8 @@ from tests.helpers import dataset, session
 
 import quantdebug as qd
 from quantdebug.fix import LEVERS
+from quantdebug.pipeline.results import Statistics
+from quantdebug.report import render_html
 
 PER_TENSOR_LEVERS = tuple(n for n in LEVERS if n != "per_channel")
 
@@ -132,3 +135,26 @@ def test_save_float_model_writes_the_equalized_float_model_when_equalize_is_kept
     for f in feeds:
         r, g = ref.run(None, f)[0], got.run(None, f)[0]
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(r))))
+
+
+def test_the_report_lists_the_weight_changes_the_fix_kept(rng: np.random.Generator, tmp_path) -> None:
+    model, feeds, calibration = _case(rng)
+    result = qd.fix(
+        model, calibration=calibration, debug_dataset=dataset(feeds), levers=("bias_correction",), target=1e3
+    )
+    assert result.weight_changes, "bias correction was kept (what the test is built on)"
+    searched = Statistics(layers=[], metric_names=[], extras={"fix": json.loads(json.dumps(result.trace_dict()))})
+    page = render_html(searched)
+    assert "Weight changes the fix kept" in page
+    table = page.split("Weight changes the fix kept", 1)[1].split("</table>", 1)[0]
+    rows = table.split("<tbody>", 1)[1].count("<tr>")
+    assert rows == len(result.weight_changes)
+    for record in result.weight_changes:
+        assert html.escape(record["kind"]) in table
+        for node in record["nodes"]:
+            assert html.escape(node) in table
+    # and a fix that changed no weight shows no such table
+    plain = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), levers=("float",), target=1e3)
+    assert "Weight changes the fix kept" not in render_html(
+        Statistics(layers=[], metric_names=[], extras={"fix": json.loads(json.dumps(plain.trace_dict()))})
+    )

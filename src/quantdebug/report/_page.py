@@ -28,7 +28,15 @@ from quantdebug.report._charts import (
 from quantdebug.report._format import CULPRITS_TITLE, badge, esc, fmt, name_cell, rank_worst, tooltip
 from quantdebug.report._rows import graph_order, is_tiny
 from quantdebug.report._sections import HOW_TO_READ, cards, culprits_section, header_meta, legend
-from quantdebug.report._tables import coverage_table, full_table, kv_table, provenance_table, ranking_table, worst_table
+from quantdebug.report._tables import (
+    coverage_table,
+    full_table,
+    kv_table,
+    provenance_table,
+    ranking_table,
+    weight_changes_table,
+    worst_table,
+)
 from quantdebug.support import write_text
 from quantdebug.thresholds import SEVERITY, severity
 
@@ -79,7 +87,9 @@ def _fix_section(statistics: Statistics) -> str:
     return _section(
         "fix",
         "Fix search trace",
-        f'<div class="fig">{chart}</div>' + ranking_table(fix.get("ranking")),
+        f'<div class="fig">{chart}</div>'
+        + weight_changes_table(fix.get("weight_changes"))
+        + ranking_table(fix.get("ranking")),
         "<p class='note'>Each dot is one configuration tried by <code>fix</code>: filled dots met "
         "the target, hollow ones did not; the line joins those that met it.</p>",
     )

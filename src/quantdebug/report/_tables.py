@@ -229,6 +229,37 @@ def ranking_table(ranking: object) -> str:
     )
 
 
+def weight_changes_table(records: object) -> str:
+    """What the weight levers the fix kept did (``qd.weight_changes`` records), one row per record
+    (empty when there are none)."""
+    if not isinstance(records, Sequence) or isinstance(records, str):
+        return ""
+    body = []
+    for r in records:
+        if not isinstance(r, Mapping):
+            continue
+        nodes = r.get("nodes") or []
+        nodes = [str(n) for n in nodes] if isinstance(nodes, Sequence) and not isinstance(nodes, str) else []
+        skipped = r.get("skipped") or []
+        n_skipped = len(skipped) if isinstance(skipped, Sequence) and not isinstance(skipped, str) else 0
+        body.append(
+            f"<tr><td>{esc(str(r.get('kind', '?')))}</td><td>{esc(str(r.get('status', '')))}</td>"
+            f"<td class='num'>{len(nodes)}</td><td class='num'>{n_skipped}</td>"
+            f"<td class='n'>{', '.join(name_cell(n) for n in nodes)}</td>"
+            f"<td>{esc(str(r.get('reason', '') or ''))}</td></tr>"
+        )
+    if not body:
+        return ""
+    head = "".join(f"<th>{esc(c)}</th>" for c in ("change", "status", "nodes", "skipped", "which nodes", "reason"))
+    return (
+        "<h3>Weight changes the fix kept</h3>"
+        "<p class='note'>These change the model's weights, so onnxruntime's settings file cannot express them: "
+        "deploy the fixed model itself (or quantize the float model <code>save_float_model</code> writes).</p>"
+        f'<div class="scroll"><table class="data"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
 def kv_table(items: Mapping[str, Any], cls: str = "kv") -> str:
     rows = []
     for key, value in items.items():
