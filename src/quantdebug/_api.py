@@ -119,9 +119,12 @@ def _calibrate_prepared(
 ) -> Calibration:
     """The calibration pass of ``prepared``, on ``executor`` or here, stamped with the user model's fingerprint."""
     if executor is not None:
-        return executor.run_calibration(
+        made = executor.run_calibration(
             prepared.model, dataset, batch_size=batch_size, fingerprint=prepared.fingerprint
         )
+        if made.dataset is None:  # as a calibration made here keeps its samples (the weight levers fit to them)
+            made.dataset = dataset
+        return made
     with progress_bar("calibrating", progress) as advance:
         return calibrate_model(
             prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=batch_size, progress=advance

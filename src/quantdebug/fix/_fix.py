@@ -96,6 +96,8 @@ def fix(
             calibration = executor.run_calibration(
                 prepared.model, dataset, batch_size=16, fingerprint=prepared.fingerprint
             )
+            if calibration.dataset is None:  # as a calibration made here keeps them: the weight levers fit to them
+                calibration.dataset = dataset
         else:
             calibration = calibrate_model(prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=16)
     calibration.check_model(prepared.fingerprint, prepared.user_model)
