@@ -118,16 +118,15 @@ def _calibrate_prepared(
     prepared: PreparedModel, dataset: Dataset, *, batch_size: int, progress: bool | None, executor: Executor | None
 ) -> Calibration:
     """The calibration pass of ``prepared``, on ``executor`` or here, stamped with the user model's fingerprint."""
-    if executor is not None:
-        made = executor.run_calibration(
-            prepared.model, dataset, batch_size=batch_size, fingerprint=prepared.fingerprint
-        )
-        if made.dataset is None:  # as a calibration made here keeps its samples (the weight levers fit to them)
-            made.dataset = dataset
-        return made
-    with progress_bar("calibrating", progress) as advance:
+    shown = progress if executor is None else False  # an executor draws its own bar
+    with progress_bar("calibrating", shown) as advance:
         return calibrate_model(
-            prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=batch_size, progress=advance
+            prepared.model,
+            dataset,
+            fingerprint=prepared.fingerprint,
+            batch_size=batch_size,
+            progress=advance,
+            executor=executor,
         )
 
 

@@ -92,14 +92,9 @@ def fix(
         if representative_dataset is None:
             raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
         dataset = as_dataset(representative_dataset, prepared.model, what="representative_dataset")
-        if executor is not None:
-            calibration = executor.run_calibration(
-                prepared.model, dataset, batch_size=16, fingerprint=prepared.fingerprint
-            )
-            if calibration.dataset is None:  # as a calibration made here keeps them: the weight levers fit to them
-                calibration.dataset = dataset
-        else:
-            calibration = calibrate_model(prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=16)
+        calibration = calibrate_model(
+            prepared.model, dataset, fingerprint=prepared.fingerprint, batch_size=16, executor=executor
+        )
     calibration.check_model(prepared.fingerprint, prepared.user_model)
     source = debug_dataset if debug_dataset is not None else representative_dataset
     if source is None:

@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -312,6 +312,14 @@ class Calibrator:
         return Calibration(self.fingerprint, stats, count)
 
 
+class CalibrationRunner(Protocol):
+    """What ``calibrate_model`` needs of an executor (``qd.RayExecutor`` and ``LocalExecutor`` have it)."""
+
+    def run_calibration(
+        self, model: onnx.ModelProto, dataset: Dataset, *, batch_size: int, fingerprint: str
+    ) -> Calibration: ...
+
+
 def calibrate_model(
     model: onnx.ModelProto,
     dataset: Dataset,
@@ -320,11 +328,21 @@ def calibrate_model(
     batch_size: int = 16,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    executor: CalibrationRunner | None = None,
 ) -> Calibration:
-    """Stream ``dataset`` through ``model`` (pre-processed) and return its Calibration."""
-    batch_free = all(s.batch_free for s in dataset.specs)
-    calibration = Calibrator(model, fingerprint=fingerprint, threads=threads).run(
-        iter(dataset), batch_size=batch_size, batch_free=batch_free, progress=progress
-    )
+    """Stream ``dataset`` through ``model`` (pre-processed) and return its Calibration.
+
+    ``executor`` runs the pass instead (split over its workers; it shows its own progress). Either
+    way the Calibration keeps ``dataset``: the weight levers fit to its samples at quantize time.
+    """
+    if executor is not None:
+        if fingerprint is None:
+            fingerprint = model_fingerprint(model)
+        calibration = executor.run_calibration(model, dataset, batch_size=batch_size, fingerprint=fingerprint)
+    else:
+        batch_free = all(s.batch_free for s in dataset.specs)
+        calibration = Calibrator(model, fingerprint=fingerprint, threads=threads).run(
+            iter(dataset), batch_size=batch_size, batch_free=batch_free, progress=progress
+        )
     calibration.dataset = dataset
     return calibration
