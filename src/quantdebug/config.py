@@ -96,6 +96,10 @@ class QuantConfig:
     flag alone applies to every node it fits; a non-empty node list restricts the technique to
     those nodes and turns it on by itself (``smooth_quant_nodes`` still needs the alpha). All but
     ``equalize`` need the calibration samples at quantize time (``qd.quantize(..., dataset=...)``).
+    Adaptive rounding and bias correction are fitted with the ``node_precision`` 16-bit nodes at
+    8 bits (those nodes keep 8-bit weights, TFLite's 16x8), so configs that differ only in which
+    nodes run at 16 bits share one fit (fix's precision search re-quantizes without refitting);
+    nodes left in float are part of the fit.
     """
 
     activation_type: ActivationType = "int8"

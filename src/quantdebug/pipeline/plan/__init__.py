@@ -32,7 +32,10 @@ from quantdebug.pipeline.plan._units import (
     topo_index,
 )
 from quantdebug.pipeline.plan._weights import (
+    WeightFit,
     adjust_weights,
+    apply_fit,
+    fit_weights,
     limited,
     missing_data_error,
     stamp,
@@ -51,9 +54,12 @@ __all__ = [
     "Skipped",
     "Unit",
     "UnitMapper",
+    "WeightFit",
     "adjust_weights",
+    "apply_fit",
     "build_plan",
     "default_op_types",
+    "fit_weights",
     "limited",
     "missing_data_error",
     "optimize_quantized",

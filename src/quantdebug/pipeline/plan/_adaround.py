@@ -529,12 +529,13 @@ def adaround(target: Target, iterations: int, seed: int, *, aim: np.ndarray | No
 
 
 def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
-    """The bias (int32 on its scale, or float) with the mean output error of the rounded weights removed.
+    """The float bias (out,) with the mean output error of the rounded weights removed.
 
     The layer target: the layer's own error ``(W~ - W) mean(x~)`` on its quantized inputs, so each
     layer outputs on average what its float weights would on the same inputs (see the module
     docstring). The float target (``target.sum_f`` gathered): ``W~ mean(x~) - W mean(x)``, the
     mean error against the float model's layer output, quantized inputs' error included.
+    ``bias_initializer`` puts it on the QDQ model's bias scale.
     """
     if target.bias_init is None or target.float_bias is None:
         return None
@@ -546,7 +547,11 @@ def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
         error = error.reshape(-1)
     else:
         error = np.einsum("gok,gk->go", target.dequantized(q) - target.weight, mean_x).reshape(-1)
-    bias = target.float_bias - error
+    return np.asarray(target.float_bias - error, np.float64)
+
+
+def bias_initializer(target: Target, bias: np.ndarray) -> np.ndarray:
+    """A float bias as ``target``'s bias initializer holds it: int32 on its scale, or float32."""
     if target.bias_scale is None:
         return bias.astype(np.float32)
     info = np.iinfo(np.int32)

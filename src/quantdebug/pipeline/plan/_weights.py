@@ -25,7 +25,7 @@ from quantdebug.pipeline.plan._segments import Segments
 
 METADATA_KEY = "quantdebug.weight_changes"
 Feeds = Iterable[Mapping[str, np.ndarray]]
-# per layer: (the statistics it was fitted on, learned integers or None, corrected bias or None)
+# per layer: (the statistics it was fitted on, learned integers or None, corrected float bias or None)
 Fitted = dict[str, tuple[tuple[bytes, ...], np.ndarray | None, np.ndarray | None]]
 Progress = Callable[[int], None]
 
@@ -66,6 +66,20 @@ class _Take:
         return itertools.islice(iter(self.dataset), self.n)
 
 
+@dataclasses.dataclass(frozen=True)
+class WeightFit:
+    """What adaptive rounding and bias correction learned, in a form every QDQ model of the same
+    layers takes: the learned integers with the weight scale they are on, and each corrected bias
+    in float (a 16-bit input changes a bias's int32 scale, not the bias).
+
+    ``records`` name what was changed (``weight_changes``); ``apply_fit`` writes it into a model.
+    """
+
+    records: list[dict[str, Any]]
+    integers: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # node -> (canonical q, scale, zero point)
+    biases: dict[str, np.ndarray]  # node -> corrected float bias (out,)
+
+
 def adjust_weights(
     qdq: onnx.ModelProto,
     float_model: onnx.ModelProto,
@@ -79,18 +93,33 @@ def adjust_weights(
 
     Returns a new QDQ model (scales and zero points as onnxruntime chose them) and the records.
     """
+    fit = fit_weights(qdq, float_model, config, feeds, nodes, progress=progress)
+    return apply_fit(qdq, float_model, fit)
+
+
+def fit_weights(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    config: QuantConfig,
+    feeds: Feeds,
+    nodes: Callable[[Sequence[str]], list[str]],
+    *,
+    progress: Callable[[int], None] = lambda n: None,
+) -> WeightFit:
+    """Fit adaptive rounding and bias correction of ``qdq``'s layers to ``feeds`` (``adjust_weights``)."""
     rounded = _selected(config.adaround_on, config.adaround_nodes, nodes)
     corrected = _selected(config.bias_correction_on, config.bias_correction_nodes, nodes)
     wanted = None if rounded is None or corrected is None else rounded | corrected
     targets, skipped = _adaround.find_targets(qdq, float_model, wanted)
     records: list[dict[str, Any]] = []
     if not targets:
-        return qdq, [_record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)]
+        record = _record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)
+        return WeightFit([record], {}, {})
     levers = _Levers(config=config, rounded=rounded, corrected=corrected)
     if config.adaround_target == "float":
-        out, fitted = _sequential(qdq, float_model, targets, levers, feeds, progress)
+        fitted = _sequential(qdq, float_model, targets, levers, feeds, progress)
     else:
-        out, fitted = _passes(qdq, targets, levers, feeds, progress)
+        fitted = _passes(qdq, targets, levers, feeds, progress)
     done_round = [t.node for t in targets if fitted[t.node][1] is not None]
     done_bias = [t.node for t in targets if fitted[t.node][2] is not None]
     wanted_bias = [t for t in targets if config.bias_correction_on and (corrected is None or t.node in corrected)]
@@ -101,6 +130,54 @@ def adjust_weights(
         records.append(
             _record("bias_correction", done_bias, "applied" if done_bias else "skipped", "", skipped + no_bias)
         )
+    integers = {t.node: (q, t.scale, t.zero_point) for t in targets if (q := fitted[t.node][1]) is not None}
+    biases = {t.node: b for t in targets if (b := fitted[t.node][2]) is not None}
+    return WeightFit(records, integers, biases)
+
+
+def apply_fit(
+    qdq: onnx.ModelProto, float_model: onnx.ModelProto, fit: WeightFit
+) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """A copy of ``qdq`` with ``fit``'s integers and biases written in, and the records of what was.
+
+    Learned integers go only where ``qdq`` quantizes the weight on the scale they were learned on;
+    a layer whose weight scale differs (or that ``qdq`` leaves in float) keeps what it has, and
+    the records say so.
+    """
+    names = set(fit.integers) | set(fit.biases)
+    targets, _ = _adaround.find_targets(qdq, float_model, names)
+    found = {t.node: t for t in targets}
+    updates: dict[str, np.ndarray] = {}
+    moved: dict[str, str] = {}
+    for node in sorted(names):
+        t = found.get(node)
+        if t is None:
+            moved[node] = "this model does not quantize its weight and input"
+            continue
+        learned = fit.integers.get(node)
+        if learned is not None:
+            q, scale, zero_point = learned
+            same_grid = np.array_equal(scale, t.scale) and np.array_equal(zero_point, t.zero_point)
+            if q.shape != t.q.shape or not same_grid:
+                moved[node] = "its weight scale differs from the one its rounding was fitted on"
+                continue
+            updates[t.q_init] = t.q_layout(q)
+        bias = fit.biases.get(node)
+        if bias is not None and t.bias_init is not None:
+            updates[t.bias_init] = _adaround.bias_initializer(t, bias)
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq)
+    _adaround.write(out, updates)
+    if not moved:
+        return out, [dict(r) for r in fit.records]
+    records = []
+    for r in fit.records:
+        r = dict(r)
+        gone = [n for n in r["nodes"] if n in moved]
+        if gone:
+            r["nodes"] = [n for n in r["nodes"] if n not in moved]
+            r["skipped"] = [*r.get("skipped", []), *({"node": n, "reason": moved[n]} for n in gone)]
+        records.append(r)
     return out, records
 
 
@@ -118,7 +195,7 @@ class _Levers:
 
 def _passes(
     qdq: onnx.ModelProto, targets: Sequence[_adaround.Target], levers: _Levers, feeds: Feeds, progress: Progress
-) -> tuple[onnx.ModelProto, Fitted]:
+) -> Fitted:
     """The layer target: every layer fitted at once on one streaming pass, ``adaround_passes`` times."""
     out = qdq
     fitted: Fitted = {}
@@ -135,7 +212,7 @@ def _passes(
         out = onnx.ModelProto()
         out.CopyFrom(qdq)
         _adaround.write(out, updates)
-    return out, fitted
+    return fitted
 
 
 def _sequential(
@@ -145,7 +222,7 @@ def _sequential(
     levers: _Levers,
     feeds: Feeds,
     progress: Progress,
-) -> tuple[onnx.ModelProto, Fitted]:
+) -> Fitted:
     """The float target: layer by layer in graph order, each fitted on the inputs the already
     changed layers before it give, toward the float model's layer output on the float inputs.
 
@@ -157,7 +234,6 @@ def _sequential(
     float_x = {n.name: n.input[0] for n in float_model.graph.node}
     order = {n.name: k for k, n in enumerate(qdq.graph.node)}
     fitted: Fitted = {}
-    updates: dict[str, np.ndarray] = {}
     for t in sorted(targets, key=lambda t: order[t.node]):
         t.G = t.sum_x = t.sum_f = t.C = None
         t.count = 0
@@ -169,13 +245,9 @@ def _sequential(
         mine = _updates(t, *fitted[t.node][1:])
         for name, value in mine.items():
             quantized.set_initializer(name, value)
-        updates.update(mine)
         t.G = t.C = None  # the sweep holds one layer's moments at a time
         progress(1)
-    out = onnx.ModelProto()
-    out.CopyFrom(qdq)
-    _adaround.write(out, updates)
-    return out, fitted
+    return fitted
 
 
 def _updates(t: _adaround.Target, q: np.ndarray | None, bias: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -184,14 +256,14 @@ def _updates(t: _adaround.Target, q: np.ndarray | None, bias: np.ndarray | None)
         out[t.q_init] = t.q_layout(q)
     if bias is not None:
         assert t.bias_init is not None
-        out[t.bias_init] = bias
+        out[t.bias_init] = _adaround.bias_initializer(t, bias)
     return out
 
 
 def _fit(
     t: _adaround.Target, config: QuantConfig, rounded: set[str] | None, corrected: set[str] | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(learned integers or None where nearest stays, corrected int32 bias or None) of one layer."""
+    """(learned integers or None where nearest stays, corrected float bias or None) of one layer."""
     q, learned = t.q, None
     if config.adaround_on and (rounded is None or t.node in rounded):
         aim = _adaround.float_aim(t) if t.C is not None else None

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from quantdebug.pipeline.plan import (
     Plan,
     PlannedPrecision,
     Selector,
-    adjust_weights,
+    WeightFit,
+    apply_fit,
     build_plan,
     default_op_types,
+    fit_weights,
     limited,
     missing_data_error,
     quantize_with_ranges,
@@ -58,8 +61,8 @@ class PreparedModel:
         self._transformed: dict[
             tuple[Any, ...], tuple[onnx.ModelProto, list[dict[str, Any]], Calibration, Dataset]
         ] = {}
-        # the last adaround / bias correction: the debugger and fix re-quantize the same config often
-        self._adjusted: tuple[tuple[Any, ...], onnx.ModelProto, list[dict[str, Any]], Dataset] | None = None
+        # the last adaround / bias correction fit: the debugger and fix re-quantize the same config often
+        self._fitted: tuple[tuple[Any, ...], WeightFit, Dataset] | None = None
 
     def selector(self, row_tensors: Mapping[str, Sequence[str]] | None = None) -> Selector:
         return Selector(self.model, self.pre.covers, self.pre.renamed, row_tensors)
@@ -127,36 +130,36 @@ class PreparedModel:
         records: list[dict[str, Any]] = []
         if config.equalize_on or config.smooth_quant_on:
             model, records, ranges_from = self.transformed(config, data, feeds)
-        qdq = quantize_with_ranges(model, ranges_from.ranges(config), config, plan)
+        ranges = ranges_from.ranges(config)
+        qdq = quantize_with_ranges(model, ranges, config, plan)
         if config.adaround_on or config.bias_correction_on:
-            qdq, more = self.adjusted(qdq, model, config, data, feeds)
+            # 16-bit nodes keep 8-bit weights (16x8): the weights are fitted with those nodes at
+            # 8 bits, so candidates that differ only in which nodes run at 16 bits share one fit
+            base = qdq if not plan.int16 else quantize_with_ranges(model, ranges, config, replace(plan, int16=()))
+            qdq, more = apply_fit(qdq, model, self.fitted(base, model, config, data, feeds))
             records = [*records, *more]
         stamp(qdq, records)
         return qdq
 
-    def adjusted(
+    def fitted(
         self,
         qdq: onnx.ModelProto,
         model: onnx.ModelProto,
         config: QuantConfig,
         data: Dataset,
         feeds: Iterable[Mapping[str, Any]],
-    ) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-        """``qdq`` after adaround / bias correction, reused while the QDQ model, options and samples are the same."""
-        import hashlib  # as in prepared_model: only hashing needs it
-
+    ) -> WeightFit:
+        """adaround / bias correction fitted on ``qdq``; reused while the QDQ model, options and samples stay."""
         fields: tuple[str, ...] = ("weight_rounding", "adaround_nodes", "adaround_iterations", "adaround_samples")
         fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes", "adaround_target")
         digest = hashlib.sha256(qdq.SerializeToString(deterministic=True)).hexdigest()
         key = (digest, id(data), *(getattr(config, f) for f in fields))
-        cached = self._adjusted
-        if cached is None or cached[0] != key or cached[3] is not data:
+        cached = self._fitted
+        if cached is None or cached[0] != key or cached[2] is not data:
             with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
-                out, records = adjust_weights(qdq, model, config, feeds, self.resolve, progress=advance)
-            cached = self._adjusted = (key, out, records, data)
-        result = onnx.ModelProto()
-        result.CopyFrom(cached[1])  # callers stamp and may change it
-        return result, list(cached[2])
+                fit = fit_weights(qdq, model, config, feeds, self.resolve, progress=advance)
+            cached = self._fitted = (key, fit, data)
+        return cached[1]
 
     def resolve(self, selectors: Sequence[str]) -> list[str]:
         """Node names of the pre-processed model for the weight levers' node lists."""

@@ -1,0 +1,85 @@
+"""16-bit nodes and the weight levers: one fit serves every precision-only variant of a config.
+
+A node raised to 16 bits keeps its 8-bit weight (16x8), so adaptive rounding's integers, learned
+with every node at 8 bits, carry over unchanged; a corrected bias is carried in float and put on
+the bias scale the 16-bit input gives. References: the QDQ models' own initializers (numpy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from tests.models import weight_layers
+from tests.pipeline.plan.test_weight_levers import LAYERS, _bias, _dequantized_weight, _nodes, _samples
+
+import quantdebug as qd
+from quantdebug.pipeline.plan import weight_changes
+from quantdebug.pipeline.prepare import _prepared
+
+WIDE = ("gconv", "pwconv")  # raised to 16 bits: a grouped conv and a pointwise conv
+
+
+@pytest.fixture
+def case(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]], qd.Calibration]:
+    model = weight_layers(rng)
+    samples = _samples(model, rng)
+    return model, samples, qd.calibrate(model, samples, progress=False)
+
+
+def _input_type(qdq: onnx.ModelProto, layer: str) -> int:
+    """The element type the QuantizeLinear in front of ``layer``'s activation input produces."""
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    dq = producer[_nodes(qdq)[layer].input[0]]
+    inits = {i.name: i for i in qdq.graph.initializer}
+    return inits[dq.input[2]].data_type if len(dq.input) > 2 else onnx.TensorProto.INT8
+
+
+def test_16bit_nodes_keep_the_8bit_fits_integers_and_its_biases(case) -> None:
+    model, _, calibration = case
+    levers = {"weight_rounding": "adaround", "bias_correction": True}
+    base = qd.quantize(model, calibration, qd.QuantConfig(**levers))
+    wide = qd.quantize(model, calibration, qd.QuantConfig(**levers, node_precision={n: "int16" for n in WIDE}))
+    nearest = qd.quantize(model, calibration, qd.QuantConfig(node_precision={n: "int16" for n in WIDE}))
+    for layer in WIDE:  # the test is about 16-bit inputs: they must be 16-bit
+        assert _input_type(wide, layer) in (onnx.TensorProto.INT16, onnx.TensorProto.UINT16)
+    moved = 0
+    for layer in LAYERS:
+        q_base, scale_base, _, _ = _dequantized_weight(base, layer)
+        q_wide, scale_wide, _, _ = _dequantized_weight(wide, layer)
+        q_near, _, _, _ = _dequantized_weight(nearest, layer)
+        np.testing.assert_array_equal(scale_wide, scale_base)  # 16x8: the weight grid is the same
+        np.testing.assert_array_equal(q_wide, q_base)
+        moved += int(np.sum(q_wide != q_near))
+        if len(_nodes(wide)[layer].input) < 3:
+            continue  # no bias (the MatMul)
+        # the same float bias on each model's own bias scale: within half a step of each
+        b_base, step_base = _bias(base, layer)
+        b_wide, step_wide = _bias(wide, layer)
+        assert np.max(np.abs(b_wide - b_base)) <= 0.5 * (step_base + step_wide) + 1e-9, layer
+    assert moved > 0  # the fit is really there: the rounding differs from nearest somewhere
+    kinds = {r["kind"]: r for r in weight_changes(wide)}
+    assert kinds["adaround"]["nodes"] == next(r for r in weight_changes(base) if r["kind"] == "adaround")["nodes"]
+
+
+def test_precision_only_variants_share_one_fit(case, monkeypatch) -> None:
+    model, samples, calibration = case
+    calls: list[int] = []
+    real = _prepared.fit_weights
+
+    def counted(*args, **kwargs):  # a spy: the real fit runs, its calls are counted
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_prepared, "fit_weights", counted)
+    config = qd.QuantConfig(weight_rounding="adaround", node_precision={"gconv": "int16"})
+    prepared = _prepared.PreparedModel(model, config)
+    outputs = []
+    for wide in ((), ("gconv",), ("gconv", "pwconv"), ("fc",)):
+        precisions = prepared.precisions(qd.QuantConfig(node_precision={n: "int16" for n in wide}))
+        outputs.append(prepared.quantize(calibration, config, precisions))  # the calibration's samples
+    assert len(calls) == 1
+    # and each is the model qd.quantize writes for that config
+    last = qd.QuantConfig(weight_rounding="adaround", node_precision={"fc": "int16"})
+    again = qd.quantize(model, calibration, last, dataset=samples)
+    assert again.graph.SerializeToString(deterministic=True) == outputs[-1].graph.SerializeToString(deterministic=True)
