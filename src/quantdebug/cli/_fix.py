@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,16 @@ from quantdebug.data import load_callable
 from quantdebug.fix import DEFAULT_LEVERS, LEVERS, read_trace
 from quantdebug.pipeline.results import Statistics
 from quantdebug.support import write_text
+
+
+def denylisted(quant: QuantArgs) -> qd.QuantConfig:
+    """The config with the denylists as its last "float" rules (as the debugger appends them): every
+    candidate the search tries keeps those nodes in float, and the fixed config records them."""
+    names = (*quant.denylisted_nodes, *(f"op:{op}" for op in quant.denylisted_ops))
+    if not names:
+        return quant.config
+    rules = (*quant.config.precision_rules, *((name, "float") for name in names))
+    return dataclasses.replace(quant.config, node_precision=rules)
 
 
 def _eval_function(spec: str | None) -> Any:
@@ -93,7 +104,7 @@ def fix(
         float_model,
         calibration=calibration,
         debug_dataset=dataset,
-        quant_config=quant.config,
+        quant_config=denylisted(quant),
         eval_fn=eval_fn,
         higher_is_better=not lower_is_better,
         target=target,
