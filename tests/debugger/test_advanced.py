@@ -324,13 +324,17 @@ def test_int16_activations_globally_and_per_node(rng: np.random.Generator) -> No
     feed = models.input_feed(model, rng, batch=2)
     outputs = session(quantized).run(None, feed)
     assert all(np.isfinite(o).all() for o in outputs)
-    int8_error = np.mean(
-        (session(qd.quantize(model, wide.calibration)).run(None, feed)[0] - session(model).run(None, feed)[0]) ** 2
-    )
-    int16_error = np.mean(
-        (session(wide.get_nondebug_quantized_model()).run(None, feed)[0] - session(model).run(None, feed)[0]) ** 2
-    )
-    assert int16_error < int8_error
+    # 16-bit activations cut the activations' share of the output error. Measured on the samples
+    # the ranges came from (a fresh sample can fall outside them, and clipping costs 8 and 16 bits
+    # the same), with 16-bit weights on both sides (8-bit weights' error can hide the activations')
+    reference = [session(model).run(None, f)[0] for f in feeds]
+
+    def error(activation_type: str) -> float:
+        config = qd.QuantConfig(activation_type=activation_type, weight_type="int16")
+        run = session(qd.quantize(model, wide.calibration, config))
+        return float(np.mean([np.mean((run.run(None, f)[0] - r) ** 2) for f, r in zip(feeds, reference)]))
+
+    assert error("int16") < 0.01 * error("int8")
 
 
 def test_weight_statistics_match_numpy(rng: np.random.Generator) -> None:
