@@ -422,6 +422,20 @@ def rows_for_model(model: str, n: int, res: dict[str, dict[str, Any]], n_small: 
                     f"{qs.get('float_nodes')} nodes after pre-processing",
                 )
             )
+    if (n_small is None or n == n_small) and not math.isnan(qs.get("fix_candidate_s", math.nan)):
+        rows.append(
+            row(
+                f"{model}/fix_candidate",
+                f"{label}: one fix candidate (qd.quantize from a stored Calibration, 3 nodes in float)",
+                "-",
+                fmt_s(qs["fix_candidate_s"]),
+                "-",
+                None,
+                "<= 0.3 s" if model == "ocr" else "-",
+                qs["fix_candidate_s"] <= 0.3 if model == "ocr" else None,
+                f"{qs.get('float_nodes')} nodes after pre-processing; issue 18",
+            )
+        )
     if mem and "error" not in mem and fmem and "error" not in fmem:
         qpk, fpk = mem["peak_rss_mb"]["run"], fmem["peak_rss_mb"]["run"]
         rows.append(

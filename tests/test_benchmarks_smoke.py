@@ -15,6 +15,7 @@ ROWS = (
     "tiny CNN: qdq_loss_debug time / debug run time",
     "tiny CNN: qdq_loss_debug peak RSS / debug run peak RSS",
     "tiny CNN: peak RSS, debug run / float+quantized inference",
+    "tiny CNN: one fix candidate (qd.quantize from a stored Calibration, 3 nodes in float)",
 )
 
 
