@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV" || { echo "setup_env: cannot create $VENV" >&2; exit 1; }
 fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-"$VENV/bin/python" -c "import quantdebug" 2>/dev/null || "${PIP[@]}" -e . || {
+"$VENV/bin/python" -c "import quantdebug, rapidocr_onnxruntime" 2>/dev/null || "${PIP[@]}" -e ".[demo]" || {
     echo "setup_env: cannot install quantdebug into $VENV" >&2
     exit 1
 }
