@@ -76,11 +76,17 @@ def test_a_per_tensor_user_never_gets_per_channel_weights_from_any_lever(rng: np
 def test_a_kept_weight_lever_is_named_node_by_node_and_the_settings_say_they_cannot_express_it(
     rng: np.random.Generator, tmp_path
 ) -> None:
-    model, feeds, calibration = _case(rng)
-    int8 = _sqnr(model, qd.quantize(model, calibration), feeds)
-    expected = qd.quantize(model, calibration, qd.QuantConfig(bias_correction=True))
-    corrected = _sqnr(model, expected, feeds)
-    assert corrected > int8, "bias correction helps this model (what the test is built on)"
+    # the test is built on a model where bias correction helps; whether it does on a random one
+    # depends on the seed and on the CPU's int8 kernels, so take the first of ten where it does
+    for _ in range(10):
+        model, feeds, calibration = _case(rng)
+        int8 = _sqnr(model, qd.quantize(model, calibration), feeds)
+        expected = qd.quantize(model, calibration, qd.QuantConfig(bias_correction=True))
+        corrected = _sqnr(model, expected, feeds)
+        if corrected > int8:
+            break
+    else:
+        pytest.fail("bias correction helped none of ten random models (what the test is built on)")
     result = qd.fix(
         model, calibration=calibration, debug_dataset=dataset(feeds), levers=("bias_correction",), target=1e3
     )
