@@ -173,31 +173,42 @@ def test_the_report_lists_the_weight_changes_the_fix_kept(rng: np.random.Generat
 def test_a_weight_lever_is_also_tried_without_the_per_channel_weights_kept_before_it(
     rng: np.random.Generator,
 ) -> None:
-    model = badly_scaled_pair(rng)  # one channel 30x wider: per-channel weights help plain rounding
-    feeds = [models.input_feed(model, rng, batch=2) for _ in range(6)]
-    calibration = qd.calibrate(model, dataset(feeds), progress=False)
     base = qd.QuantConfig()
-    result = qd.fix(
-        model,
-        calibration=calibration,
-        debug_dataset=dataset(feeds),
-        quant_config=base,
-        levers=("per_channel", "adaround", "bias_correction", "int16", "float"),
-        target=1e3,  # out of reach: every whole-model lever is tried
-        max_evals=40,
-    )
-    trace = [t for t in result.trace if t.step not in ("float", "int8")]
+
+    def search(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], calibration: qd.Calibration):
+        return qd.fix(
+            model,
+            calibration=calibration,
+            debug_dataset=dataset(feeds),
+            quant_config=base,
+            levers=("per_channel", "adaround", "bias_correction", "int16", "float"),
+            target=1e3,  # out of reach: every whole-model lever is tried
+            max_evals=40,
+        )
+
+    # the rule needs per-channel weights kept before the weight levers: whether they help plain
+    # rounding depends on the random model (one channel 30x wider makes it likely), so take the
+    # first of ten models where they were kept
+    for _ in range(10):
+        model = badly_scaled_pair(rng)
+        feeds = [models.input_feed(model, rng, batch=2) for _ in range(6)]
+        calibration = qd.calibrate(model, dataset(feeds), progress=False)
+        result = search(model, feeds, calibration)
+        trace = [t for t in result.trace if t.step not in ("float", "int8")]
+        first = next(k for k, t in enumerate(trace) if t.candidate.settings)
+        if trace[first].candidate.per_channel:
+            break
+    else:
+        pytest.fail("per-channel weights were kept in none of ten random models (what the test is built on)")
     for t in trace:  # every quality is the SQNR of the model qd.quantize writes for that candidate
         qdq = qd.quantize(model, calibration, t.candidate.config(base))
         assert t.quality == pytest.approx(_sqnr(model, qdq, feeds), abs=1e-6), t.step
-    first = next(k for k, t in enumerate(trace) if t.candidate.settings)
-    assert trace[0].step.startswith("per_channel") and trace[0].candidate.per_channel, "per-channel weights kept first"
     on_top, alone = trace[first], trace[first + 1]
-    assert on_top.candidate.per_channel and on_top.candidate.settings == (("weight_rounding", "adaround"),)
+    assert on_top.candidate.settings == (("weight_rounding", "adaround"),)
     assert alone.step.endswith("without per-channel weights")
     assert alone.candidate == on_top.candidate.merged(per_channel=())
     # the next weight lever builds on the better of the three: before, on top of it, alone
-    kept = max((trace[0], on_top, alone), key=lambda t: t.quality)
+    kept = max((trace[first - 1], on_top, alone), key=lambda t: t.quality)
     following = trace[first + 2]
     assert following.step.startswith("bias_correction")
     assert following.candidate.per_channel == kept.candidate.per_channel
