@@ -198,7 +198,7 @@ def task_qd_suite(args: dict[str, Any]) -> dict[str, Any]:
         from_cal.append(time.perf_counter() - t0)
     # issue 18: one fix candidate, the model qd.quantize writes from the stored Calibration for a
     # config that differs from the last by a few nodes' precision (as fix's search tries them)
-    layers = [n for n in dbg.layer_names][:12]
+    layers = list(dbg.layer_names)[:12]
     candidate: list[float] = []
     for r in range(repeats):
         chosen = layers[3 * r : 3 * r + 3] or layers[:3]

@@ -33,7 +33,6 @@ from quantdebug.pipeline.plan._units import (
 )
 from quantdebug.pipeline.plan._weights import (
     WeightFit,
-    adjust_weights,
     apply_fit,
     fit_weights,
     limited,
@@ -55,7 +54,6 @@ __all__ = [
     "Unit",
     "UnitMapper",
     "WeightFit",
-    "adjust_weights",
     "apply_fit",
     "build_plan",
     "default_op_types",

@@ -80,23 +80,6 @@ class WeightFit:
     biases: dict[str, np.ndarray]  # node -> corrected float bias (out,)
 
 
-def adjust_weights(
-    qdq: onnx.ModelProto,
-    float_model: onnx.ModelProto,
-    config: QuantConfig,
-    feeds: Feeds,
-    nodes: Callable[[Sequence[str]], list[str]],
-    *,
-    progress: Callable[[int], None] = lambda n: None,
-) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-    """Adaptive rounding and bias correction of ``qdq``'s weights against ``float_model`` on ``feeds``.
-
-    Returns a new QDQ model (scales and zero points as onnxruntime chose them) and the records.
-    """
-    fit = fit_weights(qdq, float_model, config, feeds, nodes, progress=progress)
-    return apply_fit(qdq, float_model, fit)
-
-
 def fit_weights(
     qdq: onnx.ModelProto,
     float_model: onnx.ModelProto,
@@ -106,7 +89,8 @@ def fit_weights(
     *,
     progress: Callable[[int], None] = lambda n: None,
 ) -> WeightFit:
-    """Fit adaptive rounding and bias correction of ``qdq``'s layers to ``feeds`` (``adjust_weights``)."""
+    """Fit adaptive rounding and bias correction of ``qdq``'s layers against ``float_model`` on ``feeds``;
+    ``apply_fit`` writes the result into a QDQ model (scales and zero points stay as onnxruntime chose them)."""
     rounded = _selected(config.adaround_on, config.adaround_nodes, nodes)
     corrected = _selected(config.bias_correction_on, config.bias_correction_nodes, nodes)
     wanted = None if rounded is None or corrected is None else rounded | corrected
@@ -155,16 +139,15 @@ def apply_fit(
             moved[node] = "this model does not quantize its weight and input"
             continue
         learned = fit.integers.get(node)
+        q = None
         if learned is not None:
             q, scale, zero_point = learned
             same_grid = np.array_equal(scale, t.scale) and np.array_equal(zero_point, t.zero_point)
             if q.shape != t.q.shape or not same_grid:
                 moved[node] = "its weight scale differs from the one its rounding was fitted on"
                 continue
-            updates[t.q_init] = t.q_layout(q)
-        bias = fit.biases.get(node)
-        if bias is not None and t.bias_init is not None:
-            updates[t.bias_init] = _adaround.bias_initializer(t, bias)
+        bias = fit.biases.get(node) if t.bias_init is not None else None
+        updates.update(_updates(t, q, bias))
     out = onnx.ModelProto()
     out.CopyFrom(qdq)
     _adaround.write(out, updates)
