@@ -35,6 +35,10 @@ def _options(level: str, threads: int | None, optimized_path: Path | None) -> or
     so.log_severity_level = 4  # errors come back as exceptions; onnxruntime's own log only repeats them
     so.intra_op_num_threads = threads if threads is not None else 0  # 0: onnxruntime picks the cores
     so.inter_op_num_threads = 1
+    # The memory pattern pre-plans one block for every intermediate of each input shape seen; on the
+    # debug graph (twins and statistics beside the quantized model) that block was 100 MB of the
+    # 475 MB peak of a MobileNetV3 debug run, for no measurable speed (issue 18, benchmarks/RESULTS.md)
+    so.enable_mem_pattern = False
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
     return so

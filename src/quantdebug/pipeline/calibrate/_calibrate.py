@@ -267,6 +267,23 @@ def batching_is_safe(
     return _rows_match(batched, [run(f) for f in feeds])
 
 
+OUTPUT_BUDGET = 64 * 2**20
+"""Bytes of calibrated tensors one stacked calibration run may return.
+
+A calibration run returns every float tensor of the model at once, so its memory is the batch
+times one sample's activations (about 26 MB a sample on MobileNetV3-Small at 224x224: 16 samples
+held 1 GB). Past a few samples stacking buys no speed (benchmarks/RESULTS.md, issue 18), so the
+batch is cut to what fits this budget; the statistics do not depend on the batch.
+"""
+
+
+def stacked_batch(batch_size: int, bytes_per_sample: float) -> int:
+    """The largest batch, at most ``batch_size``, whose outputs fit OUTPUT_BUDGET (at least 1)."""
+    if bytes_per_sample <= 0:
+        return batch_size
+    return max(1, min(batch_size, int(OUTPUT_BUDGET // bytes_per_sample)))
+
+
 class Calibrator:
     """The calibration pass over one (pre-processed) model, its session built once.
 
@@ -298,7 +315,17 @@ class Calibrator:
         stats: dict[str, TensorStats] = {}
         count = 0
         head = [f for _, f in zip(range(2), feeds)]
-        can_batch = batch_free and not self.control_flow and batching_is_safe(self._run, head)
+        per_sample: list[float] = []
+
+        def measured(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            values = self._run(feed)
+            rows = max(next(iter(feed.values())).shape[0], 1) if feed else 1
+            per_sample.append(sum(v.nbytes for v in values.values()) / rows)
+            return values
+
+        can_batch = batch_free and not self.control_flow and batching_is_safe(measured, head)
+        if can_batch and per_sample:
+            batch_size = stacked_batch(batch_size, max(per_sample))
         for feed, n in batches(itertools.chain(head, feeds), batch_size, can_batch):
             values = self._run(feed)
             for name in self.input_names:
