@@ -5,6 +5,7 @@ Tasks (the orchestrator, run.py, decides which run and with what):
   qd_suite   quantdebug timings, interleaved repeats: per-layer run, whole-model run, the float+quantized
              floor, the dataset alone; re-quantizing with a denylist; calibrate+quantize vs quantize
   qd_mem     quantdebug's debug run alone (calibration loaded from qd_suite), for its peak memory
+  qd_flow_mem  the debugger's whole flow (calibrate, both modes, re-quantize), for the process's peak
   floor_mem  the float+quantized floor alone, for its peak memory
   tf_suite   TensorFlow Lite's QuantizationDebugger on the same Keras model: run(), selective re-quantization
   qdq_loss   onnxruntime's qdq_loss_debug flow on quantdebug's float and QDQ models
@@ -242,6 +243,30 @@ def task_qd_mem(args: dict[str, Any]) -> dict[str, Any]:
     return {"construct_s": t_construct, "run_s": t_run, "debug_batch": seen["max_batch"], "load_after": loadavg()}
 
 
+def task_qd_flow_mem(args: dict[str, Any]) -> dict[str, Any]:
+    """The debugger's whole flow in one process, for its peak: prepare and calibrate, run per-layer and
+    whole-model, re-quantize with a denylist (what TensorFlow's debugger process does in tf_suite)."""
+    import quantdebug as qd
+
+    model, n, cal_n = args["model"], args["n"], args["cal"]
+    path = model_path(model)
+    rep = dataset_for(model, cal_n, CAL_SEED)
+    debug = dataset_for(model, n, DEBUG_SEED)
+    PEAK.phase("imports")
+    quiet = qd.DebugOptions(progress=False)
+    dbg = qd.QuantizationDebugger(str(path), rep, debug_dataset=debug, debug_options=quiet)
+    PEAK.phase("construct")
+    dbg.run()
+    PEAK.phase("run")
+    dbg.options = quiet.replace(verify_mode="whole_model")
+    dbg.run()
+    PEAK.phase("whole_model")
+    dbg.options = quiet.replace(denylisted_ops=[args["deny_op"]])
+    dbg.get_nondebug_quantized_model()
+    PEAK.phase("requant")
+    return {"load_after": loadavg()}
+
+
 def task_floor_mem(args: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
@@ -394,6 +419,7 @@ TASKS = {
     "prepare": task_prepare,
     "qd_suite": task_qd_suite,
     "qd_mem": task_qd_mem,
+    "qd_flow_mem": task_qd_flow_mem,
     "floor_mem": task_floor_mem,
     "tf_suite": task_tf_suite,
     "qdq_loss": task_qdq_loss,
