@@ -26,7 +26,7 @@ from quantdebug.fix.levers import DEFAULT_LEVERS
 from quantdebug.frontends import from_framework
 from quantdebug.pipeline.calibrate import Calibration, calibrate_model
 from quantdebug.pipeline.plan import build_plan, limited
-from quantdebug.pipeline.prepare import ModelSource, PreparedModel
+from quantdebug.pipeline.prepare import ModelSource, PreparedModel, prepared_model
 
 EvalFn = Callable[[ort.InferenceSession], float]
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(FixOptions)}
@@ -86,8 +86,10 @@ def fix(
     )
     config = options.config
     # candidates are quantized as qd.quantize would for their config: at the base opset, and at
-    # opset 21 (which 16-bit QDQ needs) only when they have 16-bit nodes (the evaluator's copy)
-    prepared = PreparedModel(float_model, config)
+    # opset 21 (which 16-bit QDQ needs) only when they have 16-bit nodes (the evaluator's copy).
+    # The prepared model is qd.calibrate's and qd.quantize's own, from their cache: pre-processing the
+    # PP-OCR detector (symbolic shape inference) takes 34 s, and a fix after a calibrate paid it twice
+    prepared = prepared_model(float_model, config)
     if calibration is None:
         if representative_dataset is None:
             raise ConfigError("fix needs a representative_dataset to calibrate (or calibration=...)")
