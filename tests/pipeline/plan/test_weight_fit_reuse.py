@@ -83,3 +83,41 @@ def test_precision_only_variants_share_one_fit(case, monkeypatch) -> None:
     last = qd.QuantConfig(weight_rounding="adaround", node_precision={"fc": "int16"})
     again = qd.quantize(model, calibration, last, dataset=samples)
     assert again.graph.SerializeToString(deterministic=True) == outputs[-1].graph.SerializeToString(deterministic=True)
+
+
+def test_a_config_tried_again_after_others_reuses_its_fit(case, monkeypatch) -> None:
+    """fix tries a weight lever, then others, then goes back to its best: the first fit is still there."""
+    model, _, calibration = case
+    calls: list[str] = []
+    real = _prepared.fit_weights
+
+    def counted(*args, **kwargs):  # a spy: the real fit runs, its calls are counted
+        calls.append(args[2].weight_rounding + ("+bias" if args[2].bias_correction_on else ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_prepared, "fit_weights", counted)
+    prepared = _prepared.PreparedModel(model)
+    configs = [
+        qd.QuantConfig(weight_rounding="adaround"),
+        qd.QuantConfig(weight_rounding="adaround", bias_correction=True),
+        qd.QuantConfig(bias_correction=True),
+        qd.QuantConfig(weight_rounding="adaround"),  # back to the first
+    ]
+    outputs = [prepared.quantize(calibration, c, prepared.precisions(c)) for c in configs]
+    assert calls == ["adaround", "adaround+bias", "nearest+bias"]
+    assert outputs[3].SerializeToString(deterministic=True) == outputs[0].SerializeToString(deterministic=True)
+    # a fresh prepared model (nothing cached) writes the same bytes
+    fresh = _prepared.PreparedModel(model)
+    again = fresh.quantize(calibration, configs[3], fresh.precisions(configs[3]))
+    assert again.SerializeToString(deterministic=True) == outputs[3].SerializeToString(deterministic=True)
+    assert len(calls) == 4
+
+
+def test_fits_kept_are_bounded(case, monkeypatch) -> None:
+    model, _, calibration = case
+    monkeypatch.setattr(_prepared, "FITS_KEPT", 2)
+    prepared = _prepared.PreparedModel(model)
+    for iterations in (10, 20, 30):
+        config = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=iterations)
+        prepared.quantize(calibration, config, prepared.precisions(config))
+    assert [c[0][4] for c in prepared._fits] == [20, 30]  # the newest two, oldest first

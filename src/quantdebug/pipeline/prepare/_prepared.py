@@ -40,6 +40,16 @@ from quantdebug.support import external, progress_bar
 _WIDE = ("int16", "uint16")
 
 
+FITS_KEPT = 4
+FITS_KEPT_BYTES = 256 * 2**20
+
+
+def _fit_bytes(fit: WeightFit) -> int:
+    return sum(a.nbytes for arrays in fit.integers.values() for a in arrays) + sum(
+        b.nbytes for b in fit.biases.values()
+    )
+
+
 def needs_16bit(config: QuantConfig) -> bool:
     return (
         config.activation_type in _WIDE
@@ -61,8 +71,9 @@ class PreparedModel:
         self._transformed: dict[
             tuple[Any, ...], tuple[onnx.ModelProto, list[dict[str, Any]], Calibration, Dataset]
         ] = {}
-        # the last adaround / bias correction fit: the debugger and fix re-quantize the same config often
-        self._fitted: tuple[tuple[Any, ...], WeightFit, Dataset] | None = None
+        # recent adaround / bias correction fits, newest last: the debugger and fix re-quantize the same
+        # configs often, and fix comes back to its best one after trying others
+        self._fits: list[tuple[tuple[Any, ...], WeightFit, Dataset]] = []
 
     def selector(self, row_tensors: Mapping[str, Sequence[str]] | None = None) -> Selector:
         return Selector(self.model, self.pre.covers, self.pre.renamed, row_tensors)
@@ -154,12 +165,25 @@ class PreparedModel:
         fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes", "adaround_target")
         digest = hashlib.sha256(qdq.SerializeToString(deterministic=True)).hexdigest()
         key = (digest, id(data), *(getattr(config, f) for f in fields))
-        cached = self._fitted
-        if cached is None or cached[0] != key or cached[2] is not data:
+        # the same samples, not an object that reused their id
+        hit = next((c for c in self._fits if c[0] == key and c[2] is data), None)
+        if hit is None:
             with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
                 fit = fit_weights(qdq, model, config, feeds, self.resolve, progress=advance)
-            cached = self._fitted = (key, fit, data)
-        return cached[1]
+            hit = (key, fit, data)
+        self._fits = [c for c in self._fits if c is not hit]
+        self._fits.append(hit)
+        # the newest fit always stays; older ones while they add up to FITS_KEPT_BYTES (a fit is the
+        # learned integers of every fitted weight: a quarter of the float model's weights, or less)
+        total = 0
+        kept = []
+        for c in reversed(self._fits):
+            total += _fit_bytes(c[1])
+            if kept and (len(kept) >= FITS_KEPT or total > FITS_KEPT_BYTES):
+                break
+            kept.append(c)
+        self._fits = kept[::-1]
+        return hit[1]
 
     def resolve(self, selectors: Sequence[str]) -> list[str]:
         """Node names of the pre-processed model for the weight levers' node lists."""
