@@ -176,7 +176,7 @@ class PreparedModel:
         # the newest fit always stays; older ones while they add up to FITS_KEPT_BYTES (a fit is the
         # learned integers of every fitted weight: a quarter of the float model's weights, or less)
         total = 0
-        kept = []
+        kept: list[tuple[tuple[Any, ...], WeightFit, Dataset]] = []
         for c in reversed(self._fits):
             total += _fit_bytes(c[1])
             if kept and (len(kept) >= FITS_KEPT or total > FITS_KEPT_BYTES):
