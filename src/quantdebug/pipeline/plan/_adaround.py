@@ -71,6 +71,9 @@ class Target:
     # the float target (sequential fit): the float model's inputs' sums, and C = sum x~ x^T
     sum_f: np.ndarray | None = None
     C: np.ndarray | None = None
+    # feedback_rounding's factor of the ridged G, with the damping it was made for: it depends on G
+    # and the count alone, so layers that read the same input (attention's query, key and value) share it
+    factor: tuple[float, np.ndarray] | None = None
 
     @property
     def groups(self) -> int:
@@ -290,6 +293,7 @@ def accumulate(target: Target, x: np.ndarray) -> None:
         target.G += g
         target.sum_x += sum_x
     target.count += count
+    target.factor = None  # made from the moments as they were
 
 
 def _grouped(target: Target) -> bool:
@@ -349,7 +353,7 @@ def gather(
 ) -> int:
     """One pass over ``feeds``: every target's G and input sums. Returns the number of samples."""
     for t in targets:
-        t.G = t.sum_x = None
+        t.G = t.sum_x = t.factor = None
         t.count = 0
     x_names = list(dict.fromkeys(t.x_name for t in targets))
     # without graph optimizations onnxruntime runs the Q/DQ ops as written: the same on every CPU
@@ -446,10 +450,14 @@ def feedback_rounding(target: Target, damp: float = 0.01, aim: np.ndarray | None
     Returns 1 where a weight rounds up, 0 where it rounds down: AdaRound's starting point.
     """
     lo, hi, free, frac = _candidates(target)
-    gram = shrunk_gram(target)
-    k = gram.shape[-1]
-    ridge = damp * np.einsum("gii->gi", gram).mean(axis=1) + 1e-12
-    upper = np.linalg.cholesky(np.linalg.inv(gram + ridge[:, None, None] * np.eye(k))).transpose(0, 2, 1)
+    if target.factor is None or target.factor[0] != damp:
+        gram = shrunk_gram(target)
+        k = gram.shape[-1]
+        ridge = damp * np.einsum("gii->gi", gram).mean(axis=1) + 1e-12
+        inverse = np.linalg.inv(gram + ridge[:, None, None] * np.eye(k))
+        target.factor = (damp, np.linalg.cholesky(inverse).transpose(0, 2, 1))
+    upper = target.factor[1]
+    k = upper.shape[-1]
     scale = np.broadcast_to(target.scale, lo.shape)
     zp = np.broadcast_to(target.zero_point, lo.shape)
     work = (target.weight if aim is None else aim).copy()

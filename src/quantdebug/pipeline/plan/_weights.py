@@ -217,20 +217,39 @@ def _sequential(
     float_x = {n.name: n.input[0] for n in float_model.graph.node}
     order = {n.name: k for k, n in enumerate(qdq.graph.node)}
     fitted: Fitted = {}
+    # The moments of the last layer, kept for the next one while it reads the same input the same
+    # way (attention's query, key and value projections): that input lies upstream of every layer
+    # fitted since, so its moments are the same numbers, and gathering them again cost a third of
+    # a transformer's sweep
+    shared: tuple[tuple[Any, ...], _adaround.Target] | None = None
     for t in sorted(targets, key=lambda t: order[t.node]):
-        t.G = t.sum_x = t.sum_f = t.C = None
-        t.count = 0
         cross = levers.config.adaround_on and (levers.rounded is None or t.node in levers.rounded)
-        for xq, xf in zip(quantized.get(t.x_name), floats.get(float_x[t.node])):
-            _adaround.accumulate(t, xq)
-            _adaround.accumulate_float(t, xq, xf, cross=cross)
+        key = _moments_key(t, float_x[t.node], cross)
+        if shared is not None and shared[0] == key:
+            source = shared[1]
+            t.G, t.sum_x, t.sum_f, t.C, t.count, t.factor = (
+                source.G, source.sum_x, source.sum_f, source.C, source.count, source.factor
+            )  # fmt: skip
+        else:
+            shared = None  # the sweep holds one input's moments at a time
+            t.G = t.sum_x = t.sum_f = t.C = t.factor = None
+            t.count = 0
+            for xq, xf in zip(quantized.get(t.x_name), floats.get(float_x[t.node])):
+                _adaround.accumulate(t, xq)
+                _adaround.accumulate_float(t, xq, xf, cross=cross)
         fitted[t.node] = ((), *levers.fit(t))  # a sweep fits each layer once: no key to compare
         mine = _updates(t, *fitted[t.node][1:])
         for name, value in mine.items():
             quantized.set_initializer(name, value)
-        t.G = t.C = None  # the sweep holds one layer's moments at a time
+        shared = (key, dataclasses.replace(t))
+        t.G = t.C = t.factor = None
         progress(1)
     return fitted
+
+
+def _moments_key(t: _adaround.Target, float_input: str, cross: bool) -> tuple[Any, ...]:
+    """Equal for two layers whose sweep moments are the same numbers: the same inputs, read the same way."""
+    return (t.x_name, float_input, t.op_type, repr(t.conv), t.weight.shape[0], t.weight.shape[2], cross)
 
 
 def _updates(t: _adaround.Target, q: np.ndarray | None, bias: np.ndarray | None) -> dict[str, np.ndarray]:
