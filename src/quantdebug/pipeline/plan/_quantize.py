@@ -67,6 +67,22 @@ def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:
     return TensorsData(CalibrationMethod.MinMax, data)
 
 
+# the last ranges written as onnxruntime's calibration cache, and the file's text: fix's candidates
+# quantize with the same ranges, and onnxruntime's JSON writer costs more than the rest of the file work
+_last_ranges: tuple[tuple[tuple[str, tuple[float, float]], ...], str] | None = None
+
+
+def _write_ranges(ranges: Mapping[str, tuple[float, float]], path: Path) -> None:
+    global _last_ranges
+    key = tuple(ranges.items())
+    last = _last_ranges
+    if last is not None and last[0] == key:
+        path.write_text(last[1])
+        return
+    save_tensors_data(_tensors_data(ranges), path)
+    _last_ranges = (key, path.read_text())
+
+
 @contextlib.contextmanager
 def _plain() -> Iterator[IndexedRun]:
     yield IndexedRun(active=False)
@@ -197,7 +213,7 @@ def quantize_with_ranges(
             needed = {t for n in work.graph.node if n.op_type in quantized_ops for t in n.input}
             path, hidden = external.materialize(work, folder, "float.onnx", needed)
             source = str(path)
-        save_tensors_data(_tensors_data(ranges), cache)
+        _write_ranges(ranges, cache)
         try:
             indexes = indexed_quantizer(capture_to=None if big else str(out)) if indexed else _plain()
             with _quiet_root_logger(), indexes as run:
