@@ -104,7 +104,10 @@ class _Index:
         self.check = check
         self._edges: tuple[dict[str, list[int]], dict[str, list[int]]] | None = None
         self._initializers: dict[str, onnx.TensorProto] | None = None
+        self._counts: dict[str, int] = {}  # initializers of each name (more than one only in an invalid model)
         self._float8 = 0
+        # get_largest_initializer_name_suffix's answers by prefix: onnxruntime asks once per shared bias
+        self._suffixes: dict[str, int] = {}
         # live views by id: a Mapping compares by value, so it cannot go in a WeakSet
         self.views: weakref.WeakValueDictionary[int, ConsumerView] = weakref.WeakValueDictionary()
 
@@ -175,11 +178,13 @@ class _Index:
     def initializers(self) -> dict[str, onnx.TensorProto]:
         if self._initializers is None:
             found: dict[str, onnx.TensorProto] = {}
+            counts: dict[str, int] = {}
             float8 = 0
             for tensor in self.graph.initializer:
                 found.setdefault(tensor.name, tensor)
+                counts[tensor.name] = counts.get(tensor.name, 0) + 1
                 float8 += tensor.data_type == _FLOAT8
-            self._initializers, self._float8 = found, float8
+            self._initializers, self._counts, self._float8 = found, counts, float8
         return self._initializers
 
     def initializer(self, name: str) -> onnx.TensorProto | None:
@@ -195,25 +200,43 @@ class _Index:
         return self._float8 > 0
 
     def initializer_appended(self) -> None:
+        tensor = self.graph.initializer[len(self.graph.initializer) - 1]
+        for prefix, largest in self._suffixes.items():
+            if tensor.name.startswith(prefix):
+                self._suffixes[prefix] = max(largest, _suffix(tensor.name, prefix))
         if self._initializers is None:
             return
-        tensor = self.graph.initializer[len(self.graph.initializer) - 1]
         self._initializers.setdefault(tensor.name, tensor)
+        self._counts[tensor.name] = self._counts.get(tensor.name, 0) + 1
         self._float8 += tensor.data_type == _FLOAT8
 
     def initializer_removed(self, name: str, data_type: int) -> None:
         """One initializer called ``name`` left the graph: the next one of that name, if any, is found."""
+        self._suffixes.clear()
         if self._initializers is None:
             return
         self._float8 -= data_type == _FLOAT8
-        successor = next((t for t in self.graph.initializer if t.name == name), None)
-        if successor is None:
+        left = self._counts[name] = self._counts.get(name, 1) - 1
+        if left <= 0:
+            del self._counts[name]
             self._initializers.pop(name, None)
-        else:
-            self._initializers[name] = successor
+        else:  # names are unique in a valid model: a scan only for one that is not
+            self._initializers[name] = next(t for t in self.graph.initializer if t.name == name)
 
     def initializers_moved(self) -> None:
         self._initializers = None
+        self._suffixes.clear()
+
+    def largest_suffix(self, prefix: str) -> int:
+        """``ONNXModel.get_largest_initializer_name_suffix``, kept up to date for each prefix asked about."""
+        if prefix not in self._suffixes:
+            self._suffixes[prefix] = _ORIGINAL["get_largest_initializer_name_suffix"](_Bare(self.model), prefix)
+        largest = self._suffixes[prefix]
+        if self.check:
+            scanned = _ORIGINAL["get_largest_initializer_name_suffix"](_Bare(self.model), prefix)
+            if scanned != largest:
+                raise IndexMismatchError(f"largest suffix of {prefix!r}: index has {largest}, scan {scanned}")
+        return largest  # type: ignore[no-any-return]
 
     def verify(self) -> None:
         """Compare both indexes, as they stand, with a fresh build (for ``check``)."""
@@ -224,12 +247,24 @@ class _Index:
                 if {k: sorted(v) for k, v in kept.items() if v} != {k: sorted(v) for k, v in now.items()}:
                     raise IndexMismatchError("the node index drifted from the graph")
         if self._initializers is not None:
-            known, float8, self._initializers = self._initializers, self._float8, None
+            known, counts, float8 = self._initializers, self._counts, self._float8
+            self._initializers = None
             fresh_inits = self.initializers()
             if known.keys() != fresh_inits.keys() or any(known[k] is not fresh_inits[k] for k in known):
                 raise IndexMismatchError("the initializer index drifted from the graph")
-            if float8 != self._float8:
-                raise IndexMismatchError("the count of float8 initializers drifted from the graph")
+            if counts != self._counts or float8 != self._float8:
+                raise IndexMismatchError("the initializer counts drifted from the graph")
+        for prefix, largest in self._suffixes.items():
+            if largest != _ORIGINAL["get_largest_initializer_name_suffix"](_Bare(self.model), prefix):
+                raise IndexMismatchError(f"the largest suffix of {prefix!r} drifted from the graph")
+
+
+def _suffix(name: str, prefix: str) -> int:
+    """The integer after ``prefix`` in ``name`` as onnxruntime reads it (int()), or -1."""
+    try:
+        return int(name[len(prefix) :])
+    except ValueError:
+        return -1
 
 
 class ConsumerView(Mapping[str, list[onnx.NodeProto]]):
@@ -393,6 +428,13 @@ def _remove_initializer(self: Any, tensor: onnx.TensorProto) -> None:
         index.initializer_removed(name, data_type)
 
 
+def _get_largest_initializer_name_suffix(self: Any, initializer_name_prefix: str) -> int:
+    index = _index_of(self)
+    if index is None or not isinstance(initializer_name_prefix, str):
+        return _ORIGINAL["get_largest_initializer_name_suffix"](self, initializer_name_prefix)  # type: ignore[no-any-return]
+    return index.largest_suffix(initializer_name_prefix)
+
+
 def _add_node(self: Any, node: onnx.NodeProto) -> None:
     index = _index_of(self)
     if index is not None:
@@ -499,6 +541,7 @@ _ONNX_MODEL_METHODS: dict[str, Callable[..., Any]] = {
     "add_initializer": _add_initializer,
     "initializer_extend": _initializer_extend,
     "remove_initializer": _remove_initializer,
+    "get_largest_initializer_name_suffix": _get_largest_initializer_name_suffix,
     "add_node": _add_node,
     "remove_node": _moving("remove_node"),
     "topological_sort": _moving("topological_sort"),
