@@ -471,21 +471,26 @@ def _input_name_to_nodes(self: Any) -> Mapping[str, list[onnx.NodeProto]]:
     return ConsumerView(index)
 
 
-# protobuf cannot serialize a message of 2 GiB or more; onnx.save_model then raises, and so must we
+# protobuf cannot serialize a message of 2 GiB or more: onnx.save_model raises then, so such a model
+# takes onnxruntime's own path to that error
 _PROTOBUF_LIMIT = 2**31 - 1
 
 
 def _save_model_to_file(self: Any, output_path: Any, use_external_data_format: bool = False) -> None:
     run = _state.run if _state.depth else None
-    if run is None or run.capture_to is None or use_external_data_format or str(output_path) != run.capture_to:
+    if (
+        run is None
+        or run.capture_to is None
+        or use_external_data_format
+        or str(output_path) != run.capture_to
+        or self.model.ByteSize() > _PROTOBUF_LIMIT
+    ):
         return _ORIGINAL["save_model_to_file"](self, output_path, use_external_data_format)  # type: ignore[no-any-return]
     # onnxruntime sorts and checks, then writes; the caller would read the file straight back, so the
     # model itself is kept: parsing what protobuf serializes gives the same message
     self.topological_sort()
     for init in self.model.graph.initializer:
         self._check_init(init, "end")
-    if self.model.ByteSize() > _PROTOBUF_LIMIT:
-        onnx.save_model(self.model, output_path)  # raises as it does for onnxruntime
     run.model = self.model
     return None
 

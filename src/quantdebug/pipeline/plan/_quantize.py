@@ -23,7 +23,7 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from quantdebug.config import QuantConfig
 from quantdebug.errors import ModelError
 from quantdebug.pipeline.plan._ort_index import IndexedRun, indexed_quantizer
-from quantdebug.support import external
+from quantdebug.support import external, write_text
 
 QUANT_TYPES = {
     "int8": QuantType.QInt8,
@@ -77,7 +77,7 @@ def _write_ranges(ranges: Mapping[str, tuple[float, float]], path: Path) -> None
     key = tuple(ranges.items())
     last = _last_ranges
     if last is not None and last[0] == key:
-        path.write_text(last[1])
+        write_text(path, last[1])
         return
     save_tensors_data(_tensors_data(ranges), path)
     _last_ranges = (key, path.read_text())
