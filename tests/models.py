@@ -416,6 +416,85 @@ def attention_mask_sentinel(
     return g.build([out])
 
 
+def shared_tensors(rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N") -> onnx.ModelProto:
+    """Initializers and activations that several nodes share: input[N,4,8,8] -> output[N,6] and ``relu_out``.
+
+    conv_a and conv_b read the same weight and bias; relu (of conv_a) feeds add, transpose and the
+    graph output ``relu_out``; add and transpose meet in mul; concat(mul, add) -> pool -> reshape
+    -> gemm_a and gemm_b, which share a weight and a bias -> sum (writes ``output``).
+    """
+    g = _GraphBuilder(rng, "shared_tensors", opset)
+    x = g.input("input", [batch, 4, 8, 8])
+    w = g.weight("shared_conv.weight", (4, 4, 3, 3), fan_in=36)
+    b = g.bias("shared_conv.bias", 4)
+    a = g.node("Conv", [x, w, b], "conv_a", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    c = g.node("Conv", [x, w, b], "conv_b", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    r = g.node("Relu", [a], "relu")
+    s = g.node("Add", [r, c], "add")
+    t = g.node("Transpose", [r], "transpose", perm=[0, 1, 3, 2])
+    m = g.node("Mul", [s, t], "mul")
+    x = g.node("Concat", [m, s], "concat", axis=1)
+    x = g.node("MaxPool", [x], "pool", kernel_shape=[2, 2], strides=[2, 2])
+    x = g.node("Reshape", [x, g.const("reshape.shape", np.array([-1, 128], dtype=np.int64))], "reshape")
+    fc_w, fc_b = g.weight("shared_fc.weight", (6, 128), fan_in=128), g.bias("shared_fc.bias", 6)
+    y = g.node("Gemm", [x, fc_w, fc_b], "gemm_a", transB=1)
+    z = g.node("Gemm", [x, fc_w, fc_b], "gemm_b", transB=1)
+    return g.build([g.node("Add", [y, z], "sum", out="output"), r])
+
+
+MANY_NODES_BLOCKS = ("conv_relu", "conv_clip", "shared_conv", "add", "gate", "concat_conv", "transposes")
+MANY_NODES_BLOCKS += ("reshapes", "maxpool", "softmax")
+
+
+def many_nodes(
+    rng: np.random.Generator, *, opset: int = DEFAULT_OPSET, batch: Batch = "N", blocks: int = 40
+) -> onnx.ModelProto:
+    """A random stack of ``blocks`` small blocks on input[N,4,6,6] -> output[N,5] and ``mid``.
+
+    Each block (one of MANY_NODES_BLOCKS, drawn from ``rng``) reads one or two tensors drawn from
+    everything before it, so most tensors have several readers; ``shared_conv`` blocks all use one
+    weight and bias, the ``reshapes`` blocks one pair of shape constants. The output of the middle
+    block is also a graph output (``mid``); a gap/flatten/gemm head writes ``output``.
+    """
+    g = _GraphBuilder(rng, "many_nodes", opset)
+    pool = [g.input("input", [batch, 4, 6, 6])]
+    shared_w = g.weight("shared_conv.weight", (4, 4, 3, 3), fan_in=36)
+    shared_b = g.bias("shared_conv.bias", 4)
+    flat = g.const("flat.shape", np.array([0, 4, 36], dtype=np.int64))
+    grid = g.const("grid.shape", np.array([0, 4, 6, 6], dtype=np.int64))
+    mid = ""
+    for i in range(blocks):
+        kind = MANY_NODES_BLOCKS[int(rng.integers(len(MANY_NODES_BLOCKS)))]
+        x, y = (pool[int(k)] for k in rng.integers(len(pool), size=2))
+        p = f"b{i}_"
+        if kind == "conv_relu":
+            out = g.node("Relu", [g.conv(x, f"{p}conv", 4, 4)], f"{p}relu")
+        elif kind == "conv_clip":
+            out = g.clip(g.conv(x, f"{p}conv", 4, 4, k=1), f"{p}clip", 0.0, 6.0)
+        elif kind == "shared_conv":
+            out = g.node("Conv", [x, shared_w, shared_b], f"{p}conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        elif kind == "add":
+            out = g.node("Add", [x, y], f"{p}add")
+        elif kind == "gate":
+            out = g.node("Mul", [x, g.node("Sigmoid", [y], f"{p}sigmoid")], f"{p}gate")
+        elif kind == "concat_conv":
+            out = g.conv(g.node("Concat", [x, y], f"{p}concat", axis=1), f"{p}conv", 8, 4, k=1)
+        elif kind == "transposes":
+            t = g.node("Transpose", [x], f"{p}transpose_a", perm=[0, 1, 3, 2])
+            out = g.node("Transpose", [t], f"{p}transpose_b", perm=[0, 1, 3, 2])
+        elif kind == "reshapes":
+            out = g.node("Reshape", [g.node("Reshape", [x, flat], f"{p}flatten"), grid], f"{p}unflatten")
+        elif kind == "maxpool":
+            out = g.node("MaxPool", [x], f"{p}maxpool", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        else:
+            out = g.node("Softmax", [x], f"{p}softmax", axis=1)
+        pool.append(out)
+        if i == blocks // 2:
+            mid = g.node("Identity", [out], f"{p}mid", out="mid")
+    x = g.node("Flatten", [g.node("GlobalAveragePool", [pool[-1]], "gap")], "flatten", axis=1)
+    return g.build([g.gemm(x, "fc", 4, 5, out="output"), mid])
+
+
 ALL_MODELS: dict[str, ModelBuilder] = {
     "conv_relu": conv_relu,
     "depthwise": depthwise,
@@ -430,6 +509,8 @@ ALL_MODELS: dict[str, ModelBuilder] = {
     "duplicate_names": duplicate_names,
     "attention_mask_sentinel": attention_mask_sentinel,
     "attention_mask_input": functools.partial(attention_mask_sentinel, mask_as_input=True),
+    "shared_tensors": shared_tensors,
+    "many_nodes": many_nodes,
 }
 """Builders returning a plain ``ModelProto`` (``wide_range_node`` returns a tuple, so it is not here)."""
 
