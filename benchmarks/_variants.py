@@ -85,7 +85,7 @@ class _PatchedBuilder(dm._Builder):
         is_batch = self.node("Equal", [first, self.const("zero", np.array([0], np.int64))], "is_batch")
         self.rows_shape = self.node("Where", [is_batch, rows, dm.ROWS_INPUT], "rows_shape")
 
-    def stats(self, quantized: str, reference: str) -> tuple[str, str, str]:
+    def stats(self, quantized: str, reference: str) -> tuple[list[str], str, str]:
         diff = self.node("Sub", [quantized, reference], "diff")
         src = diff
         # the reference is the float tensor's copy in the debug graph: __qd/<twin or f>/<float tensor>
@@ -97,10 +97,10 @@ class _PatchedBuilder(dm._Builder):
         rows = self.node("Reshape", [src, self.rows_shape], "rows")
         total = self.reduce("ReduceSum", rows, "sum")
         squares = self.reduce("ReduceSum", self.node("Mul", [rows, rows], "sq"), "sumsq")
-        peak = self.reduce("ReduceMax", self.node("Abs", [rows], "abs"), "maxabs")
-        packed = self.node("Concat", [total, squares, peak], "stats", axis=1)
+        high = self.reduce("ReduceMax", rows, "max")
+        low = self.reduce("ReduceMin", rows, "min")
         size = self.node("Shape", [rows], "shape")
-        return packed, diff, size
+        return [total, squares, high, low], diff, size
 
 
 FLAGS: dict[str, Any] = {}

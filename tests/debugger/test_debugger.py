@@ -137,6 +137,36 @@ def test_metrics_of_a_million_element_tensor_stay_accurate(rng: np.random.Genera
         assert got[metric] == pytest.approx(want[metric], rel=1e-4), metric
 
 
+def _activation_dequantizes(model: onnx.ModelProto, path: object, disabled: list[str] | None) -> int:
+    """DequantizeLinear nodes of non-constant tensors in ``model`` as onnxruntime optimizes it."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(path)
+    so.log_severity_level = 4
+    ort.InferenceSession(
+        model.SerializeToString(), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+    )
+    optimized = onnx.load(str(path))
+    constants = {i.name for i in optimized.graph.initializer}
+    return sum(n.op_type == "DequantizeLinear" and n.input[0] not in constants for n in optimized.graph.node)
+
+
+def test_debug_session_dequantizes_each_read_tensor_once_more_at_most(
+    rng: np.random.Generator, tmp_path: object
+) -> None:
+    """onnxruntime gives each consumer of a DequantizeLinear its own copy; the statistics and twins that
+    read a quantized tensor share one, so the debug session dequantizes no tensor more than once beyond
+    what the deployed model does (without the shared read it was once per statistic and twin)."""
+    from quantdebug.pipeline.run._run import _KEEP_IDENTITY
+
+    debugger, _ = make("mobilenetv3_block", rng)
+    graph = debugger._graph()
+    read = {u.output for u in graph.units} | {b.source for u in graph.units for b in u.boundaries if b.qparams}
+    deployed = _activation_dequantizes(debugger.get_nondebug_quantized_model(), tmp_path / "q.onnx", None)  # type: ignore[operator]
+    debug = _activation_dequantizes(graph.model, tmp_path / "d.onnx", list(_KEEP_IDENTITY))  # type: ignore[operator]
+    assert debug <= deployed + len(read)
+
+
 def test_batched_run_equals_unbatched(rng: np.random.Generator) -> None:
     debugger, _ = make("mobilenetv3_block", rng, samples=7)
     debugger.options = qd.DebugOptions(batch_size=1)
@@ -156,6 +186,38 @@ def test_batching_is_refused_when_it_mixes_samples(rng: np.random.Generator) -> 
     debugger.run()
     reference = reference_statistics(debugger, feeds)
     for tensor, want in reference.items():
+        assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)
+
+
+def test_refused_batching_keeps_the_checks_single_runs_and_runs_the_rest_alone(rng: np.random.Generator) -> None:
+    """The batching check is the run's own first batch: stacked, then its first two samples alone. On a
+    model whose stacked rows differ from its single runs, those two singles are the first results and
+    every later sample runs alone; the statistics are the numpy reference's."""
+    from quantdebug.pipeline.run._run import DebugLoop, RunState
+
+    debugger, feeds = make("reshape_mixes_batch", rng, samples=6)
+    graph = debugger._graph()
+    runs: list[int] = []
+    inner = session(graph.model)
+
+    class Counted:
+        def run(self, names: object, feed: dict[str, np.ndarray]) -> object:
+            runs.append(next(iter(feed.values())).shape[0])
+            return inner.run(names, feed)  # type: ignore[arg-type]
+
+    options = debugger.options.replace(batch_size=4, check_fidelity=False)
+    loop = DebugLoop(graph, options, Counted(), None, None, None)  # type: ignore[arg-type]
+    state = RunState.empty(len(graph.units), options)
+    loop.process(iter(feeds), state, batch_free=True, advance=lambda n: None)
+    assert runs == [4, 1, 1, 1, 1, 1, 1], "the stacked first batch, its two singles kept, then one at a time"
+    assert state.samples == len(feeds)
+    runs.clear()
+    again = RunState.empty(len(graph.units), options)
+    loop.process(iter(feeds), again, batch_free=True, advance=lambda n: None)
+    assert runs == [1] * len(feeds), "the refusal is remembered"
+    assert np.array_equal(again.layer.sums, state.layer.sums)
+    debugger.run()
+    for tensor, want in reference_statistics(debugger, feeds).items():
         assert_metrics_close(debugger.layer_statistics[tensor], want, tensor)
 
 
@@ -251,12 +313,31 @@ def test_fidelity_check_flags_a_debug_path_that_differs_from_the_deployed_model(
         debugger.float_model, dataset([{k: v * 3 for k, v in f.items()} for f in feeds])
     ).get_nondebug_quantized_model()  # calibrated on other data: other scales, other outputs
     graph = debugger._graph()
-    loop = DebugLoop(graph, debugger.options, session(graph.model), lambda: session(other), None, None)
+    deployed_runs: list[int] = []
+    deployed = session(other)
+
+    class Counted:
+        def run(self, names: object, feed: dict[str, np.ndarray]) -> object:
+            deployed_runs.append(next(iter(feed.values())).shape[0])
+            return deployed.run(names, feed)  # type: ignore[arg-type]
+
+    loop = DebugLoop(graph, debugger.options, session(graph.model), Counted, None, None)  # type: ignore[arg-type]
     state = RunState.empty(len(graph.units), debugger.options)
     with pytest.warns(UserWarning, match="differs from the deployed quantized model"):
         loop.process(iter(feeds), state, batch_free=True, advance=lambda n: None)
     assert state.fidelity is not None and state.fidelity > 0
     assert state.samples == len(feeds)
+    assert deployed_runs == [debugger.options.batch_size], "compared on the run's first batch"
+    # a later run over the same first samples gets the same answer (and the warning) without running
+    # the deployed model again; other first samples are compared again
+    again = RunState.empty(len(graph.units), debugger.options)
+    with pytest.warns(UserWarning, match="differs from the deployed quantized model"):
+        loop.process(iter(feeds), again, batch_free=True, advance=lambda n: None)
+    assert again.fidelity == state.fidelity and len(deployed_runs) == 1
+    shifted = RunState.empty(len(graph.units), debugger.options)
+    with pytest.warns(UserWarning, match="differs from the deployed quantized model"):
+        loop.process(iter(feeds[1:]), shifted, batch_free=True, advance=lambda n: None)
+    assert len(deployed_runs) == 2 and shifted.fidelity is not None and shifted.fidelity > 0
 
 
 def test_later_runs_reuse_the_debug_sessions_until_the_plan_changes(
@@ -286,8 +367,8 @@ def test_later_runs_reuse_the_debug_sessions_until_the_plan_changes(
     debugger.run()
     first = debugger.layer_statistics
     assert made == ["debug model", "quantized model"] and debugger.fidelity == 0.0
-    # the batching check (two samples stacked, then alone), then every sample in batches of 4
-    assert debug_runs == [2, 1, 1, 4, 4, 1]
+    # the first four samples stacked and the first two alone (the batching check), then the rest in batches of 4
+    assert debug_runs == [4, 1, 1, 4, 1]
     debug_runs.clear()
     debugger.run()
     assert made == ["debug model", "quantized model"], "the second run made new sessions"

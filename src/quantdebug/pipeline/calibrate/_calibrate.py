@@ -252,19 +252,37 @@ def has_control_flow(model: onnx.ModelProto) -> bool:
 
 
 def batching_is_safe(
-    run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], feeds: list[dict[str, np.ndarray]]
+    run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+    feeds: list[dict[str, np.ndarray]],
+    *,
+    stacked: tuple[Mapping[str, np.ndarray], int] | None = None,
 ) -> bool:
-    """Check on the first samples that a batched run gives, row by row, what single runs give."""
-    if len(feeds) < 2 or not all(a.ndim > 0 and a.shape[0] == 1 for f in feeds for a in f.values()):
+    """Check on the first samples that a batched run gives, row by row, what single runs give.
+
+    ``stacked``: the outputs of a run the caller already made of ``feeds`` stacked, followed by more
+    samples (``n`` in all), and ``n``; their first rows are compared and ``run`` only runs the singles.
+    """
+    if len(feeds) < 2 or not can_stack(feeds):
         return False
-    if any(f[k].shape != feeds[0][k].shape for f in feeds for k in f):
-        return False
-    stacked = {k: np.concatenate([f[k] for f in feeds], axis=0) for k in feeds[0]}
-    try:
-        batched = run(stacked)
-    except Exception:
-        return False
+    if stacked is None:
+        together = {k: np.concatenate([f[k] for f in feeds], axis=0) for k in feeds[0]}
+        try:
+            batched = dict(run(together))
+        except Exception:
+            return False
+    else:
+        outputs, n = stacked
+        if any(v.ndim == 0 or v.shape[0] != n for v in outputs.values()):
+            return False
+        batched = {k: v[: len(feeds)] for k, v in outputs.items()}
     return _rows_match(batched, [run(f) for f in feeds])
+
+
+def can_stack(feeds: list[dict[str, np.ndarray]]) -> bool:
+    """Whether ``feeds`` are single samples (leading dimension 1) of one shape, which ``batches`` stacks."""
+    if not all(a.ndim > 0 and a.shape[0] == 1 for f in feeds for a in f.values()):
+        return False
+    return not any(f[k].shape != feeds[0][k].shape for f in feeds for k in f)
 
 
 OUTPUT_BUDGET = 64 * 2**20

@@ -62,14 +62,15 @@ class MeanAccumulator:
 
 
 def default_metrics(stats: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Per-sample default metrics from the debug graph's [B, 3U] statistics and [2U] shapes.
+    """Per-sample default metrics from the debug graph's [B, 4U] statistics and [2U] shapes.
 
+    The four statistics of a unit are the sum, sum of squares, max and min of its difference.
     Returns [B, U, 5] in the order of ``DEFAULT_METRICS``.
     """
     stats = np.asarray(stats, dtype=np.float64)
-    total = stats[:, 0::3]
-    squares = stats[:, 1::3]
-    peak = stats[:, 2::3]
+    total = stats[:, 0::4]
+    squares = stats[:, 1::4]
+    peak = np.maximum(stats[:, 2::4], -stats[:, 3::4])  # the largest magnitude; NaN if either is
     n = np.broadcast_to(np.asarray(sizes, dtype=np.float64).reshape(-1, 2)[:, 1], total.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / n

@@ -1,8 +1,8 @@
 """Build the debug model: the optimized quantized graph plus float twins and in-graph reductions.
 
-Per sample and per unit only three numbers leave onnxruntime (sum, sum of squares and largest
-magnitude of ``dequant(quantized) - float``), packed into one output, so memory does not grow with the
-number of samples and no tensor is copied that no metric needs. The reductions run in float32
+Per sample and per unit only four numbers leave onnxruntime (sum, sum of squares, largest and
+smallest value of ``dequant(quantized) - float``), packed into one output by one Concat, so memory
+does not grow with the number of samples and no tensor is copied that no metric needs. The reductions run in float32
 (a float64 cast of every tensor tripled the cost of a debug run); sums across samples are
 accumulated in float64 outside.
 """
@@ -23,7 +23,7 @@ PREFIX = "__qd"
 METRICS_OUTPUT = f"{PREFIX}/metrics"
 SIZES_OUTPUT = f"{PREFIX}/sizes"
 ROWS_INPUT = f"{PREFIX}/rows_shape"  # fed per run: [1, -1] for one sample, [0, -1] for a batch
-STATS_PER_UNIT = 3  # sum, sum of squares, max(abs) of the difference
+STATS_PER_UNIT = 4  # sum, sum of squares, max and min of the difference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,15 +88,22 @@ class _Builder:
         return new
 
     def dequantize(self, tensor: str, scale: str, zero_point: str, axis: int | None) -> str:
+        """The dequantized ``tensor``, read through one Identity by every twin and statistic.
+
+        onnxruntime gives each consumer of a DequantizeLinear its own copy of it, so a dequantized
+        tensor read by the model, a statistic and a twin was dequantized three times on every run.
+        Behind the Identity the debug graph's reads count as one consumer: one more DequantizeLinear
+        at most, whether the model's own is reused or one is added. The debug session keeps the
+        Identity (``debug_session``), an alias of its input that copies nothing.
+        """
         if tensor in self.dq_cache:  # one dequantized copy per integer tensor, shared by every twin
             return self.dq_cache[tensor]
         existing = self.existing_dq.get((tensor, scale, zero_point, axis))
-        if existing is not None:
-            self.dq_cache[tensor] = existing
-            return existing
-        inputs = [tensor, scale] + ([zero_point] if zero_point else [])
-        attrs = {"axis": axis} if axis is not None else {}
-        self.dq_cache[tensor] = self.node("DequantizeLinear", inputs, "dq", **attrs)
+        if existing is None:
+            inputs = [tensor, scale] + ([zero_point] if zero_point else [])
+            attrs = {"axis": axis} if axis is not None else {}
+            existing = self.node("DequantizeLinear", inputs, "dq", **attrs)
+        self.dq_cache[tensor] = self.node("Identity", [existing], "dq_read")
         return self.dq_cache[tensor]
 
     def copy_float_nodes(self, names: Sequence[str], mapping: dict[str, str], tag: str) -> None:
@@ -134,23 +141,24 @@ class _Builder:
             return self.node(op, [tensor, axes], hint, keepdims=1)
         return self.node(op, [tensor], hint, axes=[1], keepdims=1)
 
-    def stats(self, quantized: str, reference: str) -> tuple[str, str, str]:
-        """[B,3] statistics of quantized - reference, plus the diff and the rows' shape.
+    def stats(self, quantized: str, reference: str) -> tuple[list[str], str, str]:
+        """[B,1] sum, sum of squares, max and min of quantized - reference; the diff; the rows' shape.
 
-        The largest magnitude is one ReduceMax over Abs, not a ReduceMax and a ReduceMin: the
-        metrics only use max(|max|, |min|), and one pass less over every difference tensor is
-        about a fifth of a debug run (benchmarks/RESULTS.md, R4). The sum of squares is
-        ReduceSum(Mul) rather than ReduceSumSquare, which onnxruntime does not vectorise: half
-        the time and a 10x smaller float32 rounding error (2e-4 -> 1e-5 at 600k elements).
+        The largest magnitude is max(max, -min) outside: a ReduceMax and a ReduceMin read the
+        difference once each where Abs wrote a copy of it for a ReduceMax to read (8% less time
+        for the statistics). The sum of squares is ReduceSum(Mul) rather than ReduceSumSquare,
+        which onnxruntime does not vectorise: a quarter of the time and a 10x smaller float32
+        rounding error (2e-4 -> 1e-5 at 600k elements); a MatMul or Einsum dot product of the rows
+        with themselves took three times as long (benchmarks/RESULTS.md, issue 18).
         """
         diff = self.node("Sub", [quantized, reference], "diff")
         rows = self.node("Reshape", [diff, ROWS_INPUT], "rows")
         total = self.reduce("ReduceSum", rows, "sum")
         squares = self.reduce("ReduceSum", self.node("Mul", [rows, rows], "sq"), "sumsq")
-        peak = self.reduce("ReduceMax", self.node("Abs", [rows], "abs"), "maxabs")
-        packed = self.node("Concat", [total, squares, peak], "stats", axis=1)
+        high = self.reduce("ReduceMax", rows, "max")
+        low = self.reduce("ReduceMin", rows, "min")
         size = self.node("Shape", [rows], "shape")
-        return packed, diff, size
+        return [total, squares, high, low], diff, size
 
 
 def build_debug_model(
@@ -188,12 +196,13 @@ def build_debug_model(
                     mapping[bd.float_tensor] = bd.source
             b.copy_float_nodes(unit.twin, mapping, f"t{k}")
             reference = mapping[unit.float_tensor]
-        packed, _diff, size = b.stats(quantized, reference)
-        stats_tensors.append(packed)
+        columns, _diff, size = b.stats(quantized, reference)
+        stats_tensors.extend(columns)
         sizes.append(size)
         raw_outputs.append((unit.output, quantized, reference))
     if stats_tensors:
         b.g.input.append(helper.make_tensor_value_info(ROWS_INPUT, TensorProto.INT64, [2]))
+        # one Concat of every unit's [B,1] columns: a Concat per unit cost a node each for no work
         b.g.node.append(helper.make_node("Concat", stats_tensors, [METRICS_OUTPUT], name=METRICS_OUTPUT, axis=1))
         b.g.node.append(helper.make_node("Concat", sizes, [SIZES_OUTPUT], name=SIZES_OUTPUT, axis=0))
         b.g.output.append(helper.make_tensor_value_info(METRICS_OUTPUT, TensorProto.FLOAT, None))

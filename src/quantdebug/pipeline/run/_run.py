@@ -21,7 +21,7 @@ from quantdebug import runtime  # its make_session is looked up per call: one pl
 from quantdebug.config import DEFAULT_METRICS, DebugOptions
 from quantdebug.data import batches
 from quantdebug.errors import ModelError
-from quantdebug.pipeline.calibrate import batching_is_safe, has_control_flow
+from quantdebug.pipeline.calibrate import batching_is_safe, can_stack, has_control_flow
 from quantdebug.pipeline.run._accumulate import MeanAccumulator, default_metrics
 from quantdebug.pipeline.run._debug_model import METRICS_OUTPUT, ROWS_INPUT, SIZES_OUTPUT, DebugGraph
 
@@ -63,16 +63,24 @@ class RunState:
             fidelity=max(fidelities) if fidelities else None,
         )
 
-    def absorb_digest(self, feed: dict[str, np.ndarray], n: int) -> None:
-        for i in range(n):
-            h = hashlib.sha256()
-            for name in sorted(feed):
-                value = feed[name]
-                h.update(np.ascontiguousarray(value[i : i + 1] if n > 1 else value).tobytes())
-            self.digest = bytes(a ^ b for a, b in zip(self.digest, h.digest()))
+    def absorb_digests(self, digests: list[bytes]) -> None:
+        for d in digests:
+            self.digest = bytes(a ^ b for a, b in zip(self.digest, d))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.digest + self.samples.to_bytes(8, "little")).hexdigest()[:32]
+
+
+def sample_digests(feed: dict[str, np.ndarray], n: int) -> list[bytes]:
+    """SHA-256 of each of the ``n`` samples stacked in ``feed`` (its inputs' bytes in name order)."""
+    out = []
+    for i in range(n):
+        h = hashlib.sha256()
+        for name in sorted(feed):
+            value = feed[name]
+            h.update(np.ascontiguousarray(value[i : i + 1] if n > 1 else value).tobytes())
+        out.append(h.digest())
+    return out
 
 
 # onnxruntime's QDQ propagation, pushing a twin's DequantizeLinear through a data-movement op (a
@@ -84,14 +92,25 @@ _PROPAGATION_BUG = "does not match y_zero_point"
 _PROPAGATION = ("QDQPropagationTransformer",)
 
 
+# onnxruntime gives every consumer of a DequantizeLinear its own copy (EnsureUniqueDQForNodeUnit), once
+# before its optimizations and again after its level-1 ones. The debug graph reads each dequantized
+# tensor through one Identity (build_debug_model), so the first pass copies it once at most; removing
+# that Identity (EliminateIdentity, level 1) would let the second pass copy it for every statistic and
+# twin that reads it: 173 more DequantizeLinear on MobileNetV3, a third of the debug graph's dequantize
+# time. The kept Identity is an alias (no copy). The quantized part, saved already optimized, has none.
+_KEEP_IDENTITY = ("EliminateIdentity",)
+
+
 def debug_session(model: onnx.ModelProto, *, level: str, threads: int | None) -> ort.InferenceSession:
     try:
-        return runtime.make_session(model, level=level, threads=threads, what="debug model")
+        return runtime.make_session(
+            model, level=level, threads=threads, what="debug model", disabled_optimizers=_KEEP_IDENTITY
+        )
     except ModelError as exc:
         if _PROPAGATION_BUG not in str(exc):
             raise
         return runtime.make_session(
-            model, level=level, threads=threads, what="debug model", disabled_optimizers=_PROPAGATION
+            model, level=level, threads=threads, what="debug model", disabled_optimizers=_KEEP_IDENTITY + _PROPAGATION
         )
 
 
@@ -176,6 +195,7 @@ class DebugLoop:
         self._make_deployed = deployed
         self._deployed: ort.InferenceSession | None = None
         self._batching: dict[tuple[Any, ...], bool] = {}
+        self._fidelities: dict[tuple[Any, ...], float] = {}
         self._control_flow = has_control_flow(graph.model)
         self.float_session = float_session
         self.custom_values = custom_values
@@ -191,32 +211,50 @@ class DebugLoop:
     def checks_fidelity(self) -> bool:
         return self._make_deployed is not None
 
-    def _checked_batching(
-        self, head: list[dict[str, np.ndarray]], batch_free: bool, singles: list[dict[str, np.ndarray]]
-    ) -> bool:
-        """Whether samples can be stacked: checked once per sample signature, then remembered.
+    def _first_batch(
+        self, guarded: Iterator[dict[str, np.ndarray]], batch_free: bool
+    ) -> tuple[bool, list[tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]], list[dict[str, np.ndarray]]]:
+        """Whether samples can be stacked, decided on the run's own first batch the first time a sample
+        signature is seen, then remembered.
 
-        When stacking is refused, the check's single-sample runs of ``head`` land in ``singles``
-        (in order) as the run's results. When it is allowed they are dropped and the head runs
-        again stacked, so that every sample's numbers come from a stacked run whichever worker or
-        shard it is in (onnxruntime's batch-1 kernels differ from its batched ones in the last bits).
+        Returns the verdict, the runs already made that are the run's results (feed, outputs, samples),
+        and the samples read but not run yet. The first ``batch_size`` samples run stacked, as the run
+        needs anyway, and its first two alone: when their rows agree the stacked run is the first
+        result and the singles are dropped, so every sample's numbers come from a stacked run whichever
+        worker or shard it is in (onnxruntime's batch-1 kernels differ from its batched ones in the last
+        bits); when they do not, the two singles are the first results and the rest runs one at a time.
         """
-        if self.options.batch_size <= 1 or not batch_free or not head or self._control_flow:
-            return False
+        size = self.options.batch_size
+        if size <= 1 or not batch_free or self._control_flow:
+            return False, [], []
+        head = list(itertools.islice(guarded, size))
+        if not head:
+            return False, [], []
         key = tuple(sorted((k, v.shape, v.dtype.str) for k, v in head[0].items()))
-        if key not in self._batching:
+        if key in self._batching:
+            return self._batching[key], [], head
+        if len(head) < 2 or not can_stack(head[:2]):  # nothing to decide on: this run goes one at a time
+            return False, [], head
+        first, n = next(batches(head, size, True))
+        try:
+            out = self.run_batch(first, True)
+        except Exception:  # a model that cannot run stacked samples at all
+            self._batching[key] = False
+            return False, [], head
+        singles: list[dict[str, np.ndarray]] = []
 
-            def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-                batched = next(iter(feed.values())).shape[0] > 1
-                out = self.run_batch(feed, batched)
-                if not batched:
-                    singles.append(out)
-                return {k: v for k, v in out.items() if k != SIZES_OUTPUT and k not in self.raw_names}
+        def single(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            singles.append(self.run_batch(feed, False))
+            return self._compared(singles[-1])
 
-            self._batching[key] = batching_is_safe(run, head)
-            if self._batching[key]:
-                singles.clear()
-        return self._batching[key]
+        self._batching[key] = batching_is_safe(single, head[:2], stacked=(self._compared(out), n))
+        if self._batching[key]:
+            return True, [(first, out, n)], head[n:]
+        return False, [(f, o, 1) for f, o in zip(head, singles)], head[len(singles) :]
+
+    def _compared(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The outputs a batching check compares: all but the shapes and the raw tensors."""
+        return {k: v for k, v in out.items() if k != SIZES_OUTPUT and k not in self.raw_names}
 
     def process(
         self,
@@ -228,14 +266,11 @@ class DebugLoop:
     ) -> None:
         """Stream ``feeds`` into ``state``; the state is consistent after every batch."""
         guarded = _Guarded(feeds)
-        head = [f for _, f in zip(range(2), guarded)]
-        singles: list[dict[str, np.ndarray]] = []
-        can_batch = self._checked_batching(head, batch_free, singles)
+        can_batch, done, pending = self._first_batch(guarded, batch_free)
         check = self.checks_fidelity and state.fidelity is None
-        for feed, out in zip(head, singles):
-            self._absorb(state, feed, out, 1, check, advance)
-        rest = itertools.chain(head[len(singles) :], guarded)
-        for feed, n in batches(rest, self.options.batch_size, can_batch):
+        for feed, out, n in done:
+            self._absorb(state, feed, out, n, check, advance)
+        for feed, n in batches(itertools.chain(pending, guarded), self.options.batch_size, can_batch):
             self._absorb(state, feed, self.run_batch(feed, n > 1), n, check, advance)
         if guarded.error is not None:
             raise guarded.error
@@ -249,8 +284,9 @@ class DebugLoop:
         check: bool,
         advance: Callable[[int], None],
     ) -> None:
+        digests = sample_digests(feed, n)
         if check and state.fidelity is None:
-            state.fidelity = self._fidelity(feed, out)
+            state.fidelity = self._fidelity(feed, out, digests)
         layer = default_metrics(out[METRICS_OUTPUT], out[SIZES_OUTPUT])
         custom = self.custom_values(out, n) if self.custom_values is not None else None
         model = self._model_metrics(feed, out, n)
@@ -261,19 +297,29 @@ class DebugLoop:
         for name, value in model.items():
             state.model_sums[name] += value
         state.model_count += n if model else 0
-        state.absorb_digest(feed, n)
+        state.absorb_digests(digests)
         advance(n)
 
-    def _fidelity(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> float:
-        assert self._make_deployed is not None
-        if self._deployed is None:
-            self._deployed = self._make_deployed()
-        names = list(self.graph.model_outputs)
-        expected = self._deployed.run(names, feed)
-        fidelity = max(
-            (float(np.max(np.abs(a.astype(np.float64) - out[n].astype(np.float64)))) if a.size else 0.0)
-            for n, a in zip(names, expected)
-        )
+    def _fidelity(self, feed: dict[str, np.ndarray], out: dict[str, np.ndarray], digests: list[bytes]) -> float:
+        """The largest difference of the model's outputs from the deployed model's on this batch.
+
+        Remembered by the batch's samples (their digests and shapes): a later run on this loop whose
+        first batch holds the same samples gets the same sessions' same answer without running the
+        deployed model again.
+        """
+        key = (tuple(digests), tuple(sorted((k, v.shape, v.dtype.str) for k, v in feed.items())))
+        fidelity = self._fidelities.get(key)
+        if fidelity is None:
+            assert self._make_deployed is not None
+            if self._deployed is None:
+                self._deployed = self._make_deployed()
+            names = list(self.graph.model_outputs)
+            expected = self._deployed.run(names, feed)
+            fidelity = max(
+                (float(np.max(np.abs(a.astype(np.float64) - out[n].astype(np.float64)))) if a.size else 0.0)
+                for n, a in zip(names, expected)
+            )
+            self._fidelities[key] = fidelity
         if fidelity != 0.0:
             warnings.warn(
                 f"the debug model's quantized path differs from the deployed quantized model by up to {fidelity:g} "
