@@ -176,6 +176,7 @@ def task_qd_suite(args: dict[str, Any]) -> dict[str, Any]:
         times["data"].append(data_only(debug))
         gc.collect()
     out["debug_batch"] = per_layer_batch
+    out["floor_batch"] = batch
     out["fidelity"] = dbg.fidelity
     out["samples_seen"] = dbg.samples_seen
     # re-quantizing with a new denylist, from the stored calibration

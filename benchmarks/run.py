@@ -247,7 +247,8 @@ def rows_for_model(model: str, n: int, res: dict[str, dict[str, Any]], n_small: 
                     r,
                     "-",
                     None,
-                    "onnxruntime batch 16, TFLite batch 1, default threads; a debug run cannot beat its floor",
+                    f"onnxruntime batch {qs.get('floor_batch', '?')} (the debugger's), TFLite batch 1, default "
+                    "threads; a debug run cannot beat its floor",
                 )
             )
         ours = qs["construct_s"] + pl
@@ -409,7 +410,7 @@ def rows_for_model(model: str, n: int, res: dict[str, dict[str, Any]], n_small: 
                 r,
                 f"<= {limit}",
                 r <= limit,
-                f"floor batch 16; CPU time: debug run {fmt_s(qs.get('run_cpu_s'))}, floor "
+                f"floor batch {qs.get('floor_batch', '?')}; CPU time: debug run {fmt_s(qs.get('run_cpu_s'))}, floor "
                 f"{fmt_s(qs.get('floor_cpu_s'))}; dataset alone {fmt_s(qs.get('data_s'))}; {batch_note}",
             )
         )
