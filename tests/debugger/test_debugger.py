@@ -209,7 +209,7 @@ def test_refused_batching_keeps_the_checks_single_runs_and_runs_the_rest_alone(r
     loop = DebugLoop(graph, options, Counted(), None, None, None)  # type: ignore[arg-type]
     state = RunState.empty(len(graph.units), options)
     loop.process(iter(feeds), state, batch_free=True, advance=lambda n: None)
-    assert runs == [4, 1, 1, 1, 1, 1, 1], "the stacked first batch, its two singles kept, then one at a time"
+    assert runs == [2, 1, 1, 1, 1, 1, 1], "the check's two samples stacked, its two singles kept, then one at a time"
     assert state.samples == len(feeds)
     runs.clear()
     again = RunState.empty(len(graph.units), options)
@@ -327,7 +327,7 @@ def test_fidelity_check_flags_a_debug_path_that_differs_from_the_deployed_model(
         loop.process(iter(feeds), state, batch_free=True, advance=lambda n: None)
     assert state.fidelity is not None and state.fidelity > 0
     assert state.samples == len(feeds)
-    assert deployed_runs == [debugger.options.batch_size], "compared on the run's first batch"
+    assert deployed_runs == [2], "compared on the run's first batch: the batching check's two samples"
     # a later run over the same first samples gets the same answer (and the warning) without running
     # the deployed model again; other first samples are compared again
     again = RunState.empty(len(graph.units), debugger.options)
@@ -367,12 +367,13 @@ def test_later_runs_reuse_the_debug_sessions_until_the_plan_changes(
     debugger.run()
     first = debugger.layer_statistics
     assert made == ["debug model", "quantized model"] and debugger.fidelity == 0.0
-    # the first four samples stacked and the first two alone (the batching check), then the rest in batches of 4
-    assert debug_runs == [4, 1, 1, 4, 1]
+    # the first two samples stacked, then alone (the batching check; the stacked run is kept), then the rest
+    # in batches of 4
+    assert debug_runs == [2, 1, 1, 4, 3]
     debug_runs.clear()
     debugger.run()
     assert made == ["debug model", "quantized model"], "the second run made new sessions"
-    assert debug_runs == [4, 4, 1], "the second run checked batching again"
+    assert debug_runs == [2, 4, 3], "the second run checked batching again (or batched otherwise)"
     assert debugger.layer_statistics == first
     debugger.options = qd.DebugOptions(denylisted_nodes=[debugger.layer_names[0]])
     debugger.run()
