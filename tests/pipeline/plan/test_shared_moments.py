@@ -6,6 +6,7 @@ lies upstream of every layer the sweep has changed since, so its moments are the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -41,9 +42,9 @@ class _Counting:
         self.calls = 0
         self.real = _adaround.accumulate
 
-    def __call__(self, target: _adaround.Target, x: np.ndarray) -> None:
+    def __call__(self, target: _adaround.Target, x: np.ndarray) -> np.ndarray | None:
         self.calls += 1
-        self.real(target, x)
+        return self.real(target, x)
 
 
 @pytest.mark.parametrize(("config", "saved"), [
@@ -86,3 +87,35 @@ def test_a_new_gathering_drops_the_old_factor(rng: np.random.Generator) -> None:
     assert target.factor is not None
     _adaround.accumulate(target, 2 * x)
     assert target.factor is None  # the moments changed: the next rounding factors them again
+
+
+def test_the_quantized_inputs_patches_are_made_once_with_the_same_moments(rng: np.random.Generator) -> None:
+    """accumulate's patches of the quantized input, handed to accumulate_float, give the C it makes itself."""
+    from tests.models import weight_layers
+
+    model = weight_layers(rng)  # a 3x3 conv, a grouped and a depthwise conv, a pointwise conv, a Gemm, a MatMul
+    samples = [input_feed(model, rng, batch=2) for _ in range(2)]
+    calibration = qd.calibrate(model, samples, progress=False)
+    prepared = _prepared.PreparedModel(model)
+    qdq = prepared.quantize(calibration, qd.QuantConfig(), prepared.precisions(qd.QuantConfig()))
+    targets = _adaround.find_targets(qdq, prepared.model)[0]
+    assert {t.op_type for t in targets} >= {"Conv", "MatMul"} and any(t.conv and t.conv["group"] > 1 for t in targets)
+    for t in targets:
+        xq = rng.standard_normal(_input_shape(t)).astype(np.float32)
+        xf = (xq + 0.01 * rng.standard_normal(xq.shape)).astype(np.float32)
+        reused, fresh = dataclasses.replace(t), dataclasses.replace(t)
+        patches = _adaround.accumulate(reused, xq)
+        _adaround.accumulate_float(reused, xq, xf, cross=True, xq_patches=patches)
+        _adaround.accumulate(fresh, xq)
+        _adaround.accumulate_float(fresh, xq, xf, cross=True)
+        assert reused.C is not None and fresh.C is not None
+        np.testing.assert_array_equal(reused.C, fresh.C, err_msg=t.node)
+        np.testing.assert_array_equal(reused.sum_f, fresh.sum_f, err_msg=t.node)
+
+
+def _input_shape(t: _adaround.Target) -> list[int]:
+    """A batch of 2 of ``t``'s input: (2, C, 8, 8) for a conv, (2, K) for a Gemm / MatMul."""
+    k = t.weight.shape[0] * t.weight.shape[2]
+    if t.conv is None:
+        return [2, k]
+    return [2, k // int(np.prod(t.conv["kernel"])), 8, 8]

@@ -265,9 +265,11 @@ def layer_inputs(target: Target, x: np.ndarray) -> np.ndarray:
     return x.reshape(1, -1, target.weight.shape[2])
 
 
-def accumulate(target: Target, x: np.ndarray) -> None:
-    """Add one batch's G, input sums and position count to ``target``."""
+def accumulate(target: Target, x: np.ndarray) -> np.ndarray | None:
+    """Add one batch's G, input sums and position count to ``target``; return the patches it made of
+    ``x`` (None for a pointwise conv, which needs none), which ``accumulate_float`` can reuse."""
     x = x.astype(np.float32, copy=False)
+    patches = None
     if _pointwise(target):
         # (K, pixels) per sample as it lies in memory: no patch copy; BLAS reads the transpose
         xs = x.reshape(x.shape[0], x.shape[1], -1)
@@ -276,12 +278,12 @@ def accumulate(target: Target, x: np.ndarray) -> None:
         count = xs.shape[0] * xs.shape[2]
     elif _grouped(target):
         assert target.conv is not None
-        xk = _patches(x, target.conv, kgp=True)
+        xk = patches = _patches(x, target.conv, kgp=True)
         g = _grouped_gram(xk)
         sum_x = xk.sum(axis=2, dtype=np.float64).T
         count = xk.shape[2]
     else:
-        cols = layer_inputs(target, x)
+        cols = patches = layer_inputs(target, x)
         # one group: a plain 2-D product, which BLAS does in place of a batch loop
         g = (cols[0].T @ cols[0])[None].astype(np.float64)
         sum_x = cols.sum(axis=1, dtype=np.float64)
@@ -294,6 +296,7 @@ def accumulate(target: Target, x: np.ndarray) -> None:
         target.sum_x += sum_x
     target.count += count
     target.factor = None  # made from the moments as they were
+    return patches
 
 
 def _grouped(target: Target) -> bool:
@@ -318,9 +321,13 @@ def _grouped_gram(xk: np.ndarray, yk: np.ndarray | None = None) -> np.ndarray:
     return g
 
 
-def accumulate_float(target: Target, xq: np.ndarray, xf: np.ndarray, *, cross: bool) -> None:
+def accumulate_float(
+    target: Target, xq: np.ndarray, xf: np.ndarray, *, cross: bool, xq_patches: np.ndarray | None = None
+) -> None:
     """Add one batch of the float model's inputs ``xf`` (beside the quantized ``xq``) to ``target``:
-    their sums (bias correction toward the float output) and, with ``cross``, ``C = sum x~ x^T``."""
+    their sums (bias correction toward the float output) and, with ``cross``, ``C = sum x~ x^T``.
+
+    ``xq_patches``: what ``accumulate`` returned for ``xq`` (the same patches, not made twice)."""
     xq, xf = xq.astype(np.float32, copy=False), xf.astype(np.float32, copy=False)
     c = None
     if _pointwise(target):  # as in accumulate: (K, pixels) per sample, no patch copy
@@ -333,12 +340,14 @@ def accumulate_float(target: Target, xq: np.ndarray, xf: np.ndarray, *, cross: b
         fk = _patches(xf, target.conv, kgp=True)
         sum_f = fk.sum(axis=2, dtype=np.float64).T
         if cross:
-            c = _grouped_gram(_patches(xq, target.conv, kgp=True), fk)
+            qk = xq_patches if xq_patches is not None else _patches(xq, target.conv, kgp=True)
+            c = _grouped_gram(qk, fk)
     else:
         cf = layer_inputs(target, xf)
         sum_f = cf.sum(axis=1, dtype=np.float64)
         if cross:
-            c = (layer_inputs(target, xq)[0].T @ cf[0])[None].astype(np.float64)
+            cq = xq_patches if xq_patches is not None else layer_inputs(target, xq)
+            c = (cq[0].T @ cf[0])[None].astype(np.float64)
     target.sum_f = sum_f if target.sum_f is None else target.sum_f + sum_f
     if c is not None:
         target.C = c if target.C is None else target.C + c

@@ -235,8 +235,8 @@ def _sequential(
             t.G = t.sum_x = t.sum_f = t.C = t.factor = None
             t.count = 0
             for xq, xf in zip(quantized.get(t.x_name), floats.get(float_x[t.node])):
-                _adaround.accumulate(t, xq)
-                _adaround.accumulate_float(t, xq, xf, cross=cross)
+                patches = _adaround.accumulate(t, xq)
+                _adaround.accumulate_float(t, xq, xf, cross=cross, xq_patches=patches)
         fitted[t.node] = ((), *levers.fit(t))  # a sweep fits each layer once: no key to compare
         mine = _updates(t, *fitted[t.node][1:])
         for name, value in mine.items():
