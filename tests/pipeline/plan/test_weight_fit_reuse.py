@@ -121,3 +121,29 @@ def test_fits_kept_are_bounded(case, monkeypatch) -> None:
         config = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=iterations)
         prepared.quantize(calibration, config, prepared.precisions(config))
     assert [c[0][4] for c in prepared._fits] == [20, 30]  # the newest two, oldest first
+
+
+def test_a_16bit_variant_is_quantized_once_when_its_fit_is_known(case, monkeypatch) -> None:
+    """The 8-bit model a fit is keyed by is built for the first variant only; later ones quantize once."""
+    model, _, calibration = case
+    built: list[int] = []
+    real = _prepared.quantize_with_ranges
+
+    def counted(*args, **kwargs):  # a spy: the real quantizer runs, its calls are counted
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_prepared, "quantize_with_ranges", counted)
+    config = qd.QuantConfig(weight_rounding="adaround", bias_correction=True, node_precision={"gconv": "int16"})
+    prepared = _prepared.PreparedModel(model, config)
+    outputs = []
+    for wide in (("gconv",), ("gconv", "pwconv"), ("fc",), ("pwconv",)):
+        built.clear()
+        precisions = prepared.precisions(qd.QuantConfig(node_precision={n: "int16" for n in wide}))
+        outputs.append(prepared.quantize(calibration, config, precisions))
+        assert len(built) == (2 if len(outputs) == 1 else 1), wide  # the first also builds its 8-bit base
+    # each is the model a fresh prepared model (nothing remembered) writes for that variant
+    fresh = _prepared.PreparedModel(model, config)
+    precisions = fresh.precisions(qd.QuantConfig(node_precision={"pwconv": "int16"}))
+    again = fresh.quantize(calibration, config, precisions)
+    assert again.SerializeToString(deterministic=True) == outputs[-1].SerializeToString(deterministic=True)

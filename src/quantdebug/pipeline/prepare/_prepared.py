@@ -6,7 +6,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ _WIDE = ("int16", "uint16")
 
 
 FITS_KEPT = 4
+DIGESTS_KEPT = 16
 FITS_KEPT_BYTES = 256 * 2**20
 
 
@@ -74,6 +75,8 @@ class PreparedModel:
         # recent adaround / bias correction fits, newest last: the debugger and fix re-quantize the same
         # configs often, and fix comes back to its best one after trying others
         self._fits: list[tuple[tuple[Any, ...], WeightFit, Dataset]] = []
+        # (recipe, digest, float model) of the 8-bit models fits were keyed by, newest last
+        self._digests: list[tuple[tuple[Any, ...], str, onnx.ModelProto]] = []
 
     def selector(self, row_tensors: Mapping[str, Sequence[str]] | None = None) -> Selector:
         return Selector(self.model, self.pre.covers, self.pre.renamed, row_tensors)
@@ -145,31 +148,59 @@ class PreparedModel:
         qdq = quantize_with_ranges(model, ranges, config, plan)
         if config.adaround_on or config.bias_correction_on:
             # 16-bit nodes keep 8-bit weights (16x8): the weights are fitted with those nodes at
-            # 8 bits, so candidates that differ only in which nodes run at 16 bits share one fit
-            base = qdq if not plan.int16 else quantize_with_ranges(model, ranges, config, replace(plan, int16=()))
-            qdq, more = apply_fit(qdq, model, self.fitted(base, model, config, data, feeds))
+            # 8 bits, so candidates that differ only in which nodes run at 16 bits share one fit.
+            # That 8-bit model is what the fit is keyed by; once it has been built for these ranges,
+            # config and float nodes, its digest is remembered and it is not built again per candidate
+            base_plan = replace(plan, int16=())
+            recipe = (id(model), repr(sorted(ranges.items())), repr(config.replace(node_precision=())), base_plan)
+
+            def base() -> onnx.ModelProto:
+                return qdq if not plan.int16 else quantize_with_ranges(model, ranges, config, base_plan)
+
+            fit = self.fitted(base, model, config, data, feeds, recipe=(recipe, model))
+            qdq, more = apply_fit(qdq, model, fit)
             records = [*records, *more]
         stamp(qdq, records)
         return qdq
 
     def fitted(
         self,
-        qdq: onnx.ModelProto,
+        qdq: onnx.ModelProto | Callable[[], onnx.ModelProto],
         model: onnx.ModelProto,
         config: QuantConfig,
         data: Dataset,
         feeds: Iterable[Mapping[str, Any]],
+        *,
+        recipe: tuple[tuple[Any, ...], onnx.ModelProto] | None = None,
     ) -> WeightFit:
-        """adaround / bias correction fitted on ``qdq``; reused while the QDQ model, options and samples stay."""
+        """adaround / bias correction fitted on ``qdq``; reused while the QDQ model, options and samples stay.
+
+        ``qdq`` may be a function that builds it; ``recipe`` (what it is built from, and the float
+        model it is built on, held so that its id stays its own) lets a later call with the same
+        recipe find the fit by the remembered digest without building ``qdq`` again.
+        """
         fields: tuple[str, ...] = ("weight_rounding", "adaround_nodes", "adaround_iterations", "adaround_samples")
         fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes", "adaround_target")
-        digest = hashlib.sha256(qdq.SerializeToString(deterministic=True)).hexdigest()
+        built: list[onnx.ModelProto] = []
+
+        def model_to_fit() -> onnx.ModelProto:
+            if not built:
+                built.append(qdq() if callable(qdq) else qdq)
+            return built[0]
+
+        digest = next(
+            (d for r, d, m in self._digests if recipe is not None and r == recipe[0] and m is recipe[1]), None
+        )
+        if digest is None:
+            digest = hashlib.sha256(model_to_fit().SerializeToString(deterministic=True)).hexdigest()
+            if recipe is not None:
+                self._digests = [*self._digests[-(DIGESTS_KEPT - 1) :], (recipe[0], digest, recipe[1])]
         key = (digest, id(data), *(getattr(config, f) for f in fields))
         # the same samples, not an object that reused their id
         hit = next((c for c in self._fits if c[0] == key and c[2] is data), None)
         if hit is None:
             with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
-                fit = fit_weights(qdq, model, config, feeds, self.resolve, progress=advance)
+                fit = fit_weights(model_to_fit(), model, config, feeds, self.resolve, progress=advance)
             hit = (key, fit, data)
         self._fits = [c for c in self._fits if c is not hit]
         self._fits.append(hit)
