@@ -569,7 +569,7 @@ def fix_rows(models: list[str], baseline: str, logdir: Path, timeout: float, reb
         if "error" in old or "error" in new:
             rows.append(
                 row(
-                    f"fix/{model}",
+                    f"fix_{model}/error",
                     f"fix on {model}",
                     "-",
                     "-",
@@ -585,7 +585,7 @@ def fix_rows(models: list[str], baseline: str, logdir: Path, timeout: float, reb
         r = new["fix_seconds"] / old["fix_seconds"]
         rows.append(
             row(
-                f"fix/fix_time_{model}",
+                f"fix_{model}/time",
                 f"fix wall time on {model} ({new['description']}), this tree vs {baseline}",
                 "-",
                 fmt_s(new["fix_seconds"]),
@@ -600,7 +600,7 @@ def fix_rows(models: list[str], baseline: str, logdir: Path, timeout: float, reb
         )
         rows.append(
             row(
-                f"fix/fix_same_{model}",
+                f"fix_{model}/same",
                 f"fix on {model}: same changes and qualities as {baseline}",
                 "-",
                 "same" if not differ else "differs",
@@ -638,8 +638,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 ROW_ORDER = ("tf_run", "tf_run_cpu", "tf_floor", "tf_total", "tf_requant", "qdq_loss_time", "qdq_loss_mem",
              "qdq_loss_flow_mem", "floor", "floor_b1", "whole", "requant_cal", "fix_candidate", "mem_growth",
-             "floor_mem", "tf_mem", "flow_mem", "fix_time", "fix_same", "error")  # fmt: skip
-MODEL_ORDER = ("mnv3", "ocr", "tiny", "fix")
+             "floor_mem", "tf_mem", "flow_mem", "time", "same", "error")  # fmt: skip
+MODEL_ORDER = ("mnv3", "ocr", "tiny")  # then fix_<model> (each model's fix is its own row group)
 FLOOR_TARGET = {"mnv3": 1.3, "ocr": 1.5}  # issue 18: debug run / (float + int8 inference)
 
 
