@@ -255,12 +255,12 @@ def batching_is_safe(
     run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
     feeds: list[dict[str, np.ndarray]],
     *,
-    stacked: tuple[Mapping[str, np.ndarray], int] | None = None,
+    stacked: Mapping[str, np.ndarray] | None = None,
 ) -> bool:
     """Check on the first samples that a batched run gives, row by row, what single runs give.
 
-    ``stacked``: the outputs of a run the caller already made of ``feeds`` stacked, followed by more
-    samples (``n`` in all), and ``n``; their first rows are compared and ``run`` only runs the singles.
+    ``stacked``: the outputs of a run the caller already made of ``feeds`` stacked; ``run`` then
+    only runs the singles.
     """
     if len(feeds) < 2 or not can_stack(feeds):
         return False
@@ -271,10 +271,7 @@ def batching_is_safe(
         except Exception:
             return False
     else:
-        outputs, n = stacked
-        if any(v.ndim == 0 or v.shape[0] != n for v in outputs.values()):
-            return False
-        batched = {k: v[: len(feeds)] for k, v in outputs.items()}
+        batched = dict(stacked)
     return _rows_match(batched, [run(f) for f in feeds])
 
 

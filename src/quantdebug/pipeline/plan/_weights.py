@@ -221,15 +221,12 @@ def _sequential(
     # way (attention's query, key and value projections): that input lies upstream of every layer
     # fitted since, so its moments are the same numbers, and gathering them again cost a third of
     # a transformer's sweep
-    shared: tuple[tuple[Any, ...], _adaround.Target] | None = None
+    shared: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None  # (key, the moments)
     for t in sorted(targets, key=lambda t: order[t.node]):
         cross = levers.config.adaround_on and (levers.rounded is None or t.node in levers.rounded)
         key = _moments_key(t, float_x[t.node], cross)
         if shared is not None and shared[0] == key:
-            source = shared[1]
-            t.G, t.sum_x, t.sum_f, t.C, t.count, t.factor = (
-                source.G, source.sum_x, source.sum_f, source.C, source.count, source.factor
-            )  # fmt: skip
+            t.G, t.sum_x, t.sum_f, t.C, t.count, t.factor = shared[1]
         else:
             shared = None  # the sweep holds one input's moments at a time
             t.G = t.sum_x = t.sum_f = t.C = t.factor = None
@@ -241,7 +238,7 @@ def _sequential(
         mine = _updates(t, *fitted[t.node][1:])
         for name, value in mine.items():
             quantized.set_initializer(name, value)
-        shared = (key, dataclasses.replace(t))
+        shared = (key, (t.G, t.sum_x, t.sum_f, t.C, t.count, t.factor))
         t.G = t.C = t.factor = None
         progress(1)
     return fitted

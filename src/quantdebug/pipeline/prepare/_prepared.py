@@ -152,12 +152,12 @@ class PreparedModel:
             # That 8-bit model is what the fit is keyed by; once it has been built for these ranges,
             # config and float nodes, its digest is remembered and it is not built again per candidate
             base_plan = replace(plan, int16=())
-            recipe = (id(model), repr(sorted(ranges.items())), repr(config.replace(node_precision=())), base_plan)
+            recipe = (repr(sorted(ranges.items())), repr(config.replace(node_precision=())), base_plan)
 
             def base() -> onnx.ModelProto:
                 return qdq if not plan.int16 else quantize_with_ranges(model, ranges, config, base_plan)
 
-            fit = self.fitted(base, model, config, data, feeds, recipe=(recipe, model))
+            fit = self.fitted(base, model, config, data, feeds, recipe)
             qdq, more = apply_fit(qdq, model, fit)
             records = [*records, *more]
         stamp(qdq, records)
@@ -165,19 +165,19 @@ class PreparedModel:
 
     def fitted(
         self,
-        qdq: onnx.ModelProto | Callable[[], onnx.ModelProto],
+        build: Callable[[], onnx.ModelProto],
         model: onnx.ModelProto,
         config: QuantConfig,
         data: Dataset,
         feeds: Iterable[Mapping[str, Any]],
-        *,
-        recipe: tuple[tuple[Any, ...], onnx.ModelProto] | None = None,
+        recipe: tuple[Any, ...],
     ) -> WeightFit:
-        """adaround / bias correction fitted on ``qdq``; reused while the QDQ model, options and samples stay.
+        """adaround / bias correction fitted on the QDQ model ``build`` makes from the float ``model``;
+        reused while that QDQ model, the options and the samples stay.
 
-        ``qdq`` may be a function that builds it; ``recipe`` (what it is built from, and the float
-        model it is built on, held so that its id stays its own) lets a later call with the same
-        recipe find the fit by the remembered digest without building ``qdq`` again.
+        ``recipe`` is what ``build`` makes its model from besides ``model``: the QDQ model's digest is
+        remembered by it (and by ``model`` itself, held so that it stays the same object), so a later
+        call with the same recipe finds its fit without building the QDQ model again.
         """
         fields: tuple[str, ...] = ("weight_rounding", "adaround_nodes", "adaround_iterations", "adaround_samples")
         fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes", "adaround_target")
@@ -185,16 +185,13 @@ class PreparedModel:
 
         def model_to_fit() -> onnx.ModelProto:
             if not built:
-                built.append(qdq() if callable(qdq) else qdq)
+                built.append(build())
             return built[0]
 
-        digest = next(
-            (d for r, d, m in self._digests if recipe is not None and r == recipe[0] and m is recipe[1]), None
-        )
+        digest = next((d for r, d, m in self._digests if r == recipe and m is model), None)
         if digest is None:
             digest = hashlib.sha256(model_to_fit().SerializeToString(deterministic=True)).hexdigest()
-            if recipe is not None:
-                self._digests = [*self._digests[-(DIGESTS_KEPT - 1) :], (recipe[0], digest, recipe[1])]
+            self._digests = [*self._digests[-(DIGESTS_KEPT - 1) :], (recipe, digest, model)]
         key = (digest, id(data), *(getattr(config, f) for f in fields))
         # the same samples, not an object that reused their id
         hit = next((c for c in self._fits if c[0] == key and c[2] is data), None)

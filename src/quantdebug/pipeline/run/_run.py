@@ -232,18 +232,16 @@ class DebugLoop:
         if not head:
             return False, [], []
         key = tuple(sorted((k, v.shape, v.dtype.str) for k, v in head[0].items()))
-        if key in self._batching:
-            if not self._batching[key] or len(head) < 2:
-                return self._batching[key], [], head
-            # the first two samples are a batch of their own in every run, as in the run that checked:
-            # the same samples in the same batches give the same statistics, to the last bit
-            first, n = next(batches(head[:2], size, True))
-            return True, [(first, self.run_batch(first, True), n)], head[n:]
-        if len(head) < 2 or not can_stack(head[:2]):  # nothing to decide on: this run goes one at a time
-            return False, [], head
-        # the check stacks two samples, not a whole batch: a model whose rows then disagree (PP-OCR)
-        # would have grown onnxruntime's arena to a batch it never runs (1120 MB instead of 780)
+        known = self._batching.get(key)
+        if known is False or len(head) < 2 or (known is None and not can_stack(head[:2])):
+            return bool(known), [], head  # batching refused, or nothing to decide on: one at a time
+        # the first two samples are a batch of their own, in every run: the same samples in the same
+        # batches give the same statistics to the last bit. The check stacks two, not a whole batch: a
+        # model whose rows then disagree (PP-OCR) would have grown onnxruntime's arena to a batch it
+        # never runs (1120 MB instead of 780)
         first, n = next(batches(head[:2], size, True))
+        if known:
+            return True, [(first, self.run_batch(first, True), n)], head[n:]
         try:
             out = self.run_batch(first, True)
         except Exception:  # a model that cannot run stacked samples at all
@@ -255,7 +253,7 @@ class DebugLoop:
             singles.append(self.run_batch(feed, False))
             return self._compared(singles[-1])
 
-        self._batching[key] = batching_is_safe(single, head[:2], stacked=(self._compared(out), n))
+        self._batching[key] = batching_is_safe(single, head[:2], stacked=self._compared(out))
         if self._batching[key]:
             return True, [(first, out, n)], head[n:]
         return False, [(f, o, 1) for f, o in zip(head, singles)], head[len(singles) :]
