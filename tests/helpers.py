@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -14,6 +15,20 @@ from tests.reference import dequantize_ref, run_all_tensors, tflite_metrics
 def dataset(feeds: Sequence[dict[str, np.ndarray]]) -> Callable[[], Iterable[dict[str, np.ndarray]]]:
     """A seed-style dataset over fixed feeds (a fresh iterator on each call)."""
     return lambda: iter([dict(f) for f in feeds])
+
+
+def spy(monkeypatch: Any, owner: object, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The (args, kwargs) of every call of ``owner.name`` from now on; the real function still runs
+    (a spy that counts, not a mock that answers)."""
+    real = getattr(owner, name)
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
 
 
 def session(model: onnx.ModelProto, level: str = "all") -> ort.InferenceSession:

@@ -12,6 +12,7 @@ import itertools
 import numpy as np
 import onnx
 import pytest
+from tests.helpers import spy
 from tests.models import _GraphBuilder, input_feed
 
 import quantdebug as qd
@@ -35,18 +36,6 @@ def _attention_and_branches(rng: np.random.Generator) -> onnx.ModelProto:
     return g.build([g.node("Concat", convs, "cat", axis=1)])
 
 
-class _Counting:
-    """Counts the sweep's gathering (a spy: the real accumulate runs)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.real = _adaround.accumulate
-
-    def __call__(self, target: _adaround.Target, x: np.ndarray) -> np.ndarray | None:
-        self.calls += 1
-        return self.real(target, x)
-
-
 @pytest.mark.parametrize(("config", "saved"), [
     # q, k, v share one gathering, c1 and c2 another; c3 (3x3 patches) and o have their own
     (qd.QuantConfig(weight_rounding="adaround"), 3),
@@ -60,11 +49,10 @@ def test_shared_moments_give_the_same_model(rng: np.random.Generator, monkeypatc
     calibration = qd.calibrate(model, samples, progress=False)
 
     def quantized() -> tuple[bytes, int]:
-        counting = _Counting()
-        monkeypatch.setattr(_adaround, "accumulate", counting)
+        gathered = spy(monkeypatch, _adaround, "accumulate")
         prepared = _prepared.PreparedModel(model)  # no fit cached
         qdq = prepared.quantize(calibration, config, prepared.precisions(config), samples)
-        return qdq.SerializeToString(deterministic=True), counting.calls
+        return qdq.SerializeToString(deterministic=True), len(gathered)
 
     shared, shared_calls = quantized()
     unique = itertools.count()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from tests.helpers import spy
 from tests.models import weight_layers
 from tests.pipeline.plan.test_weight_levers import LAYERS, _bias, _dequantized_weight, _nodes, _samples
 
@@ -64,14 +65,7 @@ def test_16bit_nodes_keep_the_8bit_fits_integers_and_its_biases(case) -> None:
 
 def test_precision_only_variants_share_one_fit(case, monkeypatch) -> None:
     model, samples, calibration = case
-    calls: list[int] = []
-    real = _prepared.fit_weights
-
-    def counted(*args, **kwargs):  # a spy: the real fit runs, its calls are counted
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_prepared, "fit_weights", counted)
+    calls = spy(monkeypatch, _prepared, "fit_weights")
     config = qd.QuantConfig(weight_rounding="adaround", node_precision={"gconv": "int16"})
     prepared = _prepared.PreparedModel(model, config)
     outputs = []
@@ -88,14 +82,7 @@ def test_precision_only_variants_share_one_fit(case, monkeypatch) -> None:
 def test_a_config_tried_again_after_others_reuses_its_fit(case, monkeypatch) -> None:
     """fix tries a weight lever, then others, then goes back to its best: the first fit is still there."""
     model, _, calibration = case
-    calls: list[str] = []
-    real = _prepared.fit_weights
-
-    def counted(*args, **kwargs):  # a spy: the real fit runs, its calls are counted
-        calls.append(args[2].weight_rounding + ("+bias" if args[2].bias_correction_on else ""))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_prepared, "fit_weights", counted)
+    calls = spy(monkeypatch, _prepared, "fit_weights")
     prepared = _prepared.PreparedModel(model)
     configs = [
         qd.QuantConfig(weight_rounding="adaround"),
@@ -104,7 +91,8 @@ def test_a_config_tried_again_after_others_reuses_its_fit(case, monkeypatch) -> 
         qd.QuantConfig(weight_rounding="adaround"),  # back to the first
     ]
     outputs = [prepared.quantize(calibration, c, prepared.precisions(c)) for c in configs]
-    assert calls == ["adaround", "adaround+bias", "nearest+bias"]
+    fitted = [args[2].weight_rounding + ("+bias" if args[2].bias_correction_on else "") for args, _ in calls]
+    assert fitted == ["adaround", "adaround+bias", "nearest+bias"]
     assert outputs[3].SerializeToString(deterministic=True) == outputs[0].SerializeToString(deterministic=True)
     # a fresh prepared model (nothing cached) writes the same bytes
     fresh = _prepared.PreparedModel(model)
@@ -126,14 +114,7 @@ def test_fits_kept_are_bounded(case, monkeypatch) -> None:
 def test_a_16bit_variant_is_quantized_once_when_its_fit_is_known(case, monkeypatch) -> None:
     """The 8-bit model a fit is keyed by is built for the first variant only; later ones quantize once."""
     model, _, calibration = case
-    built: list[int] = []
-    real = _prepared.quantize_with_ranges
-
-    def counted(*args, **kwargs):  # a spy: the real quantizer runs, its calls are counted
-        built.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_prepared, "quantize_with_ranges", counted)
+    built = spy(monkeypatch, _prepared, "quantize_with_ranges")
     config = qd.QuantConfig(weight_rounding="adaround", bias_correction=True, node_precision={"gconv": "int16"})
     prepared = _prepared.PreparedModel(model, config)
     outputs = []
