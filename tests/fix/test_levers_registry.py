@@ -113,9 +113,20 @@ def test_an_unknown_lever_is_an_error_listing_the_registered_ones(rng: np.random
 def test_weight_levers_are_tried_once_each_before_per_node_changes_and_kept_only_when_they_help(
     rng: np.random.Generator,
 ) -> None:
-    model = badly_scaled_pair(rng)
-    feeds = [models.input_feed(model, rng) for _ in range(6)]
-    calibration = qd.calibrate(model, dataset(feeds))
+    for _ in range(8):  # a draw where equalization repairs the pair on top of the levers before it (what
+        # the test is built on; seed 3230987371's first draw was one where adaround and bias correction
+        # left it nothing to add): the greedy choice worked out with qd.quantize, apart from fix
+        model = badly_scaled_pair(rng)
+        feeds = [models.input_feed(model, rng) for _ in range(6)]
+        calibration = qd.calibrate(model, dataset(feeds))
+        greedy: dict[str, object] = {}
+        quality = _sqnr(model, qd.quantize(model, calibration), feeds)
+        for field, value in WEIGHT_LEVERS.values():
+            with_it = _sqnr(model, qd.quantize(model, calibration, qd.QuantConfig(**greedy, **{field: value})), feeds)
+            if with_it > quality:
+                quality, greedy[field] = with_it, value
+        if "equalize" in greedy:
+            break
     levers = ("float", *WEIGHT_LEVERS)
     result = qd.fix(model, calibration=calibration, debug_dataset=dataset(feeds), levers=levers, target=1e3)
     steps = [t.step for t in result.trace]
