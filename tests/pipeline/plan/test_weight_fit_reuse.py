@@ -108,7 +108,7 @@ def test_fits_kept_are_bounded(case, monkeypatch) -> None:
     for iterations in (10, 20, 30):
         config = qd.QuantConfig(weight_rounding="adaround", adaround_iterations=iterations)
         prepared.quantize(calibration, config, prepared.precisions(config))
-    assert [c[0][4] for c in prepared._fits] == [20, 30]  # the newest two, oldest first
+    assert [c[0][3] for c in prepared._fits] == [20, 30]  # the newest two, oldest first
 
 
 def test_a_16bit_variant_is_quantized_once_when_its_fit_is_known(case, monkeypatch) -> None:
@@ -128,3 +128,30 @@ def test_a_16bit_variant_is_quantized_once_when_its_fit_is_known(case, monkeypat
     precisions = fresh.precisions(qd.QuantConfig(node_precision={"pwconv": "int16"}))
     again = fresh.quantize(calibration, config, precisions)
     assert again.SerializeToString(deterministic=True) == outputs[-1].SerializeToString(deterministic=True)
+
+
+def test_bias_correction_where_no_layer_has_a_bias_reuses_the_rounding_fit(case, monkeypatch) -> None:
+    """fix asks for bias correction on top of adaround; on layers without a bias (a transformer's
+    MatMuls) it changes nothing, so the adaround fit serves it, with bias correction's own records."""
+    model, _, calibration = case
+    calls = spy(monkeypatch, _prepared, "fit_weights")
+    prepared = _prepared.PreparedModel(model)
+    rounding = {"weight_rounding": "adaround", "adaround_nodes": ("matmul1", "fc")}
+    configs = [
+        qd.QuantConfig(**rounding),
+        qd.QuantConfig(**rounding, bias_correction=True, bias_correction_nodes=("matmul1",)),  # no bias there
+        qd.QuantConfig(**rounding, bias_correction=True, bias_correction_nodes=("fc",)),  # a Gemm with a bias
+    ]
+    outputs = [prepared.quantize(calibration, c, prepared.precisions(c)) for c in configs]
+    assert len(calls) == 2  # the first and the last; the middle one is the first's scope
+    records = weight_changes(outputs[1])
+    bias = next(r for r in records if r["kind"] == "bias_correction")
+    assert bias["status"] == "skipped" and bias["nodes"] == []
+    assert {"node": "matmul1", "reason": "no quantized bias to correct"} in bias["skipped"]
+    assert outputs[2].graph.SerializeToString() != outputs[0].graph.SerializeToString()  # fc's bias moved
+    # every model, metadata included, is the one a prepared model with nothing remembered writes
+    for config, out in zip(configs, outputs):
+        fresh = _prepared.PreparedModel(model)
+        again = fresh.quantize(calibration, config, fresh.precisions(config))
+        assert again.SerializeToString(deterministic=True) == out.SerializeToString(deterministic=True)
+    assert len(calls) == 5

@@ -34,6 +34,8 @@ from quantdebug.pipeline.plan._units import (
 from quantdebug.pipeline.plan._weights import (
     WeightFit,
     apply_fit,
+    fit_records,
+    fit_scope,
     fit_weights,
     limited,
     missing_data_error,
@@ -57,6 +59,8 @@ __all__ = [
     "apply_fit",
     "build_plan",
     "default_op_types",
+    "fit_records",
+    "fit_scope",
     "fit_weights",
     "limited",
     "missing_data_error",

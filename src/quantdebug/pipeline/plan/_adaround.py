@@ -545,6 +545,11 @@ def adaround(target: Target, iterations: int, seed: int, *, aim: np.ndarray | No
     return np.where(free & up, hi, lo).astype(target.q_dtype)
 
 
+def has_bias(target: Target) -> bool:
+    """Whether bias correction can change this layer: a float bias, quantized or left in float."""
+    return target.bias_init is not None and target.float_bias is not None
+
+
 def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
     """The float bias (out,) with the mean output error of the rounded weights removed.
 
@@ -554,9 +559,9 @@ def corrected_bias(target: Target, q: np.ndarray) -> np.ndarray | None:
     mean error against the float model's layer output, quantized inputs' error included.
     ``bias_initializer`` puts it on the QDQ model's bias scale.
     """
-    if target.bias_init is None or target.float_bias is None:
+    if not has_bias(target):
         return None
-    assert target.sum_x is not None
+    assert target.sum_x is not None and target.float_bias is not None
     mean_x = target.sum_x / max(target.count, 1)
     if target.sum_f is not None:
         mean_f = target.sum_f / max(target.count, 1)

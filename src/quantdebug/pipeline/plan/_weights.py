@@ -91,32 +91,84 @@ def fit_weights(
 ) -> WeightFit:
     """Fit adaptive rounding and bias correction of ``qdq``'s layers against ``float_model`` on ``feeds``;
     ``apply_fit`` writes the result into a QDQ model (scales and zero points stay as onnxruntime chose them)."""
-    rounded = _selected(config.adaround_on, config.adaround_nodes, nodes)
-    corrected = _selected(config.bias_correction_on, config.bias_correction_nodes, nodes)
-    wanted = None if rounded is None or corrected is None else rounded | corrected
-    targets, skipped = _adaround.find_targets(qdq, float_model, wanted)
-    records: list[dict[str, Any]] = []
+    targets, skipped, levers = _plan(qdq, float_model, config, nodes)
     if not targets:
-        record = _record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)
-        return WeightFit([record], {}, {})
-    levers = _Levers(config=config, rounded=rounded, corrected=corrected)
+        return WeightFit(_records(levers, targets, skipped, {}, {}), {}, {})
     if config.adaround_target == "float":
         fitted = _sequential(qdq, float_model, targets, levers, feeds, progress)
     else:
         fitted = _passes(qdq, targets, levers, feeds, progress)
-    done_round = [t.node for t in targets if fitted[t.node][1] is not None]
-    done_bias = [t.node for t in targets if fitted[t.node][2] is not None]
-    wanted_bias = [t for t in targets if config.bias_correction_on and (corrected is None or t.node in corrected)]
-    no_bias = [(t.node, "no quantized bias to correct") for t in wanted_bias if t.bias_init is None]
-    if config.adaround_on:
+    integers = {t.node: (q, t.scale, t.zero_point) for t in targets if (q := fitted[t.node][1]) is not None}
+    biases = {t.node: b for t in targets if (b := fitted[t.node][2]) is not None}
+    return WeightFit(_records(levers, targets, skipped, integers, biases), integers, biases)
+
+
+def fit_scope(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    config: QuantConfig,
+    nodes: Callable[[Sequence[str]], list[str]],
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The layers a fit of ``config`` rounds on ``qdq``, and those whose bias it corrects.
+
+    Two configs of the same scope (and the same numeric adaround options) fit the same integers and
+    biases: bias correction asked of a model whose layers have no bias to correct (a transformer's
+    MatMuls) changes nothing, and fix fitted every such candidate again (a whole sweep each).
+    """
+    targets, _, levers = _plan(qdq, float_model, config, nodes)
+    return (
+        frozenset(t.node for t in targets if levers.rounds(t)),
+        frozenset(t.node for t in targets if levers.corrects(t) and _adaround.has_bias(t)),
+    )
+
+
+def fit_records(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    config: QuantConfig,
+    fit: WeightFit,
+    nodes: Callable[[Sequence[str]], list[str]],
+) -> WeightFit:
+    """``fit``, made for a config of the same ``fit_scope``, with the records ``config`` itself gives."""
+    targets, skipped, levers = _plan(qdq, float_model, config, nodes)
+    return dataclasses.replace(fit, records=_records(levers, targets, skipped, fit.integers, fit.biases))
+
+
+def _plan(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    config: QuantConfig,
+    nodes: Callable[[Sequence[str]], list[str]],
+) -> tuple[list[_adaround.Target], list[tuple[str, str]], _Levers]:
+    """The layers to fit, those skipped (and why), and what to fit of each."""
+    rounded = _selected(config.adaround_on, config.adaround_nodes, nodes)
+    corrected = _selected(config.bias_correction_on, config.bias_correction_nodes, nodes)
+    wanted = None if rounded is None or corrected is None else rounded | corrected
+    targets, skipped = _adaround.find_targets(qdq, float_model, wanted)
+    return targets, skipped, _Levers(config=config, rounded=rounded, corrected=corrected)
+
+
+def _records(
+    levers: _Levers,
+    targets: Sequence[_adaround.Target],
+    skipped: list[tuple[str, str]],
+    integers: Mapping[str, Any],
+    biases: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """What a fit changed and what it left alone (``weight_changes``)."""
+    if not targets:
+        return [_record("adaround", [], "skipped", "no layer with a quantized constant weight", skipped)]
+    records: list[dict[str, Any]] = []
+    done_round = [t.node for t in targets if t.node in integers]
+    done_bias = [t.node for t in targets if t.node in biases]
+    no_bias = [(t.node, "no quantized bias to correct") for t in targets if levers.corrects(t) and t.bias_init is None]
+    if levers.config.adaround_on:
         records.append(_record("adaround", done_round, "applied" if done_round else "skipped", "", skipped))
-    if config.bias_correction_on:
+    if levers.config.bias_correction_on:
         records.append(
             _record("bias_correction", done_bias, "applied" if done_bias else "skipped", "", skipped + no_bias)
         )
-    integers = {t.node: (q, t.scale, t.zero_point) for t in targets if (q := fitted[t.node][1]) is not None}
-    biases = {t.node: b for t in targets if (b := fitted[t.node][2]) is not None}
-    return WeightFit(records, integers, biases)
+    return records
 
 
 def apply_fit(
@@ -172,8 +224,27 @@ class _Levers:
     rounded: set[str] | None
     corrected: set[str] | None
 
+    def rounds(self, t: _adaround.Target) -> bool:
+        return self.config.adaround_on and (self.rounded is None or t.node in self.rounded)
+
+    def corrects(self, t: _adaround.Target) -> bool:
+        return self.config.bias_correction_on and (self.corrected is None or t.node in self.corrected)
+
     def fit(self, t: _adaround.Target) -> tuple[np.ndarray | None, np.ndarray | None]:
-        return _fit(t, self.config, self.rounded, self.corrected)
+        """(learned integers or None where nearest stays, corrected float bias or None) of one layer."""
+        q, learned = t.q, None
+        if self.rounds(t):
+            aim = _adaround.float_aim(t) if t.C is not None else None
+            q = _adaround.adaround(t, self.config.adaround_iterations, self.config.adaround_seed, aim=aim)
+            # keep nearest rounding where the learned one does not reconstruct better (the objective
+            # is exact on these samples, so "no worse than nearest" then holds layer by layer)
+            error = _adaround.reconstruction_error
+            if error(t, t.dequantized(q)) <= error(t, t.dequantized()):
+                learned = q
+            else:
+                q = t.q
+        bias = _adaround.corrected_bias(t, q) if self.corrects(t) else None
+        return learned, bias
 
 
 def _passes(
@@ -223,7 +294,7 @@ def _sequential(
     # a transformer's sweep
     shared: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None  # (key, the moments)
     for t in sorted(targets, key=lambda t: order[t.node]):
-        cross = levers.config.adaround_on and (levers.rounded is None or t.node in levers.rounded)
+        cross = levers.rounds(t)
         key = _moments_key(t, float_x[t.node], cross)
         if shared is not None and shared[0] == key:
             t.G, t.sum_x, t.sum_f, t.C, t.count, t.factor = shared[1]
@@ -257,26 +328,6 @@ def _updates(t: _adaround.Target, q: np.ndarray | None, bias: np.ndarray | None)
         assert t.bias_init is not None
         out[t.bias_init] = _adaround.bias_initializer(t, bias)
     return out
-
-
-def _fit(
-    t: _adaround.Target, config: QuantConfig, rounded: set[str] | None, corrected: set[str] | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(learned integers or None where nearest stays, corrected float bias or None) of one layer."""
-    q, learned = t.q, None
-    if config.adaround_on and (rounded is None or t.node in rounded):
-        aim = _adaround.float_aim(t) if t.C is not None else None
-        q = _adaround.adaround(t, config.adaround_iterations, config.adaround_seed, aim=aim)
-        # keep nearest rounding where the learned one does not reconstruct better (the objective
-        # is exact on these samples, so "no worse than nearest" then holds layer by layer)
-        if _adaround.reconstruction_error(t, t.dequantized(q)) <= _adaround.reconstruction_error(t, t.dequantized()):
-            learned = q
-        else:
-            q = t.q
-    bias = None
-    if config.bias_correction_on and (corrected is None or t.node in corrected):
-        bias = _adaround.corrected_bias(t, q)
-    return learned, bias
 
 
 def _selected(on: bool, selectors: Sequence[str], nodes: Callable[[Sequence[str]], list[str]]) -> set[str] | None:

@@ -25,6 +25,8 @@ from quantdebug.pipeline.plan import (
     apply_fit,
     build_plan,
     default_op_types,
+    fit_records,
+    fit_scope,
     fit_weights,
     limited,
     missing_data_error,
@@ -41,6 +43,8 @@ _WIDE = ("int16", "uint16")
 
 
 FITS_KEPT = 4
+# (key, fit, the samples it was fitted on, {the config fields it was asked with: the fit with their records})
+_Fit = tuple[tuple[Any, ...], WeightFit, Dataset, dict[tuple[Any, ...], WeightFit]]
 DIGESTS_KEPT = 16
 FITS_KEPT_BYTES = 256 * 2**20
 
@@ -74,7 +78,9 @@ class PreparedModel:
         ] = {}
         # recent adaround / bias correction fits, newest last: the debugger and fix re-quantize the same
         # configs often, and fix comes back to its best one after trying others
-        self._fits: list[tuple[tuple[Any, ...], WeightFit, Dataset]] = []
+        self._fits: list[_Fit] = []
+        # (digest and the config fields that name the layers to fit, the scope they give): see fit_scope
+        self._scopes: list[tuple[tuple[Any, ...], tuple[frozenset[str], frozenset[str]]]] = []
         # (recipe, digest, float model) of the 8-bit models fits were keyed by, newest last
         self._digests: list[tuple[tuple[Any, ...], str, onnx.ModelProto]] = []
 
@@ -179,8 +185,10 @@ class PreparedModel:
         remembered by it (and by ``model`` itself, held so that it stays the same object), so a later
         call with the same recipe finds its fit without building the QDQ model again.
         """
-        fields: tuple[str, ...] = ("weight_rounding", "adaround_nodes", "adaround_iterations", "adaround_samples")
-        fields += ("adaround_seed", "adaround_passes", "bias_correction", "bias_correction_nodes", "adaround_target")
+        # what a fit depends on besides the layers it rounds and corrects (its scope, below)
+        fields = ("adaround_iterations", "adaround_samples", "adaround_seed", "adaround_passes", "adaround_target")
+        # ... and what names that scope in the config
+        scoped = ("weight_rounding", "adaround_nodes", "bias_correction", "bias_correction_nodes")
         built: list[onnx.ModelProto] = []
 
         def model_to_fit() -> onnx.ModelProto:
@@ -192,26 +200,35 @@ class PreparedModel:
         if digest is None:
             digest = hashlib.sha256(model_to_fit().SerializeToString(deterministic=True)).hexdigest()
             self._digests = [*self._digests[-(DIGESTS_KEPT - 1) :], (recipe, digest, model)]
-        key = (digest, id(data), *(getattr(config, f) for f in fields))
+        asked = (digest, *(getattr(config, f) for f in scoped))
+        scope = next((s for a, s in self._scopes if a == asked), None)
+        if scope is None:
+            scope = fit_scope(model_to_fit(), model, config, self.resolve)
+            self._scopes = [*self._scopes[-(DIGESTS_KEPT - 1) :], (asked, scope)]
+        key = (digest, id(data), scope, *(getattr(config, f) for f in fields))
         # the same samples, not an object that reused their id
         hit = next((c for c in self._fits if c[0] == key and c[2] is data), None)
         if hit is None:
             with progress_bar("adaround" if config.adaround_on else "bias correction", None) as advance:
                 fit = fit_weights(model_to_fit(), model, config, feeds, self.resolve, progress=advance)
-            hit = (key, fit, data)
+            hit = (key, fit, data, {asked: fit})
+        elif asked not in hit[3]:
+            # made for another config of the same scope (bias correction asked where no layer has
+            # a bias): the same integers and biases, with this config's own records
+            hit[3][asked] = fit_records(model_to_fit(), model, config, hit[1], self.resolve)
         self._fits = [c for c in self._fits if c is not hit]
         self._fits.append(hit)
         # the newest fit always stays; older ones while they add up to FITS_KEPT_BYTES (a fit is the
         # learned integers of every fitted weight: a quarter of the float model's weights, or less)
         total = 0
-        kept: list[tuple[tuple[Any, ...], WeightFit, Dataset]] = []
+        kept: list[_Fit] = []
         for c in reversed(self._fits):
             total += _fit_bytes(c[1])
             if kept and (len(kept) >= FITS_KEPT or total > FITS_KEPT_BYTES):
                 break
             kept.append(c)
         self._fits = kept[::-1]
-        return hit[1]
+        return hit[3][asked]
 
     def resolve(self, selectors: Sequence[str]) -> list[str]:
         """Node names of the pre-processed model for the weight levers' node lists."""
