@@ -107,3 +107,21 @@ def _input_shape(t: _adaround.Target) -> list[int]:
     if t.conv is None:
         return [2, k]
     return [2, k // int(np.prod(t.conv["kernel"])), 8, 8]
+
+
+@pytest.mark.parametrize(("k", "groups", "positions"), [(9, 4, 300), (25, 6, 50), (1, 3, 7)])
+def test_a_grouped_convs_moments_are_one_dot_product_per_entry(rng: np.random.Generator, k, groups, positions) -> None:
+    """_grouped_gram's batched rows give each (group, i, j) entry the bits of its own dot product."""
+    xk = rng.standard_normal((k, groups, positions)).astype(np.float32)
+    yk = rng.standard_normal((k, groups, positions)).astype(np.float32)
+    for other in (None, yk):
+        got = _adaround._grouped_gram(xk, other)
+        right = xk if other is None else other
+        for i in range(k):
+            for j in range(k):
+                want = np.einsum(
+                    "gp,gp->g",
+                    xk[min(i, j)] if other is None else xk[i],
+                    right[max(i, j)] if other is None else right[j],
+                )
+                np.testing.assert_array_equal(got[:, i, j], want)

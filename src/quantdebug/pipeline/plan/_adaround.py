@@ -308,16 +308,18 @@ def _grouped_gram(xk: np.ndarray, yk: np.ndarray | None = None) -> np.ndarray:
     one dot product per (group, K, K) entry.
 
     Many tiny BLAS calls (a depthwise conv has one per channel) cost seconds where these
-    row-wise dot products cost milliseconds.
+    row-wise dot products cost milliseconds. Row i goes against every row j >= i (every j for the
+    cross moments) in one call: the same dot product per entry as one call each, a K-th of the
+    calls (a 5x5 depthwise conv made 950 per sample).
     """
     other = xk if yk is None else yk
     k, groups = xk.shape[0], xk.shape[1]
     g = np.empty((groups, k, k), np.float64)
     for i in range(k):
-        for j in range(i if yk is None else 0, k):
-            g[:, i, j] = np.einsum("gp,gp->g", xk[i], other[j])
-            if yk is None:
-                g[:, j, i] = g[:, i, j]
+        first = i if yk is None else 0
+        g[:, i, first:] = np.einsum("gp,jgp->gj", xk[i], other[first:])
+        if yk is None:
+            g[:, first:, i] = g[:, i, first:]
     return g
 
 
