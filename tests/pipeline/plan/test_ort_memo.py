@@ -66,27 +66,32 @@ def _quantizer(model: onnx.ModelProto, rng: np.random.Generator) -> Any:
     return quantize
 
 
-def test_a_second_identical_quantize_computes_nothing_again(
+def test_from_a_models_third_quantize_on_nothing_is_computed_again(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The first quantize of a float model keeps its shape-inferred form, the second also the weights'
+    answers (a model quantized once pays no keys), and the third computes none of them."""
     quantize = _quantizer(models.all_ops(rng), rng)
     config = qd.QuantConfig(per_channel=True)
     plain = quantize(config, indexed=False)
     calls = _spies(monkeypatch)
-    assert quantize(config) == plain
-    first = {name: len(c) for name, c in calls.items()}
+    counts = []
+    for _ in range(3):
+        assert quantize(config) == plain
+        counts.append({name: len(c) - sum(n[name] for n in counts) for name, c in calls.items()})
+        if len(counts) == 1:
+            assert len(_ort_memo.weights) == 0
+    first, second, third = counts
     # one scale and one set of integers per output channel of every Conv/Gemm/MatMul weight
     assert first["compute_data_quant_params"] > 50 and first["quantize_nparray"] > 50, first
     assert first["save_and_reload_model_with_shape_infer"] == 1
-    assert quantize(config) == plain
-    again = {name: len(c) - first[name] for name, c in calls.items()}
-    assert again == dict.fromkeys(NAMES, 0)
+    assert second == {**first, "save_and_reload_model_with_shape_infer": 0}
+    assert third == dict.fromkeys(NAMES, 0)
     # another activation config of the same model: its weights and shapes are the ones already known
     other = qd.QuantConfig(per_channel=True, activation_type="uint8", symmetric_activations=True)
-    assert quantize(other) == quantize(other, indexed=False)
-    # the memoized run's shape inference was a hit (the plain run calls onnxruntime's function directly)
-    assert len(calls["save_and_reload_model_with_shape_infer"]) == 1
-    assert len(calls["compute_data_quant_params"]) == first["compute_data_quant_params"]
+    before = {name: len(c) for name, c in calls.items()}
+    assert quantize(other) == quantize(other, indexed=False)  # (the plain run's calls go around the spies)
+    assert {name: len(c) for name, c in calls.items()} == before
 
 
 def test_dropped_answers_leave_the_bytes_alone(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,14 +123,13 @@ def test_the_memo_drops_the_least_recently_used_but_not_the_running_calls_own() 
     memo = _ort_memo._Memo(limit=3 * entry)
     computed: list[str] = []
 
-    def ask(key: str) -> np.ndarray:
-        def compute() -> np.ndarray:
+    def ask(key: str) -> None:
+        answer = memo.get(key)
+        if answer is None:
             computed.append(key)
-            return np.full(8, ord(key), dtype=np.int8)
-
-        answer = memo.answer(key, compute)
+            answer = np.full(8, ord(key), dtype=np.int8)
+            memo.put(key, answer)
         assert answer.tolist() == [ord(key)] * 8
-        return answer
 
     for key in "abc":
         ask(key)
@@ -152,17 +156,18 @@ def test_an_answer_is_the_callers_to_change(rng: np.random.Generator, monkeypatc
     want_zero_point, want_scale = _ort_memo.original.compute_data_quant_params(data, INT8, False)
     want_integers = _ort_memo.original.quantize_nparray(INT8, data, want_scale, want_zero_point)
     calls = _spies(monkeypatch)
-    with indexed_quantizer(copied_graph=(work, model)):
-        for _ in range(3):
-            zero_point, scale = qdq_quantizer.compute_data_quant_params(data, INT8, False)
-            assert (zero_point.tobytes(), scale.tobytes()) == (want_zero_point.tobytes(), want_scale.tobytes())
-            integers = quant_utils.quantize_nparray(INT8, data, want_scale, want_zero_point)
-            assert integers.tobytes() == want_integers.tobytes()
+    for _ in range(3):
+        with indexed_quantizer(copied_graph=(work, model)):
             inferred = ort_quantize.save_and_reload_model_with_shape_infer(work)
-            assert _serialized(inferred) == want_model
-            zero_point[...], scale[...], integers[:] = 7, -1.0, 0
-            inferred.graph.ClearField("node")
-            inferred.metadata_props.add(key="changed", value="by the caller")
+        with indexed_quantizer():  # weights are memoized from the start where no model was declared
+            zero_point, scale = qdq_quantizer.compute_data_quant_params(data, INT8, False)
+            integers = quant_utils.quantize_nparray(INT8, data, want_scale, want_zero_point)
+        assert (zero_point.tobytes(), scale.tobytes()) == (want_zero_point.tobytes(), want_scale.tobytes())
+        assert integers.tobytes() == want_integers.tobytes()
+        assert _serialized(inferred) == want_model
+        zero_point[...], scale[...], integers[:] = 7, -1.0, 0
+        inferred.graph.ClearField("node")
+        inferred.metadata_props.add(key="changed", value="by the caller")
     assert {name: len(c) for name, c in calls.items()} == dict.fromkeys(NAMES, 1)  # the others were hits
 
 

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import math
 import sys
 import threading
 import types
@@ -28,13 +29,14 @@ from onnxruntime.quantization import quant_utils
 # Bytes of weight answers kept, least recently used dropped first (see ``_Memo``).
 MEMO_BYTES = 64 * 2**20
 # What an entry costs besides its arrays (key, digest, dict slot, array headers; 560-830 bytes with
-# tracemalloc), so many tiny answers are bounded too. MiniLM's per-channel weights take ~44 MB.
+# tracemalloc), so many tiny answers are bounded too. MiniLM's per-channel weights take ~40 MB.
 ENTRY_BYTES = 800
-# Above these many bytes of weight data, hashing it costs more than onnxruntime's own computation
-# of the scale (a min and a max after ~35 us of Python) or of the integers (a few vectorized passes
-# after ~10 us), so larger arrays are not memoized: see benchmarks/memo_cost.py --calls.
+# Above these many bytes of weight data, a hit (hashing the data mostly) costs about what onnxruntime's
+# own computation does: ~35 us for a scale (a min and a max after Python), ~12-16 us for integers (a
+# few vectorized passes), against a hit's ~25 us at 16 KiB and ~13 us at 4 KiB (2-core AMD EPYC,
+# benchmarks/memo_cost.py --calls), so larger arrays are not memoized.
 LARGEST_PARAMS_DATA = 16 * 2**10
-LARGEST_INTEGERS_DATA = 8 * 2**10
+LARGEST_INTEGERS_DATA = 4 * 2**10
 # Shape-inferred float models kept, and their initializers' bytes at most: each is a full copy, and
 # holds on to the float model it was made from.
 MODELS_KEPT = 2
@@ -61,15 +63,18 @@ class _Unkeyable(Exception):
 
 
 def _digest(array: np.ndarray) -> bytes:
-    # sha256 rather than blake2b: with the SHA extensions of current x86 and ARM cores, about twice as fast
-    return hashlib.sha256(array.data).digest()
+    # blake2b, not OpenSSL's sha256: sha256 alone is faster with SHA extensions, but measured on an AMD
+    # EPYC it slowed the numpy work after it by more than it saved (13 us on a 384-float channel)
+    return hashlib.blake2b(array.data, digest_size=16).digest()
 
 
 def _add(parts: list[Any], value: object) -> None:
     """Append ``value`` to a flat key, led by its type: the type says how many parts follow, so no two
     argument lists give the same key (and True, 1 and 1.0 stay apart)."""
     kind = type(value)
-    if kind is np.ndarray or isinstance(value, np.generic):
+    if value is None or kind is bool or kind is int:
+        parts += (kind, value)
+    elif kind is np.ndarray or isinstance(value, np.generic):
         array: np.ndarray = value if kind is np.ndarray else np.asarray(value)  # type: ignore[assignment]
         if array.dtype.kind not in "biuf" or not array.flags.c_contiguous:
             raise _Unkeyable
@@ -77,8 +82,6 @@ def _add(parts: list[Any], value: object) -> None:
         content = array.tobytes() if array.nbytes <= 64 else _digest(array)
         # a numpy scalar and a 0-d array promote alike, but the key keeps them apart all the same
         parts += (kind, array.dtype, array.shape, content)
-    elif value is None or kind is bool or kind is int:
-        parts += (kind, value)
     elif kind is float:
         parts += (kind, value.hex())  # type: ignore[attr-defined]  # -0.0 and 0.0 apart, NaN equal to itself
     else:
@@ -109,7 +112,7 @@ def _key(what: str, data: object, largest: int, *arguments: object) -> tuple[Has
 
 
 def _copied(value: Any) -> Any:
-    if isinstance(value, tuple):
+    if type(value) is tuple:
         return tuple(v.copy(order="K") for v in value)
     return value.copy(order="K")
 
@@ -135,23 +138,31 @@ class _Memo:
         with self._lock:
             self._generation += 1
 
-    def answer(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """A copy of the answer kept for ``key``, else ``compute()``'s, kept (a copy) when it is arrays."""
+    def get(self, key: Hashable) -> Any:
+        """A copy of the answer kept for ``key``, or None."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None:
-                entry[2] = self._generation
-                self._entries.move_to_end(key)
-                return _copied(entry[0])
-        value = compute()
-        arrays = value if isinstance(value, tuple) else (value,)
-        if not all(type(a) is np.ndarray for a in arrays):
-            return value
-        size = ENTRY_BYTES + sum(a.nbytes for a in arrays)
-        kept = _copied(value)  # the caller may change what it gets; the memo keeps its own
+            if entry is None:
+                return None
+            entry[2] = self._generation
+            self._entries.move_to_end(key)
+            answer = entry[0]
+        return _copied(answer)
+
+    def put(self, key: Hashable, answer: Any) -> None:
+        """Keep a copy of ``answer`` (an array or a tuple of them; anything else is not kept) for ``key``."""
+        arrays = answer if type(answer) is tuple else (answer,)
+        size = ENTRY_BYTES
+        for array in arrays:
+            if type(array) is not np.ndarray:
+                return
+            size += array.nbytes
+        if size > self.limit:
+            return
+        kept = _copied(answer)  # the caller may change what it got; the memo keeps its own
         with self._lock:
-            if key in self._entries or size > self.limit:
-                return value
+            if key in self._entries:
+                return
             self._entries[key] = [kept, size, self._generation]
             self._bytes += size
             while self._bytes > self.limit:
@@ -162,7 +173,6 @@ class _Memo:
                     break
                 del self._entries[oldest]
                 self._bytes -= dropped
-        return value
 
     def clear(self) -> None:
         with self._lock:
@@ -189,31 +199,35 @@ def _compute_data_quant_params(
     rmin_override: float | None = None,
     rmax_override: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    def compute() -> tuple[np.ndarray, np.ndarray]:
-        return original.compute_data_quant_params(  # type: ignore[no-any-return]
+    key = None
+    if _memoizing_weights() and type(quant_type) is int and quant_type in _QUANT_TYPES:
+        key = _key(
+            "params",
             data,
+            LARGEST_PARAMS_DATA,
             quant_type,
             symmetric,
-            reduce_range=reduce_range,
-            min_real_range=min_real_range,
-            rmin_override=rmin_override,
-            rmax_override=rmax_override,
+            reduce_range,
+            min_real_range,
+            rmin_override,
+            rmax_override,
         )
-
-    if not _inside() or type(quant_type) is not int or quant_type not in _QUANT_TYPES:
-        return compute()
-    key = _key(
-        "params",
+        if key is not None:
+            hit = weights.get(key)
+            if hit is not None:
+                return hit  # type: ignore[no-any-return]
+    answer = original.compute_data_quant_params(
         data,
-        LARGEST_PARAMS_DATA,
         quant_type,
         symmetric,
-        reduce_range,
-        min_real_range,
-        rmin_override,
-        rmax_override,
+        reduce_range=reduce_range,
+        min_real_range=min_real_range,
+        rmin_override=rmin_override,
+        rmax_override=rmax_override,
     )
-    return compute() if key is None else weights.answer(key, compute)  # type: ignore[no-any-return]
+    if key is not None:
+        weights.put(key, answer)
+    return answer  # type: ignore[no-any-return]
 
 
 def _quantize_nparray(
@@ -224,13 +238,17 @@ def _quantize_nparray(
     low: Any = None,
     high: Any = None,
 ) -> np.ndarray:
-    def compute() -> np.ndarray:
-        return original.quantize_nparray(qType, arr, scale, zero_point, low, high)  # type: ignore[no-any-return]
-
-    if not _inside() or type(qType) is not int or qType not in _QUANT_TYPES:
-        return compute()
-    key = _key("integers", arr, LARGEST_INTEGERS_DATA, qType, scale, zero_point, low, high)
-    return compute() if key is None else weights.answer(key, compute)  # type: ignore[no-any-return]
+    key = None
+    if _memoizing_weights() and type(qType) is int and qType in _QUANT_TYPES:
+        key = _key("integers", arr, LARGEST_INTEGERS_DATA, qType, scale, zero_point, low, high)
+        if key is not None:
+            hit = weights.get(key)
+            if hit is not None:
+                return hit  # type: ignore[no-any-return]
+    answer = original.quantize_nparray(qType, arr, scale, zero_point, low, high)
+    if key is not None:
+        weights.put(key, answer)
+    return answer  # type: ignore[no-any-return]
 
 
 # -- the shape-inferred model
@@ -265,8 +283,15 @@ def _outside_graph(model: onnx.ModelProto) -> bytes:
 
 
 def _initializer_bytes(model: onnx.ModelProto) -> int:
-    # nearly all of a model's size; tensors kept in typed fields rather than raw_data count short
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+    """Nearly all of a model's size, from the initializers' shapes (reading raw_data would copy it)."""
+
+    def itemsize(data_type: int) -> int:
+        try:
+            return int(onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize)
+        except (KeyError, TypeError, ValueError):  # a type numpy has no dtype for: counted as the widest
+            return 16
+
+    return sum(math.prod(t.dims) * itemsize(t.data_type) for t in model.graph.initializer)
 
 
 def _save_and_reload_model_with_shape_infer(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -294,33 +319,56 @@ def _save_and_reload_model_with_shape_infer(model: onnx.ModelProto) -> onnx.Mode
 
 
 def clear() -> None:
-    """Forget every memoized answer (for tests and benchmarks that need a cold start)."""
+    """Forget every memoized answer and every model seen (for tests and benchmarks that need a cold start)."""
     weights.clear()
     with _models_lock:
         _models.clear()
+        _recent.clear()
 
 
 # -- per-thread activation
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One open ``memoizing`` context."""
+
+    copied_graph: tuple[onnx.ModelProto, onnx.ModelProto] | None
+    weights: bool  # whether the weight memo answers in it
+
+
 class _State(threading.local):
     def __init__(self) -> None:
-        # (given, source) of each open ``memoizing``, innermost last; None where none was declared
-        self.copies: list[tuple[onnx.ModelProto, onnx.ModelProto] | None] = []
+        self.runs: list[_Run] = []  # innermost last
 
 
 _state = _State()
 
+# ids of the float models recent runs declared, most recent last. Ids only: a reused id can at worst
+# turn the weight memo on for a model's first run, which costs time, never bytes.
+_recent: collections.OrderedDict[int, None] = collections.OrderedDict()
+RECENT_KEPT = 8
 
-def _inside() -> bool:
-    return bool(_state.copies)
+
+def _seen_before(source: onnx.ModelProto) -> bool:
+    with _models_lock:
+        seen = id(source) in _recent
+        _recent[id(source)] = None
+        _recent.move_to_end(id(source))
+        while len(_recent) > RECENT_KEPT:
+            _recent.popitem(last=False)
+    return seen
+
+
+def _memoizing_weights() -> bool:
+    return bool(_state.runs) and _state.runs[-1].weights
 
 
 def _source_of(model: object) -> onnx.ModelProto | None:
     """The float model whose graph ``model`` copies, when a context on this thread declared it."""
-    for copy in _state.copies:
-        if copy is not None and copy[0] is model:
-            return copy[1]
+    for run in _state.runs:
+        if run.copied_graph is not None and run.copied_graph[0] is model:
+            return run.copied_graph[1]
     return None
 
 
@@ -330,14 +378,18 @@ def memoizing(copied_graph: tuple[onnx.ModelProto, onnx.ModelProto] | None = Non
 
     ``copied_graph`` is (given, source): ``given``, the model that will reach ``quantize_static``,
     has the graph of ``source`` copied unchanged; ``source`` is never changed in place. The
-    shape-inferred form of ``given`` is then kept by ``source``'s identity and the rest of ``given``.
+    shape-inferred form of ``given`` is then kept by ``source``'s identity and the rest of ``given``,
+    and weights are memoized only from the second run that declares ``source`` on: a miss costs
+    more than onnxruntime's own computation (the key, a copy kept), which a model quantized once
+    would pay for nothing. Without ``copied_graph`` weights are memoized from the start.
     """
-    _state.copies.append(copied_graph)
+    source_again = copied_graph is None or _seen_before(copied_graph[1])
+    _state.runs.append(_Run(copied_graph, weights=source_again))
     weights.new_generation()
     try:
         yield
     finally:
-        _state.copies.pop()
+        _state.runs.pop()
 
 
 # -- the swap, made by _ort_index while any of its contexts is open (under its lock)
