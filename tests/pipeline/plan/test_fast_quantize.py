@@ -3,7 +3,8 @@
 ``quantize_with_ranges`` runs onnxruntime's quantizer with its scans answered from indexes
 (``indexed_quantizer``); ``indexed=False`` runs it untouched, and is the reference here. Every
 indexed run is also made with ``check=True``, so each lookup is compared with onnxruntime's own
-full scan as it happens, not only the final bytes. Models: tests/models.py and tests/fix_models.py,
+full scan as it happens, not only the final bytes, and made again from the memos the first runs
+filled (test_ort_memo.py tests those on their own). Models: tests/models.py and tests/fix_models.py,
 among them shared initializers and tensors with several readers (``shared_tensors``) and a random
 stack of a few hundred nodes (``many_nodes``).
 """
@@ -24,7 +25,7 @@ from tests import fix_models, hostile, models
 from tests.helpers import session
 
 import quantdebug as qd
-from quantdebug.pipeline.plan import default_op_types, quantize_with_ranges
+from quantdebug.pipeline.plan import _ort_memo, default_op_types, quantize_with_ranges
 from quantdebug.pipeline.plan._ort_index import (
     IndexMismatchError,
     indexed_quantizer,
@@ -42,14 +43,22 @@ def _calibration(model: onnx.ModelProto, rng: np.random.Generator) -> qd.Calibra
 
 
 def _quantized(model: onnx.ModelProto | Path, calibration: qd.Calibration, config: qd.QuantConfig) -> tuple:
-    """The plain and the indexed (checked against full scans) QDQ models of ``model`` for ``config``."""
+    """The plain and the indexed (checked against full scans) QDQ models of ``model`` for ``config``.
+
+    The indexed one is made three times, as fix makes its candidates (_ort_memo): the first keeps
+    the shape-inferred model, the second also the weights' answers, the third takes both from the
+    memos; none may differ by a byte from the last.
+    """
     prepared = prepared_model(model, config)
     plan = prepared.plan(config, prepared.precisions(config))
     ranges = calibration.ranges(config)
     plain = quantize_with_ranges(prepared.model, ranges, config, plan, indexed=False)
     with indexed_quantizer(check=True) as run:
+        earlier = [quantize_with_ranges(prepared.model, ranges, config, plan) for _ in range(2)]
         fast = quantize_with_ranges(prepared.model, ranges, config, plan)
     assert run.active, support_problem()
+    for model_made in earlier:
+        _assert_same_bytes(model_made, fast)
     return plain, fast
 
 
@@ -214,6 +223,8 @@ def test_other_sources_fall_back_to_the_plain_quantizer(rng: np.random.Generator
         assert not run.active
         assert vars(ONNXModel)["replace_input_of_all_nodes"] is _PLAIN["replace_input_of_all_nodes"]
         assert qdq_quantizer.find_by_name is quant_utils.find_by_name
+        assert qdq_quantizer.compute_data_quant_params is _ort_memo.original.compute_data_quant_params
+        assert quant_utils.quantize_nparray is _ort_memo.original.quantize_nparray
         fallback = quantize_with_ranges(prepared.model, calibration.ranges(config), config, plan, indexed=False)
     plain = quantize_with_ranges(prepared.model, calibration.ranges(config), config, plan, indexed=False)
     _assert_same_bytes(plain, fallback)

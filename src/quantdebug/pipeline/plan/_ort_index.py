@@ -28,6 +28,8 @@ import onnxruntime
 from onnxruntime.quantization import onnx_model as ort_onnx_model
 from onnxruntime.quantization import quant_utils
 
+from quantdebug.pipeline.plan import _ort_memo
+
 _log = logging.getLogger(__name__)
 
 ONNXModel = ort_onnx_model.ONNXModel
@@ -35,6 +37,8 @@ ONNXModel = ort_onnx_model.ONNXModel
 # The quantizer's files whose behaviour the indexes rely on: the methods swapped (onnx_model,
 # quant_utils.find_by_name) and every QDQ-path caller that could mutate nodes or initializers
 # without going through them (the quantizer, its base, the operator classes, quantize_static).
+# The memos of _ort_memo rely on the same files: the functions they stand in for (quant_utils)
+# and their callers (qdq_quantizer, quantize_static).
 SOURCE_FILES = (
     "onnx_model.py",
     "quant_utils.py",
@@ -589,6 +593,7 @@ def _install() -> None:
                     if getattr(module, "find_by_name", None) is _ORIGINAL["find_by_name"]:
                         module.find_by_name = _find_by_name
                         _patched_modules.append(module)
+            _ort_memo.install()
         _installed += 1
 
 
@@ -602,11 +607,16 @@ def _uninstall() -> None:
             for module in _patched_modules:
                 module.find_by_name = _ORIGINAL["find_by_name"]
             _patched_modules.clear()
+            _ort_memo.uninstall()
 
 
 @contextlib.contextmanager
 def indexed_quantizer(
-    *, capture_to: str | None = None, check: bool = False, expected: Mapping[str, str] = EXPECTED_SOURCES
+    *,
+    capture_to: str | None = None,
+    copied_graph: tuple[onnx.ModelProto, onnx.ModelProto] | None = None,
+    check: bool = False,
+    expected: Mapping[str, str] = EXPECTED_SOURCES,
 ) -> Iterator[IndexedRun]:
     """While open, onnxruntime's quantizer on this thread answers its scans from indexes.
 
@@ -614,7 +624,8 @@ def indexed_quantizer(
     sources are not the ones checked (``support_problem`` says why). With ``capture_to`` the model
     onnxruntime would save to that path (without external data) is kept in ``run.model`` instead of
     written. With ``check`` every indexed answer is also computed by onnxruntime's own scan and a
-    difference raises ``IndexMismatchError`` (for tests).
+    difference raises ``IndexMismatchError`` (for tests). Weight quantization and, for the models
+    ``copied_graph`` declares (see ``_ort_memo.memoizing``), shape inference answer from memos too.
     """
     problem = support_problem(expected)
     if problem is not None:
@@ -627,7 +638,8 @@ def indexed_quantizer(
     outer = _state.check, _state.run
     _state.check, _state.run = check or outer[0], run
     try:
-        yield run
+        with _ort_memo.memoizing(copied_graph):
+            yield run
         if check:
             for index in _state.indexes.values():
                 index.verify()

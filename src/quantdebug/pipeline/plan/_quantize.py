@@ -180,8 +180,9 @@ def quantize_with_ranges(
 ) -> onnx.ModelProto:
     """Quantize the pre-processed ``model`` with the given per-tensor ranges; return the QDQ model.
 
-    ``indexed`` lets onnxruntime's quantizer answer its scans from indexes (``indexed_quantizer``):
-    the same model, built in a fraction of the time on large graphs; False runs it untouched.
+    ``indexed`` lets onnxruntime's quantizer answer its scans from indexes and its weight
+    quantization and shape inference from memos (``indexed_quantizer``): the same model, built in a
+    fraction of the time on large graphs; False runs it untouched.
     """
     op_types = (
         list(config.op_types_to_quantize) if config.op_types_to_quantize is not None else list(default_op_types())
@@ -215,7 +216,13 @@ def quantize_with_ranges(
             source = str(path)
         _write_ranges(ranges, cache)
         try:
-            indexes = indexed_quantizer(capture_to=None if big else str(out)) if indexed else _plain()
+            # work is model's graph copied; model is never changed in place, so the shape inference
+            # onnxruntime runs on work is kept between calls (the external-data path loads from a file)
+            indexes = (
+                indexed_quantizer(capture_to=None if big else str(out), copied_graph=None if big else (work, model))
+                if indexed
+                else _plain()
+            )
             with _quiet_root_logger(), indexes as run:
                 quantize_static(
                     source,
