@@ -172,7 +172,7 @@ def test_an_answer_is_the_callers_to_change(rng: np.random.Generator, monkeypatc
 
 
 def _stand_ins_in_place() -> list[str]:
-    stand_ins = set(map(id, _ort_memo._STAND_INS.values()))
+    stand_ins = set(map(id, _ort_memo.STAND_INS.values()))
     return [
         f"{module_name}.{name}"
         for module_name, module in list(sys.modules.items())
@@ -208,7 +208,7 @@ def test_the_memo_swap_is_undone_and_stays_on_its_thread(
         thread.join()
         assert len(calls) == 3  # the other thread computed both of its own
     assert not _stand_ins_in_place()
-    assert qdq_quantizer.compute_data_quant_params is _ort_memo._ORIGINAL["compute_data_quant_params"]
+    assert qdq_quantizer.compute_data_quant_params is _ort_memo.ORIGINAL["compute_data_quant_params"]
     for got in [*here, *elsewhere]:
         assert [a.tobytes() for a in got] == [a.tobytes() for a in here[0]]
 

@@ -572,9 +572,16 @@ _ORIGINAL["find_by_name"] = quant_utils.find_by_name
 # the class attributes as they were (staticmethod objects included), put back when the last context closes
 _SAVED: dict[str, Any] = {name: vars(ONNXModel)[name] for name in (*_ONNX_MODEL_METHODS, *_STATIC_METHODS)}
 
+# Functions the quantizer's modules import by name, swapped wherever a module holds the original:
+# find_by_name for the indexes, and the weight and shape-inference functions _ort_memo answers
+_FUNCTIONS: dict[str, tuple[Any, Callable[..., Any]]] = {
+    "find_by_name": (_ORIGINAL["find_by_name"], _find_by_name),
+    **{name: (_ort_memo.ORIGINAL[name], stand_in) for name, stand_in in _ort_memo.STAND_INS.items()},
+}
+
 _lock = threading.Lock()
 _installed = 0
-_patched_modules: list[Any] = []
+_patched_functions: list[tuple[Any, str]] = []  # (module, name)
 
 
 def _install() -> None:
@@ -585,15 +592,14 @@ def _install() -> None:
                 setattr(ONNXModel, name, method)
             for name, function in _STATIC_METHODS.items():
                 setattr(ONNXModel, name, staticmethod(function))
-            # find_by_name is imported by name into each quantizer module: swap it where it was imported
-            _patched_modules.clear()
+            _patched_functions.clear()
             for module_name, loaded in list(sys.modules.items()):
                 module: Any = loaded
                 if module_name.startswith("onnxruntime.quantization") and module is not None:
-                    if getattr(module, "find_by_name", None) is _ORIGINAL["find_by_name"]:
-                        module.find_by_name = _find_by_name
-                        _patched_modules.append(module)
-            _ort_memo.install()
+                    for name, (original, stand_in) in _FUNCTIONS.items():
+                        if getattr(module, name, None) is original:
+                            setattr(module, name, stand_in)
+                            _patched_functions.append((module, name))
         _installed += 1
 
 
@@ -604,10 +610,9 @@ def _uninstall() -> None:
         if _installed == 0:
             for name, attribute in _SAVED.items():
                 setattr(ONNXModel, name, attribute)
-            for module in _patched_modules:
-                module.find_by_name = _ORIGINAL["find_by_name"]
-            _patched_modules.clear()
-            _ort_memo.uninstall()
+            for module, name in _patched_functions:
+                setattr(module, name, _FUNCTIONS[name][0])
+            _patched_functions.clear()
 
 
 @contextlib.contextmanager

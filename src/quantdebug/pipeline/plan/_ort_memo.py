@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import hashlib
 import math
-import sys
 import threading
 import types
 from collections.abc import Callable, Hashable, Iterator
@@ -50,9 +49,9 @@ _DATA_TYPES = frozenset({np.dtype(np.float32), np.dtype(np.float16)})
 
 _NAMES = ("compute_data_quant_params", "quantize_nparray", "save_and_reload_model_with_shape_infer")
 # onnxruntime's functions as imported: what the swap looks for in each module and puts back
-_ORIGINAL: dict[str, Any] = {name: getattr(quant_utils, name) for name in _NAMES}
+ORIGINAL: dict[str, Any] = {name: getattr(quant_utils, name) for name in _NAMES}
 # the same functions, which the stand-ins call through here (tests spy on it to count real computations)
-original = types.SimpleNamespace(**_ORIGINAL)
+original = types.SimpleNamespace(**ORIGINAL)
 
 
 class _Unkeyable(Exception):
@@ -392,30 +391,11 @@ def memoizing(copied_graph: tuple[onnx.ModelProto, onnx.ModelProto] | None = Non
         _state.runs.pop()
 
 
-# -- the swap, made by _ort_index while any of its contexts is open (under its lock)
+# -- what _ort_index swaps in while any of its contexts is open (under its lock), in every
+# onnxruntime.quantization module that holds the original by name
 
-_STAND_INS: dict[str, Callable[..., Any]] = {
+STAND_INS: dict[str, Callable[..., Any]] = {
     "compute_data_quant_params": _compute_data_quant_params,
     "quantize_nparray": _quantize_nparray,
     "save_and_reload_model_with_shape_infer": _save_and_reload_model_with_shape_infer,
 }
-_patched: list[tuple[Any, str]] = []
-
-
-def install() -> None:
-    """Put the stand-ins in every onnxruntime.quantization module that holds the originals by name."""
-    _patched.clear()
-    for module_name, loaded in list(sys.modules.items()):
-        module: Any = loaded
-        if not module_name.startswith("onnxruntime.quantization") or module is None:
-            continue
-        for name, stand_in in _STAND_INS.items():
-            if getattr(module, name, None) is _ORIGINAL[name]:
-                setattr(module, name, stand_in)
-                _patched.append((module, name))
-
-
-def uninstall() -> None:
-    for module, name in _patched:
-        setattr(module, name, _ORIGINAL[name])
-    _patched.clear()
